@@ -1,0 +1,42 @@
+//! ObjectIds: validation, and derivation of new ones without randomness.
+
+use sha2::{Digest, Sha256};
+
+/// True for 24 lowercase hexadecimal characters, the platform's ObjectId form.
+pub fn is_object_id(s: &str) -> bool {
+    s.len() == 24 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// Derives an ObjectId from its parts. The same parts always give the same ID, so a replay of
+/// the same input creates the same messages; parts are length-prefixed so that
+/// `["ab", "c"]` and `["a", "bc"]` differ.
+pub fn derive(parts: &[&str]) -> String {
+    let mut hasher = Sha256::new();
+    for part in parts {
+        hasher.update((part.len() as u64).to_le_bytes());
+        hasher.update(part.as_bytes());
+    }
+    hex::encode(&hasher.finalize()[..12])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn object_id_shape() {
+        assert!(is_object_id("590bd49f458b716046347f47"));
+        assert!(!is_object_id("590BD49F458B716046347F47"));
+        assert!(!is_object_id("590bd49f458b716046347f4"));
+        assert!(!is_object_id("590bd49f458b716046347f4g"));
+        assert!(!is_object_id(""));
+    }
+
+    #[test]
+    fn derived_ids_are_object_ids_and_stable() {
+        let a = derive(&["590bd49f458b716046347f47", "copy"]);
+        assert!(is_object_id(&a));
+        assert_eq!(a, derive(&["590bd49f458b716046347f47", "copy"]));
+        assert_ne!(derive(&["ab", "c"]), derive(&["a", "bc"]));
+    }
+}

@@ -1,0 +1,91 @@
+//! The `switchboard` command line.
+
+use std::io::{BufWriter, Read, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use switchboard::directory::MemoryDirectory;
+use switchboard::simulate::{output_line, Simulator};
+use switchboard::Dialect;
+
+#[derive(Parser)]
+#[command(
+    name = "switchboard",
+    version,
+    about = "Conversation-command stream processor"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Apply a JSON-lines trace with the domain core alone (no Kafka, no Redis) and print every
+    /// output record as one JSON line {"topic", "key", "value"}.
+    Simulate {
+        /// Directory file (YAML or JSON): organizations, channels, users, forms.
+        #[arg(long)]
+        directory: PathBuf,
+        /// Input messages, one JSON object per line; `-` reads standard input.
+        #[arg(long)]
+        input: PathBuf,
+        /// Write the final state of every conversation (messages included) to this file.
+        #[arg(long)]
+        state: Option<PathBuf>,
+        /// Command language: web1on1 (default) or chatshipper.
+        #[arg(long, default_value = "web1on1")]
+        dialect: Dialect,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("switchboard: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Simulate {
+            directory,
+            input,
+            state,
+            dialect,
+        } => {
+            let directory = MemoryDirectory::load(&directory)?;
+            let trace = if input.as_os_str() == "-" {
+                let mut s = String::new();
+                std::io::stdin()
+                    .read_to_string(&mut s)
+                    .context("reading standard input")?;
+                s
+            } else {
+                std::fs::read_to_string(&input)
+                    .with_context(|| format!("reading input {}", input.display()))?
+            };
+            let mut simulator = Simulator::new(directory, dialect);
+            let outputs = simulator.run_trace(&trace);
+            let stdout = std::io::stdout();
+            let mut out = BufWriter::new(stdout.lock());
+            for output in &outputs {
+                writeln!(out, "{}", output_line(output))?;
+            }
+            out.flush()?;
+            if let Some(path) = state {
+                let doc = serde_json::to_string_pretty(&simulator.state_document())?;
+                std::fs::write(&path, doc + "\n")
+                    .with_context(|| format!("writing state {}", path.display()))?;
+            }
+            Ok(())
+        }
+    }
+}
