@@ -173,10 +173,14 @@ pub fn field(step: &mut Step<'_>) -> Handled {
             "a field message's text is .<key> <value>",
         ));
     };
-    let (key, value) = split_word(rest);
-    if key.is_empty() {
-        return Err(reject(Code::MissingArgument, "a field message needs a key"));
+    // The key follows the dot directly: ". value" names no field.
+    if rest.is_empty() || rest.starts_with(char::is_whitespace) {
+        return Err(reject(
+            Code::MissingArgument,
+            "a field message needs a key right after the dot",
+        ));
     }
+    let (key, value) = split_word(rest);
     let Some(form_id) = meta_str(&step.msg.meta, "form")? else {
         return Err(reject(
             Code::MissingArgument,
