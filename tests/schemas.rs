@@ -1,0 +1,161 @@
+//! Every event and state the core produces matches the JSON Schemas published in `schemas/`.
+
+mod support;
+
+use proptest::prelude::*;
+use serde_json::{json, Value};
+use support::common::*;
+use support::{build, specs, Schemas};
+use switchboard::simulate::{output_line, Simulator};
+use switchboard::Dialect;
+
+fn run(lines: &str) -> (Vec<Value>, Value) {
+    let mut sim = Simulator::new(directory(), Dialect::Web1on1);
+    let outputs = sim.run_trace(lines);
+    let lines = outputs
+        .iter()
+        .map(|o| serde_json::from_str(&output_line(o)).unwrap())
+        .collect();
+    (lines, sim.state_document())
+}
+
+#[test]
+fn there_is_a_valid_schema_for_the_input_the_state_and_every_event_type() {
+    let schemas = Schemas::load();
+    let mut names = schemas.names();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "chat.bot.command",
+            "chat.channel.dequeue",
+            "chat.channel.notification",
+            "chat.command.result",
+            "chat.email.notification",
+            "chat.inbox.notification",
+            "chat.message.deadletter",
+            "chat.message.delivery",
+            "conversation",
+            "message",
+        ]
+    );
+}
+
+#[test]
+fn the_example_trace_produces_only_schema_valid_records_and_state() {
+    let schemas = Schemas::load();
+    let trace =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/trace.jsonl"))
+            .unwrap();
+    let (outputs, state) = run(&trace);
+    let mut types: Vec<String> = Vec::new();
+    for line in &outputs {
+        schemas.check_output(line);
+        types.push(line["value"]["type"].as_str().unwrap().to_string());
+    }
+    types.sort();
+    types.dedup();
+    let expected = [
+        "chat.bot.command",
+        "chat.channel.dequeue",
+        "chat.channel.notification",
+        "chat.command.result",
+        "chat.email.notification",
+        "chat.inbox.notification",
+        "chat.message.deadletter",
+        "chat.message.delivery",
+        "import.request",
+        "import.transfer",
+    ];
+    assert_eq!(
+        types, expected,
+        "the example covers every event type and both relay steps"
+    );
+    for doc in state.as_object().unwrap().values() {
+        schemas.check_state(doc);
+    }
+    // The example's readable messages match the input schema too.
+    for line in trace.lines() {
+        if let switchboard::message::Decoded::Message(_) = switchboard::message::decode(
+            switchboard::message::KeySource::FromConversation,
+            line.as_bytes(),
+        ) {
+            let v: Value = serde_json::from_str(line).unwrap();
+            assert!(schemas.errors("message", &v).is_empty(), "{line}");
+        }
+    }
+}
+
+#[test]
+fn the_schemas_reject_what_the_contract_forbids() {
+    let schemas = Schemas::load();
+    let trace =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/trace.jsonl"))
+            .unwrap();
+    let (outputs, state) = run(&trace);
+    let find = |t: &str| outputs.iter().find(|l| l["value"]["type"] == t).unwrap()["value"].clone();
+
+    let mut e = find("chat.channel.notification");
+    e["data"]["reason"] = json!("because");
+    assert!(!schemas.errors("chat.channel.notification", &e).is_empty());
+    let mut e = find("chat.command.result");
+    assert_eq!(e["data"]["outcome"], "applied");
+    e["data"]["code"] = json!("no_change");
+    assert!(
+        !schemas.errors("chat.command.result", &e).is_empty(),
+        "applied carries no code"
+    );
+    let mut e = find("chat.inbox.notification");
+    e["data"].as_object_mut().unwrap().remove("user");
+    assert!(!schemas.errors("chat.inbox.notification", &e).is_empty());
+    let mut e = find("chat.message.delivery");
+    e["specversion"] = json!("0.3");
+    assert!(!schemas.errors("chat.message.delivery", &e).is_empty());
+
+    let mut doc = state.as_object().unwrap().values().next().unwrap().clone();
+    doc["status"] = json!("closed");
+    doc["channels"] = json!([C1]);
+    assert!(
+        !schemas.errors("conversation", &doc).is_empty(),
+        "channels only while queued"
+    );
+    let mut doc = state.as_object().unwrap().values().next().unwrap().clone();
+    doc["messages"][0]["likes"] = json!(vec![ADA; 2]);
+    assert!(
+        !schemas.errors("conversation", &doc).is_empty(),
+        "a user likes once"
+    );
+    assert!(!schemas
+        .errors(
+            "message",
+            &json!({"id": "x", "conversation": conv(1), "type": "chat",
+        "createdAt": time(1)})
+        )
+        .is_empty());
+    assert!(
+        !schemas
+            .errors(
+                "message",
+                &json!({"id": conv(2), "conversation": conv(1), "type": "chat",
+        "role": "agent", "createdAt": time(1)})
+            )
+            .is_empty(),
+        "agents need a sender"
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_traffic_produces_only_schema_valid_records_and_state(s in specs(60)) {
+        let schemas = Schemas::load();
+        let (outputs, state) = run(&build(&s).join("\n"));
+        for line in &outputs {
+            schemas.check_output(line);
+        }
+        for doc in state.as_object().unwrap().values() {
+            schemas.check_state(doc);
+        }
+    }
+}
