@@ -1,7 +1,9 @@
 //! Reference data (SPEC section 4): organizations, channels, users and forms, maintained by the
 //! platform and read by Switchboard, plus each organization's block list of contact IPs.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
+
+use foldhash::HashMap;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};

@@ -199,6 +199,17 @@ impl EventData {
     }
 }
 
+/// `<cause>:<position>`, without the formatting machinery: this runs for every event.
+fn event_id(cause: &str, position: usize) -> String {
+    let mut digits = itoa::Buffer::new();
+    let digits = digits.format(position);
+    let mut id = String::with_capacity(cause.len() + 1 + digits.len());
+    id.push_str(cause);
+    id.push(':');
+    id.push_str(digits);
+    id
+}
+
 /// What a record's value is.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
@@ -232,7 +243,7 @@ impl Output {
             key: subject.to_string(),
             value: Payload::Event(Box::new(CloudEvent {
                 specversion: SPEC_VERSION,
-                id: format!("{cause}:{position}"),
+                id: event_id(cause, position),
                 source: SOURCE,
                 kind,
                 time: time.map(str::to_string),

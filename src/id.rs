@@ -7,6 +7,14 @@ pub fn is_object_id(s: &str) -> bool {
     s.len() == 24 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
+/// The 96 bits of an ObjectId, for allocation-free map keys; `None` if `s` is not one.
+pub fn object_id_bits(s: &str) -> Option<u128> {
+    if !is_object_id(s) {
+        return None;
+    }
+    u128::from_str_radix(s, 16).ok()
+}
+
 /// Derives an ObjectId from its parts. The same parts always give the same ID, so a replay of
 /// the same input creates the same messages; parts are length-prefixed so that
 /// `["ab", "c"]` and `["a", "bc"]` differ.

@@ -5,8 +5,9 @@
 //! one a single keyed write whatever the conversation's length. Only `/import`, which re-orders
 //! and re-indexes the whole log by definition, returns [`LogWrite::Replace`].
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 
+use crate::id::object_id_bits;
 use crate::state::StoredMessage;
 
 /// Read access to a conversation's log. An adapter that keeps the log remotely pre-fetches what
@@ -38,7 +39,9 @@ pub enum LogWrite {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct MemoryLog {
     messages: Vec<StoredMessage>,
-    by_id: HashMap<String, usize>,
+    /// Message IDs are ObjectIds (the envelope and the ID derivation guarantee it), so they key
+    /// the index as integers: no allocation per message.
+    by_id: HashMap<u128, usize>,
 }
 
 impl MemoryLog {
@@ -46,24 +49,27 @@ impl MemoryLog {
         Self::default()
     }
 
-    pub fn apply(&mut self, writes: &[LogWrite]) {
+    pub fn apply(&mut self, writes: Vec<LogWrite>) {
         for write in writes {
             match write {
                 LogWrite::Append(m) => {
                     debug_assert_eq!(m.index as usize, self.messages.len());
-                    self.by_id.insert(m.id.clone(), self.messages.len());
-                    self.messages.push(m.clone());
+                    if let Some(key) = object_id_bits(&m.id) {
+                        self.by_id.insert(key, self.messages.len());
+                    }
+                    self.messages.push(m);
                 }
                 LogWrite::Update(m) => {
-                    self.messages[m.index as usize] = m.clone();
+                    let at = m.index as usize;
+                    self.messages[at] = m;
                 }
                 LogWrite::Replace(all) => {
-                    self.messages = all.clone();
                     self.by_id = all
                         .iter()
                         .enumerate()
-                        .map(|(i, m)| (m.id.clone(), i))
+                        .filter_map(|(i, m)| object_id_bits(&m.id).map(|k| (k, i)))
                         .collect();
+                    self.messages = all;
                 }
             }
         }
@@ -80,7 +86,8 @@ impl Log for MemoryLog {
     }
 
     fn get(&self, id: &str) -> Option<&StoredMessage> {
-        self.by_id.get(id).map(|&i| &self.messages[i])
+        let key = object_id_bits(id)?;
+        self.by_id.get(&key).map(|&i| &self.messages[i])
     }
 
     fn all(&self) -> &[StoredMessage] {

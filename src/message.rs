@@ -196,18 +196,23 @@ pub fn decode(key: KeySource<'_>, payload: &[u8]) -> Decoded {
             payload: payload.to_vec(),
         })
     };
-    let text = match std::str::from_utf8(payload) {
-        Ok(t) => t,
-        Err(e) => return dead(DeadReason::NotUtf8, format!("payload is not UTF-8: {e}")),
-    };
-    let raw = match serde_json::from_str::<Raw>(text) {
+    // serde_json checks UTF-8 as it reads, and outside strings JSON is ASCII, so a successful
+    // parse needs no separate pass; a failed one is classified afterwards.
+    let raw = match serde_json::from_slice::<Raw>(payload) {
         Ok(raw) => raw,
-        Err(e) if e.is_syntax() || e.is_eof() => {
-            return dead(DeadReason::NotJson, format!("payload is not JSON: {e}"))
+        Err(e) => {
+            let text = match std::str::from_utf8(payload) {
+                Ok(t) => t,
+                Err(u) => return dead(DeadReason::NotUtf8, format!("payload is not UTF-8: {u}")),
+            };
+            if e.is_syntax() || e.is_eof() {
+                return dead(DeadReason::NotJson, format!("payload is not JSON: {e}"));
+            }
+            return decode_mistyped(key, text, dead);
         }
-        Err(_) => return decode_mistyped(key, text, dead),
     };
-    let Some(conversation) = raw.conversation.clone() else {
+    let mut raw = raw;
+    let Some(conversation) = raw.conversation.take() else {
         return match key {
             KeySource::Record(Some(_)) => dead(
                 DeadReason::KeyMismatch,
@@ -222,17 +227,7 @@ pub fn decode(key: KeySource<'_>, payload: &[u8]) -> Decoded {
     if let Err((reason, detail)) = check_key(key, &conversation) {
         return dead(reason, detail);
     }
-    let time = raw.created_at.clone().filter(|t| is_rfc3339(t));
-    match validate(raw, conversation.clone()) {
-        Ok(message) => Decoded::Message(message),
-        Err((message, code, detail)) => Decoded::Invalid {
-            conversation,
-            message,
-            code,
-            detail,
-            time,
-        },
-    }
+    validate(raw, conversation)
 }
 
 fn check_key(key: KeySource<'_>, conversation: &str) -> Result<(), (DeadReason, String)> {
@@ -314,59 +309,62 @@ fn is_rfc3339(t: &str) -> bool {
     chrono::DateTime::parse_from_rfc3339(t).is_ok()
 }
 
-type Invalid = (Option<String>, Code, String);
-
-fn validate(raw: Raw, conversation: String) -> Result<Message, Invalid> {
-    let id = raw.id.clone();
-    let fail = |code: Code, detail: String| (id.clone(), code, detail);
-    let Some(message_id) = raw.id else {
-        return Err(fail(Code::MissingField, "`id` is required".into()));
+fn validate(raw: Raw, conversation: String) -> Decoded {
+    // Only the failure path pays for copies and for re-checking the time.
+    let fail = |code: Code, detail: String| Decoded::Invalid {
+        conversation: conversation.clone(),
+        message: raw.id.clone(),
+        code,
+        detail,
+        time: raw.created_at.clone().filter(|t| is_rfc3339(t)),
     };
-    if !is_object_id(&message_id) {
-        return Err(fail(
+    let Some(message_id) = raw.id.as_deref() else {
+        return fail(Code::MissingField, "`id` is required".into());
+    };
+    if !is_object_id(message_id) {
+        return fail(
             Code::InvalidId,
             format!("`id` {message_id:?} is not an ObjectId"),
-        ));
+        );
     }
     if !is_object_id(&conversation) {
-        return Err(fail(
+        return fail(
             Code::InvalidId,
             format!("`conversation` {conversation:?} is not an ObjectId"),
-        ));
+        );
     }
-    let type_name = match raw.kind {
-        Some(t) if !t.is_empty() => t,
-        _ => return Err(fail(Code::MissingField, "`type` is required".into())),
-    };
+    if raw.kind.as_deref().is_none_or(str::is_empty) {
+        return fail(Code::MissingField, "`type` is required".into());
+    }
     let role = match raw.role.as_deref() {
         None => Role::Bot,
         Some("contact" | "consumer") => Role::Contact,
         Some("agent") => Role::Agent,
         Some("bot") => Role::Bot,
         Some(other) => {
-            return Err(fail(
+            return fail(
                 Code::InvalidRole,
                 format!("`role` {other:?} is not one of contact, consumer, agent, bot"),
-            ))
+            );
         }
     };
-    let Some(created_at) = raw.created_at else {
-        return Err(fail(Code::MissingField, "`createdAt` is required".into()));
+    let Some(created_at) = raw.created_at.as_deref() else {
+        return fail(Code::MissingField, "`createdAt` is required".into());
     };
-    let created_at_nanos = chrono::DateTime::parse_from_rfc3339(&created_at)
+    let created_at_nanos = chrono::DateTime::parse_from_rfc3339(created_at)
         .ok()
-        .and_then(|t| t.timestamp_nanos_opt())
-        .ok_or_else(|| {
-            fail(
-                Code::InvalidTime,
-                format!("`createdAt` {created_at:?} is not an RFC 3339 time"),
-            )
-        })?;
+        .and_then(|t| t.timestamp_nanos_opt());
+    let Some(created_at_nanos) = created_at_nanos else {
+        return fail(
+            Code::InvalidTime,
+            format!("`createdAt` {created_at:?} is not an RFC 3339 time"),
+        );
+    };
     if role != Role::Contact && raw.sender.is_none() {
-        return Err(fail(
+        return fail(
             Code::MissingSender,
             "`sender` is required for every message not from the contact".into(),
-        ));
+        );
     }
     for (field, value) in [
         ("sender", &raw.sender),
@@ -375,29 +373,27 @@ fn validate(raw: Raw, conversation: String) -> Result<Message, Invalid> {
     ] {
         if let Some(v) = value {
             if !is_object_id(v) {
-                return Err(fail(
+                return fail(
                     Code::InvalidId,
                     format!("`{field}` {v:?} is not an ObjectId"),
-                ));
+                );
             }
         }
     }
     if let Some(t) = &raw.conversation_type {
         if !CONVERSATION_TYPES.contains(&t.as_str()) {
-            return Err(fail(
+            return fail(
                 Code::InvalidField,
                 format!("`conversationType` {t:?} is not one of {CONVERSATION_TYPES:?}"),
-            ));
+            );
         }
     }
     if raw.touchpoint.as_deref() == Some("") {
-        return Err(fail(
-            Code::InvalidField,
-            "`touchpoint` must not be empty".into(),
-        ));
+        return fail(Code::InvalidField, "`touchpoint` must not be empty".into());
     }
-    Ok(Message {
-        id: message_id,
+    let type_name = raw.kind.unwrap_or_default();
+    Decoded::Message(Message {
+        id: raw.id.unwrap_or_default(),
         conversation,
         kind: Kind::of(&type_name),
         type_name,
@@ -407,7 +403,7 @@ fn validate(raw: Raw, conversation: String) -> Result<Message, Invalid> {
         text: raw.text.unwrap_or_default(),
         user: raw.user,
         meta: raw.meta.unwrap_or_default(),
-        created_at,
+        created_at: raw.created_at.unwrap_or_default(),
         created_at_nanos,
         organization: raw.organization,
         conversation_type: raw.conversation_type,

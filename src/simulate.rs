@@ -4,7 +4,9 @@
 //! input topic (the `/import` relay) are appended to the end of the input and applied in turn,
 //! as the stream would deliver them.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
+
+use foldhash::HashMap;
 
 use serde_json::Value;
 
@@ -26,7 +28,7 @@ struct Slot {
 pub struct Simulator {
     directory: MemoryDirectory,
     dialect: Dialect,
-    conversations: BTreeMap<String, Slot>,
+    conversations: HashMap<String, Slot>,
 }
 
 impl Simulator {
@@ -34,7 +36,7 @@ impl Simulator {
         Simulator {
             directory,
             dialect,
-            conversations: BTreeMap::new(),
+            conversations: HashMap::default(),
         }
     }
 
@@ -64,16 +66,21 @@ impl Simulator {
                 )]
             }
             Decoded::Message(message) => {
+                // Look up before inserting: the common case needs no key allocation.
+                if !self.conversations.contains_key(&message.conversation) {
+                    self.conversations
+                        .insert(message.conversation.clone(), Slot::default());
+                }
                 let slot = self
                     .conversations
-                    .entry(message.conversation.clone())
-                    .or_default();
+                    .get_mut(&message.conversation)
+                    .expect("inserted above");
                 let env = Env {
                     directory: &self.directory,
                     dialect: self.dialect,
                 };
                 let transition = apply(slot.conversation.take(), &slot.log, &message, &env);
-                slot.log.apply(&transition.log);
+                slot.log.apply(transition.log);
                 slot.conversation = transition.conversation;
                 if slot.conversation.is_none() {
                     self.conversations.remove(&message.conversation);
@@ -115,7 +122,8 @@ impl Simulator {
             .and_then(|s| s.conversation.as_ref().map(|c| (c, s.log.messages())))
     }
 
-    /// Every conversation's `inspect` document, messages included, keyed by ID.
+    /// Every conversation's `inspect` document, messages included, keyed by ID (in ID order:
+    /// serde_json's map is ordered, so the document is byte-stable).
     pub fn state_document(&self) -> Value {
         let map = self
             .conversations

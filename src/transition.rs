@@ -179,8 +179,9 @@ pub struct Step<'a> {
     pub env: &'a Env<'a>,
     pub log: &'a dyn Log,
     pub conv: Conversation,
-    /// The conversation's organization, then its ancestors.
-    pub lineage: Vec<Arc<Organization>>,
+    /// The conversation's organization, then its ancestors; looked up on first use, since most
+    /// chat messages never need it.
+    lineage: std::cell::OnceCell<Vec<Arc<Organization>>>,
     pub writes: Vec<LogWrite>,
     events: Vec<EventData>,
     /// Records keyed by another conversation (the relay), emitted after the events.
@@ -194,13 +195,12 @@ pub struct Step<'a> {
 
 impl<'a> Step<'a> {
     pub fn new(conv: Conversation, log: &'a dyn Log, msg: &'a Message, env: &'a Env<'a>) -> Self {
-        let lineage = lineage(env.directory, &conv.organization);
         Step {
             msg,
             env,
             log,
             conv,
-            lineage,
+            lineage: std::cell::OnceCell::new(),
             writes: Vec::new(),
             events: Vec::new(),
             extra: Vec::new(),
@@ -239,68 +239,64 @@ impl<'a> Step<'a> {
     }
 
     fn finish(mut self, handled: Handled, existed: bool) -> Transition {
-        let now = self.msg.created_at.clone();
-        let result = match &handled {
+        // Borrowed from the message, not the step, so they outlive the moves below.
+        let msg: &'a Message = self.msg;
+        let now = msg.created_at.as_str();
+        let conv_id = msg.conversation.as_str();
+        let exists = existed || handled.is_ok() || !self.writes.is_empty();
+        let result = match handled {
             Ok(Verdict::Applied) => {
                 if !self.stored {
                     self.store();
                 }
                 self.conv.version += 1;
-                self.conv.updated_at = now.clone();
+                self.conv.updated_at.clone_from(&msg.created_at);
                 Some((Outcome::Applied, None))
             }
             Ok(Verdict::Deferred) => None,
             Ok(Verdict::Relayed { applied }) => {
-                if *applied {
+                if applied {
                     self.conv.version += 1;
-                    self.conv.updated_at = now.clone();
+                    self.conv.updated_at.clone_from(&msg.created_at);
                 }
                 None
             }
             Err(refusal) => {
                 if !self.writes.is_empty() {
-                    self.conv.updated_at = now.clone();
+                    self.conv.updated_at.clone_from(&msg.created_at);
                 }
                 let outcome = if refusal.ignored {
                     Outcome::Ignored
                 } else {
                     Outcome::Rejected
                 };
-                Some((outcome, Some(refusal.clone())))
+                Some((outcome, Some(refusal)))
             }
         };
-        let exists = existed || handled.is_ok() || !self.writes.is_empty();
-        let conv_id = self.conv.id.clone();
         let mut outputs: Vec<Output> = Vec::with_capacity(self.events.len() + self.extra.len() + 1);
         for (position, data) in self.events.into_iter().enumerate() {
-            outputs.push(Output::event(
-                &self.msg.id,
-                position,
-                Some(&now),
-                &conv_id,
-                data,
-            ));
+            outputs.push(Output::event(&msg.id, position, Some(now), conv_id, data));
         }
         outputs.append(&mut self.extra);
         let outcome = result.as_ref().map(|(o, _)| *o);
         if let Some((outcome, refusal)) = result {
+            let (code, detail) = match refusal {
+                Some(r) => (Some(r.code), Some(r.detail)),
+                None => (None, None),
+            };
             let data = EventData::CommandResult {
-                conversation: conv_id.clone(),
-                message: Some(
-                    self.result_for
-                        .take()
-                        .unwrap_or_else(|| self.msg.id.clone()),
-                ),
+                conversation: conv_id.to_string(),
+                message: Some(self.result_for.take().unwrap_or_else(|| msg.id.clone())),
                 outcome,
-                code: refusal.as_ref().map(|r| r.code),
-                detail: refusal.map(|r| r.detail),
+                code,
+                detail,
                 version: if exists { self.conv.version } else { 0 },
             };
             outputs.push(Output::event(
-                &self.msg.id,
+                &msg.id,
                 outputs.len(),
-                Some(&now),
-                &conv_id,
+                Some(now),
+                conv_id,
                 data,
             ));
         }
@@ -326,9 +322,15 @@ impl<'a> Step<'a> {
         self.events.push(data);
     }
 
+    /// The conversation's organization, then its ancestors, nearest first.
+    pub fn lineage(&self) -> &[Arc<Organization>] {
+        self.lineage
+            .get_or_init(|| lineage(self.env.directory, &self.conv.organization))
+    }
+
     /// The organization the conversation belongs to.
     pub fn organization(&self) -> Option<&Arc<Organization>> {
-        self.lineage.first()
+        self.lineage().first()
     }
 
     /// Appends the message being applied to the log.
@@ -346,7 +348,7 @@ impl<'a> Step<'a> {
     }
 
     pub fn authorise(&self, user: &str) -> Result<Arc<User>, Refusal> {
-        authorise(self.env.directory, &self.lineage, user)
+        authorise(self.env.directory, self.lineage(), user)
     }
 
     /// The user a participant command is about: `user`, else the sender; authorised.
