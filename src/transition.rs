@@ -154,7 +154,8 @@ fn create(message: &Message, env: &Env<'_>) -> Result<Conversation, Refusal> {
     ))
 }
 
-fn refused_unknown(message: &Message, refusal: Refusal) -> Transition {
+/// The transition for a message refused before any conversation exists to apply it to.
+pub(crate) fn refused_unknown(message: &Message, refusal: Refusal) -> Transition {
     let result = invalid(
         None,
         &message.conversation,
@@ -402,11 +403,18 @@ impl<'a> Step<'a> {
         self.conv.status = status;
     }
 
+    /// Puts the conversation in `queued` (a new queued period when it was not).
+    pub fn enter_queue(&mut self) {
+        if self.conv.status != Status::Queued {
+            self.conv.accepted_since_queued = false;
+            self.conv.status = Status::Queued;
+        }
+    }
+
     /// Queues the conversation and runs routing over `scope` (default: its organization and
     /// ancestors), notifying the online channels found.
     pub fn queue_and_route(&mut self, scope: Option<&[String]>, reason: NotifyReason) {
-        // The dequeue reason is moot: the status does not leave `queued` here.
-        self.set_status(Status::Queued, DequeueReason::Leave, None);
+        self.enter_queue();
         let routed = route(&self.conv, scope, self.env.directory);
         self.add_channels(routed.online, routed.offline, reason);
     }

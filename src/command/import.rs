@@ -147,29 +147,18 @@ fn transfer_record(
 
 /// Step 2 when the origin does not exist.
 pub fn missing_origin(msg: &Message) -> Transition {
-    let outputs = match relay_meta::<Request>(msg) {
-        Ok(req) => vec![transfer_record(
-            msg,
-            &req,
-            Err(reject(
-                Code::UnknownConversation,
-                format!("origin conversation {} does not exist", msg.conversation),
-            )),
-        )],
-        Err(r) => vec![crate::transition::invalid(
-            None,
-            &msg.conversation,
-            Some(&msg.id),
-            Some(&msg.created_at),
-            r.code,
-            &r.detail,
-            &msg.id,
-        )],
+    let req = match relay_meta::<Request>(msg) {
+        Ok(req) => req,
+        Err(r) => return crate::transition::refused_unknown(msg, r),
     };
+    let refusal = reject(
+        Code::UnknownConversation,
+        format!("origin conversation {} does not exist", msg.conversation),
+    );
     Transition {
         conversation: None,
         log: Vec::new(),
-        outputs,
+        outputs: vec![transfer_record(msg, &req, Err(refusal))],
         blocks: Vec::new(),
         outcome: None,
     }

@@ -50,7 +50,7 @@ pub fn notify(step: &mut Step<'_>, args: &str) -> Handled {
                 offline.push(channel.id.clone());
             }
         }
-        step.set_status(Status::Queued, crate::event::DequeueReason::Leave, None);
+        step.enter_queue();
         step.add_channels(online, offline, NotifyReason::Notify);
     } else if !cmd.organizations.is_empty() {
         check_organizations(step, &cmd.organizations)?;
