@@ -196,20 +196,18 @@ pub fn decode(key: KeySource<'_>, payload: &[u8]) -> Decoded {
             payload: payload.to_vec(),
         })
     };
-    // serde_json checks UTF-8 as it reads, and outside strings JSON is ASCII, so a successful
-    // parse needs no separate pass; a failed one is classified afterwards.
-    let raw = match serde_json::from_slice::<Raw>(payload) {
+    // One UTF-8 pass over the whole payload (word-at-a-time for ASCII) is cheaper than
+    // serde_json's slice reader checking every string on its own; `from_str` then trusts it.
+    let text = match std::str::from_utf8(payload) {
+        Ok(t) => t,
+        Err(e) => return dead(DeadReason::NotUtf8, format!("payload is not UTF-8: {e}")),
+    };
+    let raw = match serde_json::from_str::<Raw>(text) {
         Ok(raw) => raw,
-        Err(e) => {
-            let text = match std::str::from_utf8(payload) {
-                Ok(t) => t,
-                Err(u) => return dead(DeadReason::NotUtf8, format!("payload is not UTF-8: {u}")),
-            };
-            if e.is_syntax() || e.is_eof() {
-                return dead(DeadReason::NotJson, format!("payload is not JSON: {e}"));
-            }
-            return decode_mistyped(key, text, dead);
+        Err(e) if e.is_syntax() || e.is_eof() => {
+            return dead(DeadReason::NotJson, format!("payload is not JSON: {e}"));
         }
+        Err(_) => return decode_mistyped(key, text, dead),
     };
     let mut raw = raw;
     let Some(conversation) = raw.conversation.take() else {

@@ -79,11 +79,16 @@ impl Simulator {
                     directory: &self.directory,
                     dialect: self.dialect,
                 };
-                let transition = apply(slot.conversation.take(), &slot.log, &message, &env);
+                // Only a conversation that did not exist can be left absent (a refused first message).
+                let new_key = slot
+                    .conversation
+                    .is_none()
+                    .then(|| message.conversation.clone());
+                let transition = apply(slot.conversation.take(), &slot.log, message, &env);
                 slot.log.apply(transition.log);
                 slot.conversation = transition.conversation;
-                if slot.conversation.is_none() {
-                    self.conversations.remove(&message.conversation);
+                if let Some(key) = new_key.filter(|_| slot.conversation.is_none()) {
+                    self.conversations.remove(&key);
                 }
                 for block in transition.blocks {
                     self.directory.block(block);

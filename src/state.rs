@@ -222,6 +222,40 @@ impl StoredMessage {
         }
     }
 
+    /// An empty message whose fields [`StoredMessage::fill_from`] will move in.
+    pub fn placeholder() -> Self {
+        StoredMessage {
+            id: String::new(),
+            index: 0,
+            kind: String::new(),
+            role: Role::Bot,
+            sender: None,
+            text: String::new(),
+            user: None,
+            is_backchannel: false,
+            touchpoint: None,
+            meta: Map::new(),
+            created_at: String::new(),
+            likes: Vec::new(),
+            comments: Vec::new(),
+            version: 0,
+        }
+    }
+
+    /// Moves the message's stored fields in, keeping `index`, `likes`, `comments`, `version`.
+    pub fn fill_from(&mut self, m: crate::message::Message) {
+        self.id = m.id;
+        self.kind = m.type_name;
+        self.role = m.role;
+        self.sender = m.sender;
+        self.text = m.text;
+        self.user = m.user;
+        self.is_backchannel = m.is_backchannel;
+        self.touchpoint = m.touchpoint;
+        self.meta = m.meta;
+        self.created_at = m.created_at;
+    }
+
     /// A contact chat message: the kind the "replied to" rule is about.
     pub fn is_contact_chat(&self) -> bool {
         self.role == Role::Contact && self.kind == "chat"

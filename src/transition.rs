@@ -81,26 +81,34 @@ pub fn needs(message: &Message) -> LogNeeds {
 }
 
 /// Applies one message to one conversation.
+///
+/// The message is taken by value so that, when it is stored, its fields move into the log
+/// rather than being copied.
 pub fn apply(
     conversation: Option<Conversation>,
     log: &dyn Log,
-    message: &Message,
+    message: Message,
     env: &Env<'_>,
 ) -> Transition {
     let existed = conversation.is_some();
     let conv = match conversation {
         Some(c) => c,
         None => match message.kind {
-            Kind::ImportRequest => return crate::command::import::missing_origin(message),
-            _ => match create(message, env) {
+            Kind::ImportRequest => return crate::command::import::missing_origin(&message),
+            _ => match create(&message, env) {
                 Ok(c) => c,
-                Err(refusal) => return refused_unknown(message, refusal),
+                Err(refusal) => return refused_unknown(&message, refusal),
             },
         },
     };
-    let mut step = Step::new(conv, log, message, env);
+    let mut step = Step::new(conv, log, &message, env);
     let handled = step.run();
-    step.finish(handled, existed)
+    let (mut transition, own_slot) = step.finish(handled, existed);
+    // The handlers' borrows of the message have ended: move it into the slot it reserved.
+    if let Some(LogWrite::Append(slot)) = own_slot.and_then(|at| transition.log.get_mut(at)) {
+        slot.fill_from(message);
+    }
+    transition
 }
 
 /// The result for a record that decoded but broke a rule of SPEC section 2.
@@ -192,6 +200,8 @@ pub struct Step<'a> {
     pub result_for: Option<String>,
     /// The applied message is already in the log (or must not be stored).
     pub stored: bool,
+    /// Where in `writes` the message's own append waits to be filled (see [`apply`]).
+    own_slot: Option<usize>,
 }
 
 impl<'a> Step<'a> {
@@ -208,6 +218,7 @@ impl<'a> Step<'a> {
             blocks: Vec::new(),
             result_for: None,
             stored: false,
+            own_slot: None,
         }
     }
 
@@ -239,7 +250,7 @@ impl<'a> Step<'a> {
         }
     }
 
-    fn finish(mut self, handled: Handled, existed: bool) -> Transition {
+    fn finish(mut self, handled: Handled, existed: bool) -> (Transition, Option<usize>) {
         // Borrowed from the message, not the step, so they outlive the moves below.
         let msg: &'a Message = self.msg;
         let now = msg.created_at.as_str();
@@ -301,13 +312,14 @@ impl<'a> Step<'a> {
                 data,
             ));
         }
-        Transition {
+        let transition = Transition {
             conversation: exists.then_some(self.conv),
             log: self.writes,
             outputs,
             blocks: self.blocks,
             outcome,
-        }
+        };
+        (transition, self.own_slot)
     }
 
     /// *now*: the message's `createdAt`.
@@ -334,10 +346,11 @@ impl<'a> Step<'a> {
         self.lineage().first()
     }
 
-    /// Appends the message being applied to the log.
+    /// Appends the message being applied to the log. Its slot is filled when the transition
+    /// is complete, by moving the message in.
     pub fn store(&mut self) {
-        let stored = StoredMessage::from_message(self.msg, self.conv.message_count);
-        self.store_message(stored);
+        self.own_slot = Some(self.writes.len());
+        self.store_message(StoredMessage::placeholder());
         self.stored = true;
     }
 
