@@ -1,0 +1,70 @@
+# Shared settings of the local servers; sourced by deploy/local/{kafka,redis,up,down}.
+# Every value can be overridden from the environment.
+
+LOCAL_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO_ROOT="$(cd "$LOCAL_ROOT/../.." && pwd)"
+
+# Where jars, data, logs and pid files live (kept out of git by .gitignore).
+SWITCHBOARD_LOCAL_DIR="${SWITCHBOARD_LOCAL_DIR:-$REPO_ROOT/.cache/local}"
+
+KAFKA_PORT="${KAFKA_PORT:-19092}"
+KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-19093}"
+KAFKA_BOOTSTRAP="127.0.0.1:$KAFKA_PORT"
+# Partitions of every Switchboard topic.
+TOPIC_PARTITIONS="${TOPIC_PARTITIONS:-12}"
+KAFKA_HEAP_OPTS="${KAFKA_HEAP_OPTS:--Xms256m -Xmx1g}"
+# How long to wait for a server to become ready, in seconds.
+READY_TIMEOUT="${READY_TIMEOUT:-90}"
+
+REDIS_PORT="${REDIS_PORT:-16379}"
+
+# The topics of SPEC section 1 (default names).
+SWITCHBOARD_TOPICS=(
+  conversation.messages
+  channel.notifications
+  channel.dequeues
+  inbox.notifications
+  email.notifications
+  message.deliveries
+  command.results
+  bot.commands
+  conversation.messages.dlq
+)
+
+log() { printf '%s: %s\n' "$(basename "$0")" "$*" >&2; }
+die() { log "$*"; exit 1; }
+
+# apt-get install, once per run, only when something is missing.
+apt_install() {
+  command -v apt-get >/dev/null 2>&1 || die "missing $*, and no apt-get to install it with"
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  if [ -z "${_APT_UPDATED:-}" ]; then
+    $sudo apt-get update -qq >/dev/null || die "apt-get update failed"
+    _APT_UPDATED=1
+  fi
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" >/dev/null || die "apt-get install $* failed"
+}
+
+# Alive process from a pid file?
+pid_alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+# Stops the process of a pid file: TERM, then KILL after a grace period.
+stop_pid() {
+  local pidfile=$1 name=$2 grace=${3:-30}
+  if ! pid_alive "$pidfile"; then
+    rm -f "$pidfile"
+    log "$name is not running"
+    return 0
+  fi
+  local pid
+  pid=$(cat "$pidfile")
+  kill -TERM "$pid" 2>/dev/null || true
+  for _ in $(seq "$grace"); do
+    kill -0 "$pid" 2>/dev/null || { rm -f "$pidfile"; log "$name stopped"; return 0; }
+    sleep 1
+  done
+  log "$name did not stop in ${grace}s; killing it"
+  kill -KILL "$pid" 2>/dev/null || true
+  rm -f "$pidfile"
+}
