@@ -18,6 +18,7 @@ pub mod names;
 pub mod routing;
 pub mod simulate;
 pub mod state;
+pub mod store;
 pub mod transition;
 
 /// Which generation of the command language to speak (SPEC section 9).

@@ -1,0 +1,100 @@
+//! The in-memory store: the demo's, and the reference the Redis store is tested against.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Mutex;
+
+use super::{flatten, Record, StateStore, StoreError, Write, WriteOutcome};
+use crate::directory::Block;
+use crate::state::StoredMessage;
+
+#[derive(Debug, Default)]
+struct Entry {
+    record: Option<Record>,
+    log: BTreeMap<u64, StoredMessage>,
+}
+
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    conversations: Mutex<std::collections::HashMap<String, Entry>>,
+    blocked: Mutex<HashSet<Block>>,
+}
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl StateStore for MemoryStore {
+    async fn load(&self, conversations: &[String]) -> Result<Vec<Option<Record>>, StoreError> {
+        let map = self.conversations.lock().expect("store lock");
+        Ok(conversations
+            .iter()
+            .map(|id| map.get(id).and_then(|e| e.record.clone()))
+            .collect())
+    }
+
+    async fn messages(
+        &self,
+        conversation: &str,
+        ids: &[String],
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        let map = self.conversations.lock().expect("store lock");
+        Ok(map
+            .get(conversation)
+            .map(|e| {
+                e.log
+                    .values()
+                    .filter(|m| ids.contains(&m.id))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    async fn log(&self, conversation: &str) -> Result<Vec<StoredMessage>, StoreError> {
+        let map = self.conversations.lock().expect("store lock");
+        Ok(map
+            .get(conversation)
+            .map(|e| e.log.values().cloned().collect())
+            .unwrap_or_default())
+    }
+
+    async fn write(&self, writes: Vec<Write>) -> Result<Vec<WriteOutcome>, StoreError> {
+        let mut map = self.conversations.lock().expect("store lock");
+        Ok(writes
+            .into_iter()
+            .map(|w| {
+                let entry = map.entry(w.conversation.id.clone()).or_default();
+                if entry.record.as_ref().is_some_and(|r| r.offset >= w.offset) {
+                    return WriteOutcome::Stale;
+                }
+                let (replace, changed) = flatten(&w.log);
+                if replace {
+                    entry.log.clear();
+                }
+                for m in changed {
+                    entry.log.insert(m.index, m);
+                }
+                entry.record = Some(Record {
+                    conversation: w.conversation,
+                    offset: w.offset,
+                    outbox: w.outbox,
+                });
+                WriteOutcome::Written
+            })
+            .collect())
+    }
+
+    async fn block(&self, blocks: &[Block]) -> Result<(), StoreError> {
+        self.blocked
+            .lock()
+            .expect("store lock")
+            .extend(blocks.iter().cloned());
+        Ok(())
+    }
+
+    async fn is_blocked(&self, block: &Block) -> Result<bool, StoreError> {
+        Ok(self.blocked.lock().expect("store lock").contains(block))
+    }
+}

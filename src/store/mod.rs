@@ -1,0 +1,134 @@
+//! Conversation state storage for the stream runtime (see `docs/architecture.md`).
+//!
+//! A store holds, per conversation, the header, the input offset of the last applied message,
+//! the outbox of outputs not yet known to be committed to Kafka, and the message log. Writes
+//! are atomic per conversation and fenced by the offset: a write whose offset is not above the
+//! stored one changes nothing and is reported [`WriteOutcome::Stale`].
+
+mod memory;
+mod redis;
+
+use serde::{Deserialize, Serialize};
+
+pub use self::memory::MemoryStore;
+pub use self::redis::RedisStore;
+
+use crate::directory::Block;
+use crate::log::LogWrite;
+use crate::state::{Conversation, StoredMessage};
+
+/// An output record as it will be produced: its topic (by role), key and serialised value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutRecord {
+    pub topic: crate::event::Topic,
+    pub key: String,
+    pub value: String,
+}
+
+/// The outputs of one applied input message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pending {
+    pub offset: i64,
+    pub outputs: Vec<OutRecord>,
+}
+
+/// What the store holds for a conversation, besides its log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    pub conversation: Conversation,
+    /// Input offset of the last message applied to this conversation.
+    pub offset: i64,
+    pub outbox: Vec<Pending>,
+}
+
+/// One conversation's changes from one batch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Write {
+    pub conversation: Conversation,
+    /// Input offset of the last message of the batch applied to this conversation.
+    pub offset: i64,
+    /// The log changes, in order.
+    pub log: Vec<LogWrite>,
+    /// The outbox to keep: the batch's outputs for this conversation.
+    pub outbox: Vec<Pending>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteOutcome {
+    Written,
+    /// The store already holds this offset or a later one: another writer got there first.
+    Stale,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("redis: {0}")]
+    Redis(#[from] ::redis::RedisError),
+    #[error("stored data for conversation {conversation} is not valid: {source}")]
+    Corrupt {
+        conversation: String,
+        source: serde_json::Error,
+    },
+}
+
+/// Conversation storage. Implementations: [`RedisStore`] (production) and [`MemoryStore`]
+/// (the demo and tests).
+pub trait StateStore: Send + Sync {
+    /// The records of these conversations, in the same order (`None`: no such conversation).
+    fn load(
+        &self,
+        conversations: &[String],
+    ) -> impl std::future::Future<Output = Result<Vec<Option<Record>>, StoreError>> + Send;
+
+    /// The log messages of one conversation with these IDs (absent ones are left out).
+    fn messages(
+        &self,
+        conversation: &str,
+        ids: &[String],
+    ) -> impl std::future::Future<Output = Result<Vec<StoredMessage>, StoreError>> + Send;
+
+    /// A conversation's whole log, in index order.
+    fn log(
+        &self,
+        conversation: &str,
+    ) -> impl std::future::Future<Output = Result<Vec<StoredMessage>, StoreError>> + Send;
+
+    /// Applies the writes, each atomically; outcomes in the same order.
+    fn write(
+        &self,
+        writes: Vec<Write>,
+    ) -> impl std::future::Future<Output = Result<Vec<WriteOutcome>, StoreError>> + Send;
+
+    /// Adds IPs to organizations' block lists (idempotent).
+    fn block(
+        &self,
+        blocks: &[Block],
+    ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send;
+
+    fn is_blocked(
+        &self,
+        block: &Block,
+    ) -> impl std::future::Future<Output = Result<bool, StoreError>> + Send;
+}
+
+/// The log after `writes`, for a store that keeps messages by index: `(replace, changed)`, where
+/// `replace` says the log was replaced (so everything not in `changed` is gone).
+pub(crate) fn flatten(writes: &[LogWrite]) -> (bool, Vec<StoredMessage>) {
+    let mut replace = false;
+    let mut changed: Vec<StoredMessage> = Vec::new();
+    for w in writes {
+        match w {
+            LogWrite::Replace(all) => {
+                replace = true;
+                changed = all.clone();
+            }
+            LogWrite::Append(m) | LogWrite::Update(m) => {
+                match changed.iter_mut().find(|c| c.index == m.index) {
+                    Some(c) => *c = m.clone(),
+                    None => changed.push(m.clone()),
+                }
+            }
+        }
+    }
+    (replace, changed)
+}

@@ -1,0 +1,240 @@
+//! The Redis store. Every key of a conversation carries the hash tag `{<conversation id>}`, so
+//! one script can change a conversation atomically on Redis Cluster as on a single server.
+
+use redis::aio::ConnectionManager;
+use redis::{ErrorKind, Script, ServerErrorKind, Value};
+
+use super::{flatten, Pending, Record, StateStore, StoreError, Write, WriteOutcome};
+use crate::directory::Block;
+use crate::state::{Conversation, StoredMessage};
+
+/// Writes one conversation if, and only if, the batch's offset is above the stored one.
+/// KEYS: header, messages, ids. ARGV: offset, header JSON, outbox JSON, replace flag, then
+/// (index, id, message JSON) triples. Returns 1 when written, 0 when stale.
+const WRITE: &str = r#"
+local stored = redis.call('HGET', KEYS[1], 'offset')
+if stored and tonumber(stored) >= tonumber(ARGV[1]) then
+  return 0
+end
+if ARGV[4] == '1' then
+  redis.call('DEL', KEYS[2], KEYS[3])
+end
+for i = 5, #ARGV, 3 do
+  redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 2])
+  redis.call('HSET', KEYS[3], ARGV[i + 1], ARGV[i])
+end
+redis.call('HSET', KEYS[1], 'doc', ARGV[2], 'offset', ARGV[1], 'outbox', ARGV[3])
+return 1
+"#;
+
+/// Log messages by ID. KEYS: ids, messages. ARGV: message IDs.
+const BY_ID: &str = r#"
+local found = {}
+for _, id in ipairs(ARGV) do
+  local index = redis.call('HGET', KEYS[1], id)
+  if index then
+    local message = redis.call('HGET', KEYS[2], index)
+    if message then
+      table.insert(found, message)
+    end
+  end
+end
+return found
+"#;
+
+#[derive(Clone)]
+pub struct RedisStore {
+    conn: ConnectionManager,
+    prefix: String,
+    write: Script,
+    by_id: Script,
+}
+
+impl RedisStore {
+    /// Connects (the connection manager reconnects by itself) and loads the scripts.
+    /// `prefix` namespaces every key, e.g. `sb`.
+    pub async fn connect(url: &str, prefix: &str) -> Result<Self, StoreError> {
+        let client = redis::Client::open(url)?;
+        let conn = ConnectionManager::new(client).await?;
+        let store = RedisStore {
+            conn,
+            prefix: prefix.to_string(),
+            write: Script::new(WRITE),
+            by_id: Script::new(BY_ID),
+        };
+        store.load_scripts().await?;
+        Ok(store)
+    }
+
+    async fn load_scripts(&self) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        self.write.prepare_invoke().load_async(&mut conn).await?;
+        self.by_id.prepare_invoke().load_async(&mut conn).await?;
+        Ok(())
+    }
+
+    fn key(&self, conversation: &str, part: &str) -> String {
+        format!("{}:{{{conversation}}}:{part}", self.prefix)
+    }
+
+    fn block_key(&self, organization: &str) -> String {
+        format!("{}:blocked:{organization}", self.prefix)
+    }
+
+    fn write_pipeline(&self, writes: &[Write]) -> Result<redis::Pipeline, StoreError> {
+        let mut pipe = redis::pipe();
+        for w in writes {
+            let id = &w.conversation.id;
+            let corrupt = |source| StoreError::Corrupt {
+                conversation: id.clone(),
+                source,
+            };
+            let (replace, changed) = flatten(&w.log);
+            let cmd = pipe
+                .cmd("EVALSHA")
+                .arg(self.write.get_hash())
+                .arg(3)
+                .arg(self.key(id, "h"))
+                .arg(self.key(id, "m"))
+                .arg(self.key(id, "i"))
+                .arg(w.offset)
+                .arg(serde_json::to_string(&w.conversation).map_err(corrupt)?)
+                .arg(serde_json::to_string(&w.outbox).map_err(corrupt)?)
+                .arg(if replace { "1" } else { "0" });
+            for m in &changed {
+                cmd.arg(m.index)
+                    .arg(&m.id)
+                    .arg(serde_json::to_string(m).map_err(corrupt)?);
+            }
+        }
+        Ok(pipe)
+    }
+}
+
+fn is_noscript(e: &redis::RedisError) -> bool {
+    e.kind() == ErrorKind::Server(ServerErrorKind::NoScript)
+}
+
+fn parse<T: serde::de::DeserializeOwned>(conversation: &str, text: &str) -> Result<T, StoreError> {
+    serde_json::from_str(text).map_err(|source| StoreError::Corrupt {
+        conversation: conversation.to_string(),
+        source,
+    })
+}
+
+impl StateStore for RedisStore {
+    async fn load(&self, conversations: &[String]) -> Result<Vec<Option<Record>>, StoreError> {
+        let mut pipe = redis::pipe();
+        for id in conversations {
+            pipe.cmd("HMGET")
+                .arg(self.key(id, "h"))
+                .arg("doc")
+                .arg("offset")
+                .arg("outbox");
+        }
+        let mut conn = self.conn.clone();
+        let rows: Vec<(Option<String>, Option<i64>, Option<String>)> =
+            pipe.query_async(&mut conn).await?;
+        conversations
+            .iter()
+            .zip(rows)
+            .map(|(id, (doc, offset, outbox))| {
+                let Some(doc) = doc else { return Ok(None) };
+                Ok(Some(Record {
+                    conversation: parse::<Conversation>(id, &doc)?,
+                    offset: offset.unwrap_or(-1),
+                    outbox: match outbox {
+                        Some(o) => parse::<Vec<Pending>>(id, &o)?,
+                        None => Vec::new(),
+                    },
+                }))
+            })
+            .collect()
+    }
+
+    async fn messages(
+        &self,
+        conversation: &str,
+        ids: &[String],
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.conn.clone();
+        let found: Vec<String> = self
+            .by_id
+            .key(self.key(conversation, "i"))
+            .key(self.key(conversation, "m"))
+            .arg(ids)
+            .invoke_async(&mut conn)
+            .await?;
+        found.iter().map(|m| parse(conversation, m)).collect()
+    }
+
+    async fn log(&self, conversation: &str) -> Result<Vec<StoredMessage>, StoreError> {
+        let mut conn = self.conn.clone();
+        let all: Vec<String> = redis::cmd("HVALS")
+            .arg(self.key(conversation, "m"))
+            .query_async(&mut conn)
+            .await?;
+        let mut messages: Vec<StoredMessage> = all
+            .iter()
+            .map(|m| parse(conversation, m))
+            .collect::<Result<_, _>>()?;
+        messages.sort_by_key(|m| m.index);
+        Ok(messages)
+    }
+
+    async fn write(&self, writes: Vec<Write>) -> Result<Vec<WriteOutcome>, StoreError> {
+        if writes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let pipe = self.write_pipeline(&writes)?;
+        let mut conn = self.conn.clone();
+        let results: Vec<i64> = match pipe.query_async(&mut conn).await {
+            Ok(r) => r,
+            // A restarted Redis has forgotten the script: no EVALSHA of the pipeline ran, so
+            // loading it and sending the pipeline again is safe.
+            Err(e) if is_noscript(&e) => {
+                self.load_scripts().await?;
+                pipe.query_async(&mut conn).await?
+            }
+            Err(e) => return Err(e.into()),
+        };
+        Ok(results
+            .into_iter()
+            .map(|r| {
+                if r == 1 {
+                    WriteOutcome::Written
+                } else {
+                    WriteOutcome::Stale
+                }
+            })
+            .collect())
+    }
+
+    async fn block(&self, blocks: &[Block]) -> Result<(), StoreError> {
+        if blocks.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        for b in blocks {
+            pipe.cmd("SADD")
+                .arg(self.block_key(&b.organization))
+                .arg(&b.ip)
+                .ignore();
+        }
+        let mut conn = self.conn.clone();
+        let _: Value = pipe.query_async(&mut conn).await?;
+        Ok(())
+    }
+
+    async fn is_blocked(&self, block: &Block) -> Result<bool, StoreError> {
+        let mut conn = self.conn.clone();
+        Ok(redis::cmd("SISMEMBER")
+            .arg(self.block_key(&block.organization))
+            .arg(&block.ip)
+            .query_async(&mut conn)
+            .await?)
+    }
+}

@@ -1,0 +1,351 @@
+//! The Redis state store against a real Redis (`deploy/local/redis start`; `REDIS_URL`
+//! overrides `redis://127.0.0.1:16379/`). The in-memory store is held to the same behaviour.
+
+use std::collections::{HashMap, VecDeque};
+
+use switchboard::directory::{Block, MemoryDirectory};
+use switchboard::event::Topic;
+use switchboard::log::{LogWrite, MemoryLog};
+use switchboard::message::{decode, Decoded, KeySource};
+use switchboard::simulate::{inspect_document, Simulator};
+use switchboard::state::{Conversation, StoredMessage};
+use switchboard::store::{
+    MemoryStore, OutRecord, Pending, RedisStore, StateStore, Write, WriteOutcome,
+};
+use switchboard::transition::{apply, Env};
+use switchboard::Dialect;
+
+fn redis_url() -> String {
+    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:16379/".into())
+}
+
+/// A store under a prefix of its own, so tests never see each other's keys.
+async fn redis(test: &str) -> RedisStore {
+    let prefix = format!("sbtest:{}:{test}", std::process::id());
+    RedisStore::connect(&redis_url(), &prefix)
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "Redis at {} is not reachable ({e}); start it with deploy/local/redis start",
+                redis_url()
+            )
+        })
+}
+
+fn directory() -> MemoryDirectory {
+    MemoryDirectory::load(std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/directory.yaml"
+    )))
+    .unwrap()
+}
+
+fn conversation(id: &str) -> Conversation {
+    Conversation::new(
+        id,
+        "0000000000000000000000a2",
+        "contact",
+        "2024-05-01T09:00:00Z",
+    )
+}
+
+fn message(index: u64, id: &str, text: &str) -> StoredMessage {
+    let mut m = StoredMessage::placeholder();
+    m.index = index;
+    m.id = id.into();
+    m.kind = "chat".into();
+    m.text = text.into();
+    m.created_at = "2024-05-01T09:00:00Z".into();
+    m
+}
+
+fn pending(offset: i64) -> Pending {
+    Pending {
+        offset,
+        outputs: vec![OutRecord {
+            topic: Topic::CommandResults,
+            key: "k".into(),
+            value: format!("{{\"o\":{offset}}}"),
+        }],
+    }
+}
+
+async fn round_trip_and_fencing(store: &impl StateStore) {
+    let c = "00000000000000000000c001".to_string();
+    let mut conv = conversation(&c);
+    conv.version = 1;
+    let first = Write {
+        conversation: conv.clone(),
+        offset: 5,
+        log: vec![LogWrite::Append(message(
+            0,
+            "0000000000000000000000a0",
+            "hello",
+        ))],
+        outbox: vec![pending(5)],
+    };
+    assert_eq!(
+        store.write(vec![first.clone()]).await.unwrap(),
+        [WriteOutcome::Written]
+    );
+    let loaded = store
+        .load(&[c.clone(), "00000000000000000000c0ff".into()])
+        .await
+        .unwrap();
+    let record = loaded[0].clone().expect("written");
+    assert_eq!(
+        (
+            record.conversation.clone(),
+            record.offset,
+            record.outbox.clone()
+        ),
+        (conv.clone(), 5, vec![pending(5)])
+    );
+    assert!(loaded[1].is_none());
+
+    // The same offset again, or an older one: nothing changes.
+    let mut zombie = first.clone();
+    zombie.conversation.name = "Zombie".into();
+    assert_eq!(
+        store.write(vec![zombie.clone()]).await.unwrap(),
+        [WriteOutcome::Stale]
+    );
+    zombie.offset = 3;
+    assert_eq!(
+        store.write(vec![zombie]).await.unwrap(),
+        [WriteOutcome::Stale]
+    );
+    assert_eq!(
+        store.load(std::slice::from_ref(&c)).await.unwrap()[0]
+            .as_ref()
+            .unwrap()
+            .conversation
+            .name,
+        conv.name
+    );
+
+    // A later batch: an update of message 0 and an append, in one atomic write.
+    let mut liked = message(0, "0000000000000000000000a0", "hello");
+    liked.likes.push("0000000000000000000000e1".into());
+    liked.version = 1;
+    conv.version = 3;
+    let second = Write {
+        conversation: conv.clone(),
+        offset: 9,
+        log: vec![
+            LogWrite::Update(liked.clone()),
+            LogWrite::Append(message(1, "0000000000000000000000a1", "again")),
+        ],
+        outbox: vec![pending(8), pending(9)],
+    };
+    assert_eq!(
+        store.write(vec![second]).await.unwrap(),
+        [WriteOutcome::Written]
+    );
+    let log = store.log(&c).await.unwrap();
+    assert_eq!(log.len(), 2);
+    assert_eq!(log[0], liked);
+    let found = store
+        .messages(
+            &c,
+            &[
+                "0000000000000000000000a1".into(),
+                "0000000000000000000000ff".into(),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].text, "again");
+    assert_eq!(
+        store.load(std::slice::from_ref(&c)).await.unwrap()[0]
+            .as_ref()
+            .unwrap()
+            .outbox,
+        [pending(8), pending(9)]
+    );
+
+    // A replace (what /import does) drops everything not in it.
+    let third = Write {
+        conversation: conv,
+        offset: 10,
+        log: vec![
+            LogWrite::Replace(vec![message(0, "0000000000000000000000b0", "merged")]),
+            LogWrite::Append(message(1, "0000000000000000000000b1", "after")),
+        ],
+        outbox: Vec::new(),
+    };
+    assert_eq!(
+        store.write(vec![third]).await.unwrap(),
+        [WriteOutcome::Written]
+    );
+    let texts: Vec<String> = store
+        .log(&c)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.text)
+        .collect();
+    assert_eq!(texts, ["merged", "after"]);
+    assert!(store
+        .messages(&c, &["0000000000000000000000a1".into()])
+        .await
+        .unwrap()
+        .is_empty());
+
+    let block = Block {
+        organization: "0000000000000000000000a2".into(),
+        ip: "203.0.113.9".into(),
+    };
+    assert!(!store.is_blocked(&block).await.unwrap());
+    store.block(&[block.clone(), block.clone()]).await.unwrap();
+    assert!(store.is_blocked(&block).await.unwrap());
+}
+
+#[tokio::test]
+async fn redis_round_trip_fencing_and_replace() {
+    round_trip_and_fencing(&redis("basics").await).await;
+}
+
+#[tokio::test]
+async fn memory_store_behaves_the_same() {
+    round_trip_and_fencing(&MemoryStore::new()).await;
+}
+
+#[tokio::test]
+async fn every_key_of_a_conversation_shares_its_hash_tag() {
+    let store = redis("tags").await;
+    let c = "00000000000000000000c002".to_string();
+    store
+        .write(vec![Write {
+            conversation: conversation(&c),
+            offset: 1,
+            log: vec![LogWrite::Append(message(
+                0,
+                "0000000000000000000000a0",
+                "x",
+            ))],
+            outbox: Vec::new(),
+        }])
+        .await
+        .unwrap();
+    let client = redis::Client::open(redis_url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let pattern = format!("sbtest:{}:tags:*", std::process::id());
+    let mut keys: Vec<String> = redis::cmd("KEYS")
+        .arg(&pattern)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    keys.sort();
+    assert_eq!(keys.len(), 3, "{keys:?}");
+    for k in &keys {
+        assert!(k.contains(&format!("{{{c}}}")), "{k} lacks the hash tag");
+    }
+}
+
+#[tokio::test]
+async fn writes_survive_a_flushed_script_cache() {
+    let store = redis("noscript").await;
+    let client = redis::Client::open(redis_url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let c = "00000000000000000000c003".to_string();
+    let w = Write {
+        conversation: conversation(&c),
+        offset: 1,
+        log: Vec::new(),
+        outbox: Vec::new(),
+    };
+    assert_eq!(store.write(vec![w]).await.unwrap(), [WriteOutcome::Written]);
+}
+
+/// Drives the example trace through the core, writing every transition to both stores as the
+/// runtime will (offset = position in the input), and checks that both end where the
+/// simulator ends.
+#[tokio::test]
+async fn the_example_trace_stored_in_redis_matches_the_simulator() {
+    let trace =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/trace.jsonl"))
+            .unwrap();
+    let redis = redis("trace").await;
+    let memory = MemoryStore::new();
+    let mut dir = directory();
+    let mut logs: HashMap<String, MemoryLog> = HashMap::new();
+    let mut headers: HashMap<String, Conversation> = HashMap::new();
+    let mut queue: VecDeque<Vec<u8>> = trace.lines().map(|l| l.as_bytes().to_vec()).collect();
+    let mut offset = 0i64;
+    while let Some(payload) = queue.pop_front() {
+        offset += 1;
+        let Decoded::Message(m) = decode(KeySource::FromConversation, &payload) else {
+            continue;
+        };
+        let id = m.conversation.clone();
+        let log = logs.entry(id.clone()).or_default();
+        let env = Env {
+            directory: &dir,
+            dialect: Dialect::Web1on1,
+        };
+        let t = apply(headers.remove(&id), log, m, &env);
+        for o in &t.outputs {
+            if o.topic == Topic::Input {
+                queue.push_back(serde_json::to_vec(&o.value).unwrap());
+            }
+        }
+        log.apply(t.log.clone());
+        for b in &t.blocks {
+            dir.block(b.clone());
+        }
+        if let Some(c) = t.conversation {
+            let w = Write {
+                conversation: c.clone(),
+                offset,
+                log: t.log,
+                outbox: Vec::new(),
+            };
+            assert_eq!(
+                redis.write(vec![w.clone()]).await.unwrap(),
+                [WriteOutcome::Written]
+            );
+            assert_eq!(
+                memory.write(vec![w]).await.unwrap(),
+                [WriteOutcome::Written]
+            );
+            headers.insert(id, c);
+        }
+    }
+    let mut sim = Simulator::new(directory(), Dialect::Web1on1);
+    sim.run_trace(&trace);
+    let expected = sim.state_document();
+    let ids: Vec<String> = expected.as_object().unwrap().keys().cloned().collect();
+    assert!(ids.len() >= 6);
+    for store_result in [
+        redis.load(&ids).await.unwrap(),
+        memory.load(&ids).await.unwrap(),
+    ] {
+        for (id, record) in ids.iter().zip(store_result) {
+            let record = record.expect("stored");
+            let log = if expected[id]["messages"].as_array().unwrap().is_empty() {
+                Vec::new()
+            } else {
+                redis.log(id).await.unwrap()
+            };
+            assert_eq!(
+                inspect_document(&record.conversation, Some(&log)),
+                expected[id],
+                "{id}"
+            );
+        }
+    }
+    for id in &ids {
+        assert_eq!(
+            redis.log(id).await.unwrap(),
+            memory.log(id).await.unwrap(),
+            "{id}"
+        );
+    }
+}
