@@ -9,6 +9,7 @@
 pub mod chat;
 pub mod code;
 pub mod command;
+pub mod config;
 pub mod directory;
 pub mod event;
 pub mod id;
