@@ -16,6 +16,7 @@ pub mod id;
 pub mod log;
 pub mod message;
 pub mod names;
+pub mod pipeline;
 pub mod routing;
 pub mod simulate;
 pub mod state;

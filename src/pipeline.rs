@@ -1,0 +1,387 @@
+//! One batch of input records, applied against a state store: the part of the stream runtime
+//! that is independent of Kafka (see `docs/architecture.md`).
+//!
+//! For every record: decode it; if its conversation's stored offset already covers it (a
+//! replay after a failed or unknown commit), take its outputs from the stored outbox instead of
+//! applying it again; otherwise apply it with the core. Then write every touched conversation
+//! atomically and fenced by offset, together with the outbox of the batch.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use crate::directory::{Block, Channel, Directory, Form, Organization, User};
+use crate::event::Output;
+use crate::log::{Log, LogWrite};
+use crate::message::{decode, DeadLetter, DeadReason, Decoded, KeySource, Role};
+use crate::state::{Conversation, StoredMessage};
+use crate::store::{OutRecord, Pending, StateStore, StoreError, Write, WriteOutcome};
+use crate::transition::{apply, invalid, needs, Env};
+use crate::Dialect;
+
+/// One input record as consumed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InputRecord {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub payload: Vec<u8>,
+    /// The broker timestamp (RFC 3339), for dead letters.
+    pub timestamp: Option<String>,
+}
+
+/// What a batch produced.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BatchOutput {
+    /// Every output record, in input order.
+    pub outputs: Vec<OutRecord>,
+    /// Per partition, the offset to commit (last offset of the batch + 1).
+    pub next_offsets: BTreeMap<i32, i64>,
+    /// Records applied now, and records whose outputs came from the outbox.
+    pub applied: usize,
+    pub replayed: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("conversation {0} was written by another instance meanwhile (stale write)")]
+    Stale(String),
+    #[error(
+        "conversation {conversation} holds offset {stored} but no outbox entry for offset {offset}"
+    )]
+    MissingOutbox {
+        conversation: String,
+        stored: i64,
+        offset: i64,
+    },
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+}
+
+/// The directory as one batch sees it: the reference data, with the block lists taken from
+/// the store (the source of truth, shared by every instance) and the batch's own `/block`s.
+struct BatchDirectory<'a, D: Directory> {
+    inner: &'a D,
+    blocked: HashSet<Block>,
+}
+
+impl<D: Directory> Directory for BatchDirectory<'_, D> {
+    fn organization(&self, id: &str) -> Option<Arc<Organization>> {
+        self.inner.organization(id)
+    }
+    fn channel(&self, id: &str) -> Option<Arc<Channel>> {
+        self.inner.channel(id)
+    }
+    fn user(&self, id: &str) -> Option<Arc<User>> {
+        self.inner.user(id)
+    }
+    fn form(&self, id: &str) -> Option<Arc<Form>> {
+        self.inner.form(id)
+    }
+    fn channels_of(&self, organization: &str) -> Vec<Arc<Channel>> {
+        self.inner.channels_of(organization)
+    }
+    fn is_blocked(&self, organization: &str, ip: &str) -> bool {
+        self.inner.is_blocked(organization, ip)
+            || self.blocked.contains(&Block {
+                organization: organization.to_string(),
+                ip: ip.to_string(),
+            })
+    }
+}
+
+/// The log of one conversation as far as this batch knows it: what was prefetched for the
+/// core, plus what the batch itself wrote.
+#[derive(Debug, Default)]
+struct BatchLog {
+    by_id: HashMap<String, StoredMessage>,
+    all: Option<Vec<StoredMessage>>,
+    len: u64,
+}
+
+impl BatchLog {
+    fn apply(&mut self, writes: &[LogWrite]) {
+        for w in writes {
+            match w {
+                LogWrite::Append(m) | LogWrite::Update(m) => {
+                    if let Some(all) = &mut self.all {
+                        let at = m.index as usize;
+                        if at < all.len() {
+                            all[at] = m.clone();
+                        } else {
+                            all.push(m.clone());
+                        }
+                    }
+                    self.len = self.len.max(m.index + 1);
+                    self.by_id.insert(m.id.clone(), m.clone());
+                }
+                LogWrite::Replace(all) => {
+                    self.by_id = all.iter().map(|m| (m.id.clone(), m.clone())).collect();
+                    self.len = all.len() as u64;
+                    self.all = Some(all.clone());
+                }
+            }
+        }
+    }
+}
+
+impl Log for BatchLog {
+    fn len(&self) -> u64 {
+        self.len
+    }
+    fn get(&self, id: &str) -> Option<&StoredMessage> {
+        self.by_id.get(id)
+    }
+    fn all(&self) -> &[StoredMessage] {
+        self.all.as_deref().unwrap_or(&[])
+    }
+}
+
+#[derive(Debug, Default)]
+struct Work {
+    conversation: Option<Conversation>,
+    stored_offset: i64,
+    stored_outbox: Vec<Pending>,
+    log: BatchLog,
+    writes: Vec<LogWrite>,
+    outbox: Vec<Pending>,
+    last_offset: i64,
+    /// Something was applied now (not replayed): the conversation must be written.
+    dirty: bool,
+}
+
+fn serialise(outputs: Vec<Output>) -> Vec<OutRecord> {
+    outputs
+        .into_iter()
+        .map(|o| OutRecord {
+            topic: o.topic,
+            value: serde_json::to_string(&o.value).expect("outputs serialise"),
+            key: o.key,
+        })
+        .collect()
+}
+
+/// Applies one batch. `records` are in consumption order (each partition's in offset order).
+pub async fn process_batch<S, D>(
+    store: &S,
+    directory: &D,
+    dialect: Dialect,
+    max_record_bytes: usize,
+    records: Vec<InputRecord>,
+) -> Result<BatchOutput, PipelineError>
+where
+    S: StateStore,
+    D: Directory,
+{
+    let mut out = BatchOutput::default();
+    for r in &records {
+        let next = out.next_offsets.entry(r.partition).or_insert(r.offset + 1);
+        *next = (*next).max(r.offset + 1);
+    }
+
+    // Decode everything first, to know which conversations and log messages to load.
+    let decoded: Vec<(InputRecord, Decoded)> = records
+        .into_iter()
+        .map(|r| {
+            let d = if r.payload.len() > max_record_bytes {
+                Decoded::Dead(DeadLetter {
+                    reason: DeadReason::TooLarge,
+                    detail: format!(
+                        "record of {} bytes exceeds the limit of {max_record_bytes}",
+                        r.payload.len()
+                    ),
+                    key: r.key.clone(),
+                    // The DLQ keeps a bounded prefix: the point is to say what it was.
+                    payload: r.payload[..max_record_bytes.min(r.payload.len()).min(4096)].to_vec(),
+                })
+            } else {
+                decode(KeySource::Record(r.key.as_deref()), &r.payload)
+            };
+            (r, d)
+        })
+        .collect();
+
+    let mut ids: Vec<String> = Vec::new();
+    let mut wanted: HashMap<String, (Vec<String>, bool)> = HashMap::new();
+    for (_, d) in &decoded {
+        let conversation = match d {
+            Decoded::Message(m) => {
+                let n = needs(m);
+                let entry = wanted.entry(m.conversation.clone()).or_default();
+                entry.0.extend(n.message);
+                entry.1 |= n.all;
+                &m.conversation
+            }
+            Decoded::Invalid { conversation, .. } => conversation,
+            Decoded::Dead(_) => continue,
+        };
+        if !ids.contains(conversation) {
+            ids.push(conversation.clone());
+        }
+    }
+    let loaded = store.load(&ids).await?;
+    let mut work: HashMap<String, Work> = HashMap::with_capacity(ids.len());
+    for (id, record) in ids.iter().zip(loaded) {
+        let mut w = Work {
+            stored_offset: -1,
+            ..Work::default()
+        };
+        if let Some(r) = record {
+            w.log.len = r.conversation.message_count;
+            w.stored_offset = r.offset;
+            w.stored_outbox = r.outbox;
+            w.conversation = Some(r.conversation);
+        }
+        if let Some((messages, all)) = wanted.remove(id) {
+            if all {
+                let log = store.log(id).await?;
+                w.log.by_id = log.iter().map(|m| (m.id.clone(), m.clone())).collect();
+                w.log.all = Some(log);
+            } else if !messages.is_empty() {
+                for m in store.messages(id, &messages).await? {
+                    w.log.by_id.insert(m.id.clone(), m);
+                }
+            }
+        }
+        work.insert(id.clone(), w);
+    }
+
+    // Block lists live in the store: look up every (organization, IP) a contact message of the
+    // batch may be checked against.
+    let mut candidates: Vec<Block> = Vec::new();
+    for (_, d) in &decoded {
+        let Decoded::Message(m) = d else { continue };
+        if m.role != Role::Contact {
+            continue;
+        }
+        let known = work
+            .get(&m.conversation)
+            .and_then(|w| w.conversation.as_ref());
+        let Some(organization) = known
+            .map(|c| c.organization.clone())
+            .or_else(|| m.organization.clone())
+        else {
+            continue;
+        };
+        let ips = m
+            .contact
+            .as_ref()
+            .and_then(|c| c.ip.clone())
+            .into_iter()
+            .chain(known.and_then(|c| c.contact.ip.clone()));
+        for ip in ips {
+            let b = Block {
+                organization: organization.clone(),
+                ip,
+            };
+            if !candidates.contains(&b) {
+                candidates.push(b);
+            }
+        }
+    }
+    let mut view = BatchDirectory {
+        inner: directory,
+        blocked: HashSet::new(),
+    };
+    for b in candidates {
+        if store.is_blocked(&b).await? {
+            view.blocked.insert(b);
+        }
+    }
+
+    let mut blocks: Vec<Block> = Vec::new();
+    for (record, d) in decoded {
+        let locator = format!("{}/{}", record.partition, record.offset);
+        let conversation = match &d {
+            Decoded::Message(m) => m.conversation.clone(),
+            Decoded::Invalid { conversation, .. } => conversation.clone(),
+            Decoded::Dead(dead) => {
+                out.outputs.extend(serialise(vec![Output::dead_letter(
+                    dead,
+                    &locator,
+                    record.timestamp.as_deref(),
+                )]));
+                continue;
+            }
+        };
+        let w = work.get_mut(&conversation).expect("loaded above");
+        if record.offset <= w.stored_offset {
+            // Applied by an earlier attempt whose commit did not happen: same outputs again.
+            let Some(p) = w.stored_outbox.iter().find(|p| p.offset == record.offset) else {
+                return Err(PipelineError::MissingOutbox {
+                    conversation,
+                    stored: w.stored_offset,
+                    offset: record.offset,
+                });
+            };
+            out.outputs.extend(p.outputs.iter().cloned());
+            w.outbox.push(p.clone());
+            out.replayed += 1;
+            continue;
+        }
+        let outputs = match d {
+            Decoded::Message(m) => {
+                let env = Env {
+                    directory: &view,
+                    dialect,
+                };
+                let t = apply(w.conversation.take(), &w.log, m, &env);
+                w.log.apply(&t.log);
+                w.writes.extend(t.log);
+                w.conversation = t.conversation;
+                for b in t.blocks {
+                    view.blocked.insert(b.clone());
+                    blocks.push(b);
+                }
+                t.outputs
+            }
+            Decoded::Invalid {
+                conversation,
+                message,
+                code,
+                detail,
+                time,
+            } => vec![invalid(
+                w.conversation.as_ref(),
+                &conversation,
+                message.as_deref(),
+                time.as_deref(),
+                code,
+                &detail,
+                &locator,
+            )],
+            Decoded::Dead(_) => unreachable!("handled above"),
+        };
+        let outputs = serialise(outputs);
+        out.outputs.extend(outputs.iter().cloned());
+        w.outbox.push(Pending {
+            offset: record.offset,
+            outputs,
+        });
+        w.last_offset = record.offset;
+        w.dirty = true;
+        out.applied += 1;
+    }
+
+    store.block(&blocks).await?;
+    let mut names = Vec::new();
+    let mut writes = Vec::new();
+    for (id, w) in work {
+        if let (true, Some(conversation)) = (w.dirty, w.conversation) {
+            names.push(id);
+            writes.push(Write {
+                conversation,
+                offset: w.last_offset,
+                log: w.writes,
+                outbox: w.outbox,
+            });
+        }
+    }
+    for (id, outcome) in names.into_iter().zip(store.write(writes).await?) {
+        if outcome == WriteOutcome::Stale {
+            return Err(PipelineError::Stale(id));
+        }
+    }
+    Ok(out)
+}
