@@ -29,6 +29,18 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// The whole pipeline on embedded defaults: an in-process Kafka cluster and an in-memory
+    /// store, fed with the example traffic; prints every output record and the final state.
+    Demo {
+        /// Input messages, one JSON object per line.
+        #[arg(long, default_value = "examples/trace.jsonl")]
+        trace: PathBuf,
+        /// Directory file (YAML or JSON).
+        #[arg(long, default_value = "examples/directory.yaml")]
+        directory: PathBuf,
+        #[arg(long, default_value = "web1on1")]
+        dialect: Dialect,
+    },
     /// Apply a JSON-lines trace with the domain core alone (no Kafka, no Redis) and print every
     /// output record as one JSON line {"topic", "key", "value"}.
     Simulate {
@@ -60,6 +72,17 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Demo {
+            trace,
+            directory,
+            dialect,
+        } => {
+            let stdout = std::io::stdout();
+            let mut out = BufWriter::new(stdout.lock());
+            switchboard::demo::run(&trace, &directory, dialect, &mut out)?;
+            out.flush()?;
+            Ok(())
+        }
         Command::Simulate {
             directory,
             input,

@@ -162,6 +162,34 @@ fn serialise(outputs: Vec<Output>) -> Vec<OutRecord> {
         .collect()
 }
 
+/// Interleaves the batch's partitions by message time, keeping each partition in offset order.
+///
+/// Nothing orders conversations of different partitions, but some effects cross them (an IP
+/// blocked by one conversation is refused in another): applying a batch in message time makes
+/// those follow what happened first, as far as one batch sees. Records that are not messages
+/// go first; they affect no other conversation.
+fn merge_by_time(decoded: Vec<(InputRecord, Decoded)>) -> Vec<(InputRecord, Decoded)> {
+    let time = |d: &Decoded| match d {
+        Decoded::Message(m) => m.created_at_nanos,
+        _ => i64::MIN,
+    };
+    let total = decoded.len();
+    let mut queues: BTreeMap<i32, std::collections::VecDeque<(InputRecord, Decoded)>> =
+        BTreeMap::new();
+    for (r, d) in decoded {
+        queues.entry(r.partition).or_default().push_back((r, d));
+    }
+    let mut merged = Vec::with_capacity(total);
+    while let Some((_, partition)) = queues
+        .iter()
+        .filter_map(|(p, q)| q.front().map(|(_, d)| (time(d), *p)))
+        .min()
+    {
+        merged.extend(queues.get_mut(&partition).and_then(|q| q.pop_front()));
+    }
+    merged
+}
+
 /// Applies one batch. `records` are in consumption order (each partition's in offset order).
 pub async fn process_batch<S, D>(
     store: &S,
@@ -201,6 +229,8 @@ where
             (r, d)
         })
         .collect();
+
+    let decoded = merge_by_time(decoded);
 
     let mut ids: Vec<String> = Vec::new();
     let mut wanted: HashMap<String, (Vec<String>, bool)> = HashMap::new();

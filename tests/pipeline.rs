@@ -235,7 +235,10 @@ async fn oversized_and_unreadable_records_go_to_the_dead_letter_topic() {
                 .to_string()
         })
         .collect();
-    assert_eq!(reasons, ["too_large", "no_key", "not_json"]);
+    // Partition 0's two records keep their order; partition 3's may come anywhere.
+    let position = |r: &str| reasons.iter().position(|x| x == r).unwrap();
+    assert!(position("too_large") < position("not_json"), "{reasons:?}");
+    assert!(reasons.contains(&"no_key".to_string()));
     assert!(
         out.outputs[0].value.len() < 10_000,
         "the DLQ keeps a bounded prefix"

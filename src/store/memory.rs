@@ -23,6 +23,18 @@ impl MemoryStore {
     pub fn new() -> Self {
         Self::default()
     }
+
+    /// Every stored conversation's ID, sorted.
+    pub fn conversation_ids(&self) -> Vec<String> {
+        let map = self.conversations.lock().expect("store lock");
+        let mut ids: Vec<String> = map
+            .iter()
+            .filter(|(_, e)| e.record.is_some())
+            .map(|(k, _)| k.clone())
+            .collect();
+        ids.sort();
+        ids
+    }
 }
 
 impl StateStore for MemoryStore {

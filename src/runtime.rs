@@ -1,0 +1,298 @@
+//! The Kafka adapter around [`crate::pipeline::process_batch`]: a consumer group on the input
+//! topic and one producer transaction per batch, carrying the batch's outputs and its consumer
+//! offsets (see `docs/architecture.md`).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message as _;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::directory::Directory;
+use crate::pipeline::{process_batch, InputRecord, PipelineError};
+use crate::store::StateStore;
+
+const TIMEOUT: Duration = Duration::from_secs(30);
+/// With `idle_exit`, how long to wait for the first records (group join, assignment).
+const STARTUP_ALLOWANCE: Duration = Duration::from_secs(30);
+
+/// Notes rebalances, so that a batch collected across one is dropped rather than processed.
+#[derive(Default)]
+pub struct RebalanceFlag {
+    rebalanced: AtomicBool,
+}
+
+impl ClientContext for RebalanceFlag {}
+
+impl ConsumerContext for RebalanceFlag {
+    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        self.rebalanced.store(true, Ordering::SeqCst);
+        match rebalance {
+            Rebalance::Assign(tpl) => info!(partitions = tpl.count(), "partitions assigned"),
+            Rebalance::Revoke(tpl) => info!(partitions = tpl.count(), "partitions revoked"),
+            Rebalance::Error(e) => warn!(error = %e, "rebalance error"),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("kafka: {0}")]
+    Kafka(#[from] KafkaError),
+    #[error(transparent)]
+    Pipeline(#[from] PipelineError),
+    #[error("this instance was fenced by a newer one with the same transactional id, or lost its group membership: {0}")]
+    Fenced(KafkaError),
+}
+
+/// Totals since start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub batches: u64,
+    pub records: u64,
+    pub outputs: u64,
+    pub aborted: u64,
+}
+
+pub struct Runtime<S, D> {
+    config: Config,
+    consumer: BaseConsumer<RebalanceFlag>,
+    producer: BaseProducer,
+    store: S,
+    directory: D,
+    io: tokio::runtime::Runtime,
+    pub stats: Stats,
+}
+
+fn client_config(config: &Config) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &config.kafka.brokers);
+    for (k, v) in &config.kafka.properties {
+        c.set(k, v);
+    }
+    c
+}
+
+impl<S: StateStore, D: Directory> Runtime<S, D> {
+    pub fn new(config: Config, store: S, directory: D) -> Result<Self, RuntimeError> {
+        let consumer: BaseConsumer<RebalanceFlag> = client_config(&config)
+            .set("group.id", &config.kafka.group_id)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            // Relay records are written transactionally by Switchboard itself.
+            .set("isolation.level", "read_committed")
+            .set(
+                "session.timeout.ms",
+                config.kafka.session_timeout_ms.to_string(),
+            )
+            .create_with_context(RebalanceFlag::default())?;
+        let producer: BaseProducer = client_config(&config)
+            .set("transactional.id", config.transactional_id())
+            .set("enable.idempotence", "true")
+            .set(
+                "transaction.timeout.ms",
+                config.kafka.transaction_timeout_ms.to_string(),
+            )
+            .set("linger.ms", "5")
+            .create()?;
+        let io = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a tokio runtime");
+        Ok(Runtime {
+            config,
+            consumer,
+            producer,
+            store,
+            directory,
+            io,
+            stats: Stats::default(),
+        })
+    }
+
+    /// Consumes until `stop` is set (between batches: the batch in flight is finished and
+    /// committed first), or, with `idle_exit`, until nothing arrived for that long.
+    pub fn run(
+        &mut self,
+        stop: &Arc<AtomicBool>,
+        idle_exit: Option<Duration>,
+    ) -> Result<Stats, RuntimeError> {
+        self.producer.init_transactions(TIMEOUT)?;
+        self.consumer.subscribe(&[&self.config.topics.input])?;
+        let started = Instant::now();
+        // Idle time counts from the last batch; before the first one, joining the group and
+        // getting partitions may take a while, so allow for that separately.
+        let mut last_activity: Option<Instant> = None;
+        while !stop.load(Ordering::SeqCst) {
+            let batch = self.collect()?;
+            if self
+                .consumer
+                .context()
+                .rebalanced
+                .swap(false, Ordering::SeqCst)
+                && !batch.is_empty()
+            {
+                // Records collected across a rebalance may belong to partitions we lost.
+                self.rewind()?;
+                continue;
+            }
+            if batch.is_empty() {
+                let idle = match last_activity {
+                    Some(t) => idle_exit.is_some_and(|d| t.elapsed() >= d),
+                    None => idle_exit.is_some_and(|d| started.elapsed() >= d + STARTUP_ALLOWANCE),
+                };
+                if idle {
+                    break;
+                }
+                continue;
+            }
+            last_activity = Some(Instant::now());
+            let count = batch.len() as u64;
+            match self.transact(batch) {
+                Ok(outputs) => {
+                    self.stats.batches += 1;
+                    self.stats.records += count;
+                    self.stats.outputs += outputs;
+                }
+                Err(RuntimeError::Fenced(e)) => return Err(RuntimeError::Fenced(e)),
+                Err(e) => {
+                    warn!(error = %e, "batch failed; aborting and replaying from the last commit");
+                    self.stats.aborted += 1;
+                    if let Err(abort) = self.producer.abort_transaction(TIMEOUT) {
+                        return Err(fatal_or(abort));
+                    }
+                    self.rewind()?;
+                }
+            }
+        }
+        info!(?self.stats, "stopping");
+        Ok(self.stats)
+    }
+
+    /// Up to `batch_max_messages` records, waiting at most `batch_linger_ms` after the first.
+    fn collect(&mut self) -> Result<Vec<InputRecord>, RuntimeError> {
+        let max = self.config.kafka.batch_max_messages;
+        let linger = Duration::from_millis(self.config.kafka.batch_linger_ms);
+        let mut batch = Vec::new();
+        let mut first: Option<Instant> = None;
+        loop {
+            let wait = match first {
+                None => Duration::from_millis(100),
+                Some(t) => linger.saturating_sub(t.elapsed()),
+            };
+            match self.consumer.poll(wait) {
+                Some(Ok(m)) => {
+                    first.get_or_insert_with(Instant::now);
+                    batch.push(InputRecord {
+                        partition: m.partition(),
+                        offset: m.offset(),
+                        key: m.key().map(<[u8]>::to_vec),
+                        payload: m.payload().unwrap_or_default().to_vec(),
+                        timestamp: m.timestamp().to_millis().and_then(|ms| {
+                            chrono::DateTime::from_timestamp_millis(ms)
+                                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+                        }),
+                    });
+                    if batch.len() >= max {
+                        return Ok(batch);
+                    }
+                }
+                Some(Err(e)) => warn!(error = %e, "consumer error"),
+                None => {
+                    if first.is_none() || first.is_some_and(|t| t.elapsed() >= linger) {
+                        return Ok(batch);
+                    }
+                }
+            }
+        }
+    }
+
+    fn transact(&mut self, batch: Vec<InputRecord>) -> Result<u64, RuntimeError> {
+        self.producer.begin_transaction().map_err(fatal_or)?;
+        let out = self.io.block_on(process_batch(
+            &self.store,
+            &self.directory,
+            self.config.dialect,
+            self.config.kafka.max_record_bytes,
+            batch,
+        ))?;
+        for record in &out.outputs {
+            let topic = self.config.topics.name(record.topic);
+            let mut pending = BaseRecord::to(topic)
+                .key(record.key.as_str())
+                .payload(record.value.as_str());
+            loop {
+                match self.producer.send(pending) {
+                    Ok(()) => break,
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                        self.producer.poll(Duration::from_millis(50));
+                        pending = back;
+                    }
+                    Err((e, _)) => return Err(fatal_or(e)),
+                }
+            }
+        }
+        let mut offsets = TopicPartitionList::new();
+        for (partition, next) in &out.next_offsets {
+            offsets.add_partition_offset(
+                &self.config.topics.input,
+                *partition,
+                Offset::Offset(*next),
+            )?;
+        }
+        let group = self
+            .consumer
+            .group_metadata()
+            .expect("a group consumer has group metadata");
+        self.producer
+            .send_offsets_to_transaction(&offsets, &group, TIMEOUT)
+            .map_err(fatal_or)?;
+        self.producer
+            .commit_transaction(TIMEOUT)
+            .map_err(fatal_or)?;
+        Ok(out.outputs.len() as u64)
+    }
+
+    /// Moves every assigned partition back to its last committed offset.
+    fn rewind(&mut self) -> Result<(), RuntimeError> {
+        let committed = self.consumer.committed(TIMEOUT)?;
+        for e in committed.elements() {
+            let offset = match e.offset() {
+                Offset::Offset(o) => Offset::Offset(o),
+                _ => Offset::Beginning,
+            };
+            if let Err(err) = self
+                .consumer
+                .seek(e.topic(), e.partition(), offset, TIMEOUT)
+            {
+                warn!(partition = e.partition(), error = %err, "seek failed");
+            }
+        }
+        Ok(())
+    }
+
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+}
+
+/// Fencing errors end the instance; others are retried by aborting and replaying.
+fn fatal_or(e: KafkaError) -> RuntimeError {
+    match e.rdkafka_error_code() {
+        Some(
+            RDKafkaErrorCode::Fenced
+            | RDKafkaErrorCode::ProducerFenced
+            | RDKafkaErrorCode::InvalidProducerEpoch
+            | RDKafkaErrorCode::Fatal,
+        ) => RuntimeError::Fenced(e),
+        _ => RuntimeError::Kafka(e),
+    }
+}
