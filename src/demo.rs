@@ -70,7 +70,10 @@ pub fn run(
 
     let store = MemoryStore::new();
     let topics = config.topics.clone();
-    let mut runtime = Runtime::new(config, store, directory)?;
+    let io = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let mut runtime = Runtime::new(config, store, directory, io)?;
     let stats = runtime.run(
         &Arc::new(AtomicBool::new(false)),
         Some(Duration::from_secs(3)),
@@ -81,7 +84,9 @@ pub fn run(
     );
 
     for topic in Topic::ALL.into_iter().filter(|t| *t != Topic::Input) {
-        for (key, value) in read_committed(&cluster.bootstrap_servers(), topics.name(topic))? {
+        for (key, value) in
+            read_committed(&cluster.bootstrap_servers(), topics.name(topic), PARTITIONS)?
+        {
             writeln!(
                 out,
                 "{}",
@@ -108,10 +113,12 @@ pub fn run(
     Ok(())
 }
 
-/// Every committed record of a topic, partition by partition.
-fn read_committed(
+/// Every committed record of a topic (as a `read_committed` consumer sees it), partition by
+/// partition: `(key, value)`.
+pub fn read_committed(
     bootstrap: &str,
     topic: &str,
+    partitions: i32,
 ) -> Result<Vec<(String, serde_json::Value)>, KafkaError> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
@@ -121,13 +128,13 @@ fn read_committed(
         .set("enable.auto.commit", "false")
         .create()?;
     let mut tpl = TopicPartitionList::new();
-    for p in 0..PARTITIONS {
+    for p in 0..partitions {
         tpl.add_partition_offset(topic, p, Offset::Beginning)?;
     }
     consumer.assign(&tpl)?;
     let mut done: HashSet<i32> = HashSet::new();
     let mut records = Vec::new();
-    while done.len() < PARTITIONS as usize {
+    while done.len() < partitions as usize {
         match consumer.poll(Duration::from_secs(5)) {
             Some(Ok(m)) => {
                 let key = m

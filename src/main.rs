@@ -29,6 +29,16 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// The stream processor: consumes the input topic, keeps state in Redis, produces the
+    /// output topics, exactly once. Stops cleanly on SIGTERM or SIGINT.
+    Run {
+        /// Configuration file (TOML), over config/default.toml; SWITCHBOARD_* variables win.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Directory file (YAML or JSON) with the organizations, channels, users and forms.
+        #[arg(long)]
+        directory: PathBuf,
+    },
     /// The whole pipeline on embedded defaults: an in-process Kafka cluster and an in-memory
     /// store, fed with the example traffic; prints every output record and the final state.
     Demo {
@@ -59,6 +69,61 @@ enum Command {
     },
 }
 
+fn processor(config: Option<&std::path::Path>, directory: &std::path::Path) -> anyhow::Result<()> {
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+
+    let config = switchboard::config::Config::load(config)?;
+    init_logging(&config.log)?;
+    let directory = MemoryDirectory::load(directory)?;
+    let io = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let store = io
+        .block_on(switchboard::store::RedisStore::connect(
+            &config.redis_url(),
+            &config.redis.key_prefix,
+        ))
+        .context("connecting to Redis")?;
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(signal, Arc::clone(&stop))?;
+    }
+    tracing::info!(
+        brokers = %config.kafka.brokers,
+        input = %config.topics.input,
+        group = %config.kafka.group_id,
+        transactional_id = %config.transactional_id(),
+        "starting"
+    );
+    let mut runtime = switchboard::runtime::Runtime::new(config, store, directory, io)?;
+    let stats = runtime.run(&stop, None)?;
+    tracing::info!(
+        batches = stats.batches,
+        records = stats.records,
+        outputs = stats.outputs,
+        "stopped"
+    );
+    Ok(())
+}
+
+fn init_logging(log: &switchboard::config::Log) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(&log.level).with_context(|| {
+        format!(
+            "configuration: log.level: {:?} is not a valid filter",
+            log.level
+        )
+    })?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match log.format {
+        switchboard::config::LogFormat::Json => builder.json().init(),
+        switchboard::config::LogFormat::Text => builder.init(),
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
@@ -72,6 +137,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Run { config, directory } => processor(config.as_deref(), &directory),
         Command::Demo {
             trace,
             directory,

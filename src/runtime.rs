@@ -81,7 +81,13 @@ fn client_config(config: &Config) -> ClientConfig {
 }
 
 impl<S: StateStore, D: Directory> Runtime<S, D> {
-    pub fn new(config: Config, store: S, directory: D) -> Result<Self, RuntimeError> {
+    /// `io` is the runtime the store's connections were made on: it drives the store's IO.
+    pub fn new(
+        config: Config,
+        store: S,
+        directory: D,
+        io: tokio::runtime::Runtime,
+    ) -> Result<Self, RuntimeError> {
         let consumer: BaseConsumer<RebalanceFlag> = client_config(&config)
             .set("group.id", &config.kafka.group_id)
             .set("enable.auto.commit", "false")
@@ -103,10 +109,6 @@ impl<S: StateStore, D: Directory> Runtime<S, D> {
             )
             .set("linger.ms", "5")
             .create()?;
-        let io = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("a tokio runtime");
         Ok(Runtime {
             config,
             consumer,
@@ -281,6 +283,11 @@ impl<S: StateStore, D: Directory> Runtime<S, D> {
 
     pub fn store(&self) -> &S {
         &self.store
+    }
+
+    /// Runs a future on the runtime that drives the store.
+    pub fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        self.io.block_on(f)
     }
 }
 
