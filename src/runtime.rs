@@ -68,6 +68,8 @@ pub struct Runtime<S, D> {
     store: S,
     directory: D,
     io: tokio::runtime::Runtime,
+    /// A transaction is open (begun, not yet committed or aborted).
+    in_transaction: bool,
     pub stats: Stats,
 }
 
@@ -116,6 +118,7 @@ impl<S: StateStore, D: Directory> Runtime<S, D> {
             store,
             directory,
             io,
+            in_transaction: false,
             stats: Stats::default(),
         })
     }
@@ -130,6 +133,7 @@ impl<S: StateStore, D: Directory> Runtime<S, D> {
         self.producer.init_transactions(TIMEOUT)?;
         self.consumer.subscribe(&[&self.config.topics.input])?;
         let started = Instant::now();
+        let mut failures: u32 = 0;
         // Idle time counts from the last batch; before the first one, joining the group and
         // getting partitions may take a while, so allow for that separately.
         let mut last_activity: Option<Instant> = None;
@@ -143,7 +147,7 @@ impl<S: StateStore, D: Directory> Runtime<S, D> {
                 && !batch.is_empty()
             {
                 // Records collected across a rebalance may belong to partitions we lost.
-                self.rewind()?;
+                self.recover(stop)?;
                 continue;
             }
             if batch.is_empty() {
@@ -160,6 +164,7 @@ impl<S: StateStore, D: Directory> Runtime<S, D> {
             let count = batch.len() as u64;
             match self.transact(batch) {
                 Ok(outputs) => {
+                    failures = 0;
                     self.stats.batches += 1;
                     self.stats.records += count;
                     self.stats.outputs += outputs;
@@ -168,10 +173,9 @@ impl<S: StateStore, D: Directory> Runtime<S, D> {
                 Err(e) => {
                     warn!(error = %e, "batch failed; aborting and replaying from the last commit");
                     self.stats.aborted += 1;
-                    if let Err(abort) = self.producer.abort_transaction(TIMEOUT) {
-                        return Err(fatal_or(abort));
-                    }
-                    self.rewind()?;
+                    self.recover(stop)?;
+                    failures += 1;
+                    std::thread::sleep(Duration::from_millis(100 * u64::from(failures.min(30))));
                 }
             }
         }
@@ -219,6 +223,7 @@ impl<S: StateStore, D: Directory> Runtime<S, D> {
 
     fn transact(&mut self, batch: Vec<InputRecord>) -> Result<u64, RuntimeError> {
         self.producer.begin_transaction().map_err(fatal_or)?;
+        self.in_transaction = true;
         let out = self.io.block_on(process_batch(
             &self.store,
             &self.directory,
@@ -261,6 +266,42 @@ impl<S: StateStore, D: Directory> Runtime<S, D> {
             .commit_transaction(TIMEOUT)
             .map_err(fatal_or)?;
         Ok(out.outputs.len() as u64)
+    }
+
+    /// After a failed batch: aborts the transaction and rewinds to the last commit, retrying
+    /// with backoff while the broker or Redis is unavailable (a restart, a network blip).
+    /// Only fencing, or a stop request, ends it.
+    fn recover(&mut self, stop: &Arc<AtomicBool>) -> Result<(), RuntimeError> {
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            let aborted = if self.in_transaction {
+                match self.producer.abort_transaction(TIMEOUT) {
+                    // A commit that timed out may still be under way and cannot be aborted;
+                    // librdkafka's remedy is to retry the commit. Either way the rewind below
+                    // goes to whatever was committed.
+                    Err(e) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::State) => {
+                        self.producer.commit_transaction(TIMEOUT).map_err(fatal_or)
+                    }
+                    other => other.map_err(fatal_or),
+                }
+            } else {
+                Ok(())
+            };
+            let attempt = aborted.and_then(|()| {
+                self.in_transaction = false;
+                self.rewind()
+            });
+            match attempt {
+                Ok(()) => return Ok(()),
+                Err(RuntimeError::Fenced(e)) => return Err(RuntimeError::Fenced(e)),
+                Err(e) if stop.load(Ordering::SeqCst) => return Err(e),
+                Err(e) => {
+                    warn!(error = %e, retry_in = ?backoff, "recovery failed; retrying");
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
     }
 
     /// Moves every assigned partition back to its last committed offset.

@@ -1,345 +1,17 @@
 //! `switchboard run` against a real Kafka broker and a real Redis (`deploy/local/up`;
 //! `KAFKA_BOOTSTRAP` and `REDIS_URL` override the local defaults). The core is the oracle: after
-//! the run — plain, or with the processor killed and restarted again and again — the committed
-//! output topics and the state in Redis must equal what `switchboard simulate` gives.
+//! the run — plain, with the processor killed again and again, with two instances one of which
+//! dies — the committed output topics and the state in Redis must equal what
+//! `switchboard simulate` gives, every output exactly once.
 
-use std::collections::HashMap;
-use std::process::{Child, Command, Stdio};
+mod kafka_support;
+
 use std::time::{Duration, Instant};
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use kafka_support::*;
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use serde_json::Value;
-use switchboard::demo::read_committed;
 use switchboard::event::Topic;
-use switchboard::simulate::inspect_document;
-use switchboard::store::{RedisStore, StateStore};
-
-const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
-const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/directory.yaml");
-const TRACE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/trace.jsonl");
-const PARTITIONS: i32 = 4;
-
-/// The example trace, `copies` times over, each copy an independent world: its conversation
-/// and message IDs and its contacts' IPs are its own, so copies cannot affect each other and
-/// the oracle holds however the stream interleaves them. Returns the path of the trace file.
-fn scaled_trace(name: &str, copies: u32) -> std::path::PathBuf {
-    let original = std::fs::read_to_string(TRACE).unwrap();
-    let mut out = String::new();
-    for copy in 0..copies {
-        for line in original.lines() {
-            out.push_str(&remap(line, copy));
-            out.push('\n');
-        }
-    }
-    let path = std::env::temp_dir().join(format!(
-        "sb-kafka-trace-{name}-{}.jsonl",
-        std::process::id()
-    ));
-    std::fs::write(&path, out).unwrap();
-    path
-}
-
-/// Rewrites the IDs of one copy: conversations (`…d0NN`) and messages (small counters) get the
-/// copy number in their first four hex digits; IPs get it as their third octet. Directory IDs
-/// (organizations, users, channels, forms) stay.
-fn remap(line: &str, copy: u32) -> String {
-    let bytes = line.as_bytes();
-    let mut out = String::with_capacity(line.len());
-    let mut i = 0;
-    while i < line.len() {
-        let candidate = line.get(i..i + 24).filter(|c| {
-            c.bytes()
-                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
-        });
-        if let Some(id) = candidate {
-            let value = u128::from_str_radix(id, 16).unwrap();
-            let conversation = &id[20..22] == "d0";
-            if conversation || value < 0x80 {
-                out.push_str(&format!("{copy:04x}{}", &id[4..]));
-                i += 24;
-                continue;
-            }
-        }
-        out.push(bytes[i] as char);
-        i += 1;
-    }
-    // In the example, d002 blocks an IP that d003 then writes from: an effect across two
-    // conversations, whose order no stream promises when they sit on different partitions. Here
-    // d003 gets an IP of its own, so the oracle applies; the core and demo tests keep the case.
-    if line.contains("00000000000000000000d003") {
-        out = out.replace("198.51.100.23", "192.0.2.23");
-    }
-    for ip in ["203.0.113.7", "198.51.100.23"] {
-        let parts: Vec<&str> = ip.split('.').collect();
-        out = out.replace(
-            ip,
-            &format!("{}.{}.{}.{}", parts[0], parts[1], copy % 250, parts[3]),
-        );
-    }
-    out
-}
-
-fn bootstrap() -> String {
-    std::env::var("KAFKA_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:19092".into())
-}
-
-fn redis_url() -> String {
-    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:16379/".into())
-}
-
-/// One isolated setup: topics, group, transactional ID and Redis prefix of its own.
-struct Setup {
-    name: String,
-}
-
-impl Setup {
-    fn topic(&self, t: Topic) -> String {
-        format!("{}.{}", t.default_name(), self.name)
-    }
-
-    async fn create(test: &str) -> Setup {
-        let setup = Setup {
-            name: format!("{test}-{}", std::process::id()),
-        };
-        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-            .set("bootstrap.servers", bootstrap())
-            .create()
-            .unwrap();
-        let names: Vec<String> = Topic::ALL.iter().map(|t| setup.topic(*t)).collect();
-        let topics: Vec<NewTopic> = names
-            .iter()
-            .map(|n| NewTopic::new(n, PARTITIONS, TopicReplication::Fixed(1)))
-            .collect();
-        let results = admin
-            .create_topics(
-                &topics,
-                &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
-            )
-            .await
-            .unwrap_or_else(|e| {
-                panic!(
-                    "Kafka at {} is not reachable ({e}); start it with deploy/local/up",
-                    bootstrap()
-                )
-            });
-        for r in results {
-            r.unwrap();
-        }
-        setup
-    }
-
-    fn produce_trace(&self, trace: &std::path::Path) {
-        let producer: BaseProducer = ClientConfig::new()
-            .set("bootstrap.servers", bootstrap())
-            .create()
-            .unwrap();
-        let input = self.topic(Topic::Input);
-        for line in std::fs::read_to_string(trace).unwrap().lines() {
-            let key = serde_json::from_str::<Value>(line)
-                .ok()
-                .and_then(|v| v["conversation"].as_str().map(str::to_string));
-            let mut record = BaseRecord::<str, str>::to(&input).payload(line);
-            if let Some(k) = &key {
-                record = record.key(k.as_str());
-            }
-            producer.send(record).map_err(|(e, _)| e).unwrap();
-        }
-        producer.flush(Duration::from_secs(30)).unwrap();
-    }
-
-    fn spawn(&self) -> Child {
-        let mut cmd = Command::new(BIN);
-        cmd.args(["run", "--directory", DIR])
-            .env("SWITCHBOARD_KAFKA__BROKERS", bootstrap())
-            .env("SWITCHBOARD_KAFKA__GROUP_ID", format!("sb-{}", self.name))
-            .env(
-                "SWITCHBOARD_KAFKA__TRANSACTIONAL_ID",
-                format!("sb-{}", self.name),
-            )
-            .env("SWITCHBOARD_KAFKA__SESSION_TIMEOUT_MS", "6000")
-            .env("SWITCHBOARD_KAFKA__BATCH_MAX_MESSAGES", "7")
-            .env("SWITCHBOARD_REDIS__URL", redis_url())
-            .env(
-                "SWITCHBOARD_REDIS__KEY_PREFIX",
-                format!("sbk:{}", self.name),
-            )
-            .env("SWITCHBOARD_LOG__LEVEL", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
-        for t in Topic::ALL {
-            let key = format!("SWITCHBOARD_TOPICS__{}", topic_key(t).to_uppercase());
-            cmd.env(key, self.topic(t));
-        }
-        cmd.spawn().unwrap()
-    }
-
-    fn committed(&self, t: Topic) -> Vec<(String, Value)> {
-        read_committed(&bootstrap(), &self.topic(t), PARTITIONS).unwrap()
-    }
-}
-
-fn topic_key(t: Topic) -> &'static str {
-    match t {
-        Topic::Input => "input",
-        Topic::ChannelNotifications => "channel_notifications",
-        Topic::ChannelDequeues => "channel_dequeues",
-        Topic::InboxNotifications => "inbox_notifications",
-        Topic::EmailNotifications => "email_notifications",
-        Topic::MessageDeliveries => "message_deliveries",
-        Topic::CommandResults => "command_results",
-        Topic::BotCommands => "bot_commands",
-        Topic::DeadLetters => "dead_letters",
-    }
-}
-
-/// What the core alone gives: `(topic role, key, value)` of every non-relay output, and state.
-fn oracle(trace: &std::path::Path) -> (Vec<(Topic, String, Value)>, Value) {
-    let state_file = trace.with_extension("state.json");
-    let out = Command::new(BIN)
-        .args([
-            "simulate",
-            "--directory",
-            DIR,
-            "--input",
-            trace.to_str().unwrap(),
-            "--state",
-            state_file.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let outputs = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
-        .filter(|v| v["topic"] != "conversation.messages")
-        .map(|v| {
-            let t = *Topic::ALL
-                .iter()
-                .find(|t| t.default_name() == v["topic"])
-                .unwrap();
-            (
-                t,
-                v["key"].as_str().unwrap().to_string(),
-                v["value"].clone(),
-            )
-        })
-        .collect();
-    let state = serde_json::from_str(&std::fs::read_to_string(&state_file).unwrap()).unwrap();
-    let _ = std::fs::remove_file(state_file);
-    (outputs, state)
-}
-
-fn normalised(t: Topic, key: &str, value: &Value) -> String {
-    let mut v = value.clone();
-    if t == Topic::DeadLetters {
-        v["id"] = Value::Null;
-        v.as_object_mut().unwrap().remove("time");
-    }
-    format!("{t:?} {key} {v}")
-}
-
-/// Waits until the results topic holds as many committed results as the oracle has.
-fn wait_for_results(setup: &Setup, expected: usize, deadline: Duration) {
-    let start = Instant::now();
-    loop {
-        let n = setup.committed(Topic::CommandResults).len();
-        if n >= expected {
-            return;
-        }
-        assert!(
-            start.elapsed() < deadline,
-            "only {n} of {expected} results after {deadline:?}"
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
-}
-
-async fn assert_matches_oracle(setup: &Setup, trace: &std::path::Path) {
-    let (expected, expected_state) = oracle(trace);
-    let mut want: HashMap<String, usize> = HashMap::new();
-    for (t, k, v) in &expected {
-        *want.entry(normalised(*t, k, v)).or_default() += 1;
-    }
-    let mut got: HashMap<String, usize> = HashMap::new();
-    let mut per_key: HashMap<(Topic, String), Vec<String>> = HashMap::new();
-    for t in Topic::ALL.into_iter().filter(|t| *t != Topic::Input) {
-        for (k, v) in setup.committed(t) {
-            *got.entry(normalised(t, &k, &v)).or_default() += 1;
-            per_key.entry((t, k)).or_default().push(v["id"].to_string());
-        }
-    }
-    if got != want {
-        let missing: Vec<_> = want
-            .iter()
-            .filter(|(k, n)| got.get(*k) != Some(n))
-            .take(3)
-            .collect();
-        let extra: Vec<_> = got
-            .iter()
-            .filter(|(k, n)| want.get(*k) != Some(n))
-            .take(3)
-            .collect();
-        panic!(
-            "committed outputs differ from simulate: {} committed, {} expected\nexpected but not (or not once) committed: {missing:#?}\ncommitted but not (or not once) expected: {extra:#?}",
-            got.values().sum::<usize>(),
-            want.values().sum::<usize>(),
-        );
-    }
-    let mut want_order: HashMap<(Topic, String), Vec<String>> = HashMap::new();
-    for (t, k, v) in &expected {
-        want_order
-            .entry((*t, k.clone()))
-            .or_default()
-            .push(v["id"].to_string());
-    }
-    for (k, ids) in want_order.iter().filter(|(k, _)| k.0 != Topic::DeadLetters) {
-        assert_eq!(per_key.get(k), Some(ids), "order of {k:?}");
-    }
-    let store = RedisStore::connect(&redis_url(), &format!("sbk:{}", setup.name))
-        .await
-        .unwrap();
-    for (id, doc) in expected_state.as_object().unwrap() {
-        let record = store
-            .load(std::slice::from_ref(id))
-            .await
-            .unwrap()
-            .remove(0)
-            .expect("in Redis");
-        let log = store.log(id).await.unwrap();
-        assert_eq!(
-            &inspect_document(&record.conversation, Some(&log)),
-            doc,
-            "state of {id}"
-        );
-    }
-}
-
-fn expected_results(trace: &std::path::Path) -> usize {
-    oracle(trace)
-        .0
-        .iter()
-        .filter(|(t, _, _)| *t == Topic::CommandResults)
-        .count()
-}
-
-fn terminate(mut child: Child) {
-    let pid = child.id() as i32;
-    // SIGTERM: finish the batch in flight, commit, exit 0.
-    let status = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let exit = child.wait().unwrap();
-    assert!(
-        exit.success(),
-        "SIGTERM must end the processor cleanly, got {exit:?}"
-    );
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_run_commits_exactly_what_the_core_computes() {
@@ -392,4 +64,104 @@ async fn killing_the_processor_at_any_point_loses_and_duplicates_nothing() {
     wait_for_results(&setup, expected, Duration::from_secs(180));
     terminate(child);
     assert_matches_oracle(&setup, &trace).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_instances_share_the_group_and_one_dies_mid_stream() {
+    let setup = Setup::create("pair").await;
+    let trace = scaled_trace("pair", 30);
+    setup.produce_trace(&trace);
+    let expected = expected_results(&trace);
+    let a = setup.spawn_instance("a");
+    let mut b = setup.spawn_instance("b");
+    let at_kill = setup.wait_for_progress(expected / 3, Duration::from_secs(120));
+    b.kill().unwrap();
+    b.wait().unwrap();
+    eprintln!("instance b killed with {at_kill} of {expected} results committed");
+    assert!(at_kill < expected, "the kill must land mid-stream");
+    wait_for_results(&setup, expected, Duration::from_secs(180));
+    terminate(a);
+    assert_matches_oracle(&setup, &trace).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn poison_records_go_to_the_dead_letter_topic_while_the_rest_flows() {
+    let setup = Setup::create_with("poison", &[("max.message.bytes", "4194304")]).await;
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .set("message.max.bytes", "4194304")
+        .create()
+        .unwrap();
+    let input = setup.topic(Topic::Input);
+    let conversation = "00000000000000000000d0aa";
+    let message = |id: &str, text: &str, extra: &str| {
+        format!(
+            r#"{{"id":"{id}","conversation":"{conversation}","type":"chat","role":"contact","text":"{text}","createdAt":"2024-05-01T10:00:00Z"{extra}}}"#
+        )
+    };
+    let first = message(
+        "0000000000000000000000a1",
+        "hello",
+        r#","organization":"0000000000000000000000a2""#,
+    );
+    let good = message("0000000000000000000000a2", "still here", "");
+    let big = message("0000000000000000000000a3", &"x".repeat(2 << 20), "");
+    let send = |key: Option<&str>, payload: &str| {
+        let mut r = BaseRecord::<str, str>::to(&input).payload(payload);
+        if let Some(k) = key {
+            r = r.key(k);
+        }
+        producer.send(r).map_err(|(e, _)| e).unwrap();
+    };
+    send(Some(conversation), &first);
+    send(Some(conversation), "{broken json");
+    send(None, &good);
+    send(Some("00000000000000000000d0bb"), &good);
+    send(Some(conversation), &big);
+    send(Some(conversation), &good);
+    producer.flush(Duration::from_secs(30)).unwrap();
+
+    let child = setup.spawn();
+    let start = Instant::now();
+    while setup.committed(Topic::DeadLetters).len() < 4
+        || setup.committed(Topic::CommandResults).len() < 2
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "poison records did not all arrive"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    terminate(child);
+    let mut reasons: Vec<String> = setup
+        .committed(Topic::DeadLetters)
+        .iter()
+        .map(|(_, v)| v["data"]["reason"].as_str().unwrap().to_string())
+        .collect();
+    reasons.sort();
+    assert_eq!(reasons, ["key_mismatch", "no_key", "not_json", "too_large"]);
+    let results: Vec<(String, String)> = setup
+        .committed(Topic::CommandResults)
+        .iter()
+        .map(|(_, v)| {
+            (
+                v["data"]["message"].as_str().unwrap().to_string(),
+                v["data"]["outcome"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        results,
+        [
+            (
+                "0000000000000000000000a1".to_string(),
+                "applied".to_string()
+            ),
+            (
+                "0000000000000000000000a2".to_string(),
+                "applied".to_string()
+            )
+        ],
+        "the stream goes on past the poison"
+    );
 }
