@@ -10,7 +10,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message as _;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer, PurgeConfig};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tracing::{info, warn};
 
@@ -71,6 +71,18 @@ pub struct Runtime<S, D> {
     /// A transaction is open (begun, not yet committed or aborted).
     in_transaction: bool,
     pub stats: Stats,
+}
+
+fn new_producer(config: &Config) -> Result<BaseProducer, KafkaError> {
+    client_config(config)
+        .set("transactional.id", config.transactional_id())
+        .set("enable.idempotence", "true")
+        .set(
+            "transaction.timeout.ms",
+            config.kafka.transaction_timeout_ms.to_string(),
+        )
+        .set("linger.ms", "5")
+        .create()
 }
 
 fn client_config(config: &Config) -> ClientConfig {
@@ -274,24 +286,7 @@ impl<S: StateStore, D: Directory> Runtime<S, D> {
     fn recover(&mut self, stop: &Arc<AtomicBool>) -> Result<(), RuntimeError> {
         let mut backoff = Duration::from_millis(200);
         loop {
-            let aborted = if self.in_transaction {
-                match self.producer.abort_transaction(TIMEOUT) {
-                    // A commit that timed out may still be under way and cannot be aborted;
-                    // librdkafka's remedy is to retry the commit. Either way the rewind below
-                    // goes to whatever was committed.
-                    Err(e) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::State) => {
-                        self.producer.commit_transaction(TIMEOUT).map_err(fatal_or)
-                    }
-                    other => other.map_err(fatal_or),
-                }
-            } else {
-                Ok(())
-            };
-            let attempt = aborted.and_then(|()| {
-                self.in_transaction = false;
-                self.rewind()
-            });
-            match attempt {
+            match self.end_transaction().and_then(|()| self.rewind()) {
                 Ok(()) => return Ok(()),
                 Err(RuntimeError::Fenced(e)) => return Err(RuntimeError::Fenced(e)),
                 Err(e) if stop.load(Ordering::SeqCst) => return Err(e),
@@ -302,6 +297,30 @@ impl<S: StateStore, D: Directory> Runtime<S, D> {
                 }
             }
         }
+    }
+
+    /// Ends an open transaction without committing it. When the abort itself fails — after a
+    /// broker restart the producer can be left waiting on requests that will never be answered —
+    /// the producer is replaced: a new one with the same transactional ID fences it, and the
+    /// coordinator finishes whatever it had begun. The rewind that follows goes to whatever was
+    /// committed, so either outcome is consistent.
+    fn end_transaction(&mut self) -> Result<(), RuntimeError> {
+        if !self.in_transaction {
+            return Ok(());
+        }
+        if let Err(e) = self.producer.abort_transaction(TIMEOUT) {
+            if let RuntimeError::Fenced(e) = fatal_or(e.clone()) {
+                return Err(RuntimeError::Fenced(e));
+            }
+            warn!(error = %e, "abort failed; replacing the transactional producer");
+            self.producer
+                .purge(PurgeConfig::default().queue().inflight());
+            let producer = new_producer(&self.config)?;
+            self.producer = producer;
+            self.producer.init_transactions(TIMEOUT).map_err(fatal_or)?;
+        }
+        self.in_transaction = false;
+        Ok(())
     }
 
     /// Moves every assigned partition back to its last committed offset.
