@@ -114,15 +114,7 @@ impl<S: StateStore, D: Directory> Runtime<S, D> {
                 config.kafka.session_timeout_ms.to_string(),
             )
             .create_with_context(RebalanceFlag::default())?;
-        let producer: BaseProducer = client_config(&config)
-            .set("transactional.id", config.transactional_id())
-            .set("enable.idempotence", "true")
-            .set(
-                "transaction.timeout.ms",
-                config.kafka.transaction_timeout_ms.to_string(),
-            )
-            .set("linger.ms", "5")
-            .create()?;
+        let producer = new_producer(&config)?;
         Ok(Runtime {
             config,
             consumer,

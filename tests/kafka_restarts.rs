@@ -17,7 +17,7 @@ fn restart(server: &str) {
 #[tokio::test(flavor = "multi_thread")]
 async fn redis_and_broker_restarts_mid_stream_lose_and_duplicate_nothing() {
     let setup = Setup::create("restarts").await;
-    let trace = scaled_trace("restarts", 30);
+    let trace = scaled_trace("restarts", 45);
     setup.produce_trace(&trace);
     let expected = expected_results(&trace);
     let child = setup.spawn();
