@@ -29,6 +29,17 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Print one conversation's state from Redis (the document of SPEC section 3).
+    Inspect {
+        /// The conversation ID.
+        conversation: String,
+        /// Include the message log.
+        #[arg(long)]
+        messages: bool,
+        /// Configuration file (TOML), for the Redis settings; SWITCHBOARD_* variables win.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// The stream processor: consumes the input topic, keeps state in Redis, produces the
     /// output topics, exactly once. Stops cleanly on SIGTERM or SIGINT.
     Run {
@@ -107,6 +118,41 @@ fn processor(config: Option<&std::path::Path>, directory: &std::path::Path) -> a
     Ok(())
 }
 
+fn inspect(
+    conversation: &str,
+    messages: bool,
+    config: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    use switchboard::store::StateStore;
+
+    if !switchboard::id::is_object_id(conversation) {
+        anyhow::bail!(
+            "{conversation:?} is not a conversation ID (24 lowercase hexadecimal characters)"
+        );
+    }
+    let config = switchboard::config::Config::load(config)?;
+    let io = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    io.block_on(async {
+        let store =
+            switchboard::store::RedisStore::connect(&config.redis_url(), &config.redis.key_prefix)
+                .await
+                .context("connecting to Redis")?;
+        let Some(record) = store.load(&[conversation.to_string()]).await?.remove(0) else {
+            anyhow::bail!("conversation {conversation} does not exist");
+        };
+        let log = if messages {
+            Some(store.log(conversation).await?)
+        } else {
+            None
+        };
+        let doc = switchboard::simulate::inspect_document(&record.conversation, log.as_deref());
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+        Ok(())
+    })
+}
+
 fn init_logging(log: &switchboard::config::Log) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_new(&log.level).with_context(|| {
         format!(
@@ -138,6 +184,11 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Run { config, directory } => processor(config.as_deref(), &directory),
+        Command::Inspect {
+            conversation,
+            messages,
+            config,
+        } => inspect(&conversation, messages, config.as_deref()),
         Command::Demo {
             trace,
             directory,
