@@ -73,7 +73,7 @@ pub fn run(
     let io = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let mut runtime = Runtime::new(config, store, directory, io)?;
+    let mut runtime = Runtime::new(config, store, directory, io, crate::metrics::Metrics::new())?;
     let stats = runtime.run(
         &Arc::new(AtomicBool::new(false)),
         Some(Duration::from_secs(3)),

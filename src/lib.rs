@@ -16,6 +16,7 @@ pub mod event;
 pub mod id;
 pub mod log;
 pub mod message;
+pub mod metrics;
 pub mod names;
 pub mod pipeline;
 pub mod routing;

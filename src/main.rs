@@ -90,12 +90,20 @@ fn processor(config: Option<&std::path::Path>, directory: &std::path::Path) -> a
     let io = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    let metrics = switchboard::metrics::Metrics::new();
+    let listen: std::net::SocketAddr = config.http.listen.parse()?;
+    let bound = switchboard::metrics::serve(listen, Arc::clone(&metrics))
+        .with_context(|| format!("serving /metrics on {listen} (http.listen)"))?;
     let store = io
         .block_on(switchboard::store::RedisStore::connect(
             &config.redis_url(),
             &config.redis.key_prefix,
         ))
         .context("connecting to Redis")?;
+    let store = switchboard::metrics::TimedStore {
+        inner: store,
+        metrics: Arc::clone(&metrics),
+    };
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(signal, Arc::clone(&stop))?;
@@ -105,9 +113,10 @@ fn processor(config: Option<&std::path::Path>, directory: &std::path::Path) -> a
         input = %config.topics.input,
         group = %config.kafka.group_id,
         transactional_id = %config.transactional_id(),
+        http = %bound,
         "starting"
     );
-    let mut runtime = switchboard::runtime::Runtime::new(config, store, directory, io)?;
+    let mut runtime = switchboard::runtime::Runtime::new(config, store, directory, io, metrics)?;
     let stats = runtime.run(&stop, None)?;
     tracing::info!(
         batches = stats.batches,

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use crate::directory::{Block, Channel, Directory, Form, Organization, User};
-use crate::event::Output;
+use crate::event::{Outcome, Output};
 use crate::log::{Log, LogWrite};
 use crate::message::{decode, DeadLetter, DeadReason, Decoded, KeySource, Role};
 use crate::state::{Conversation, StoredMessage};
@@ -39,6 +39,8 @@ pub struct BatchOutput {
     /// Records applied now, and records whose outputs came from the outbox.
     pub applied: usize,
     pub replayed: usize,
+    /// How many records of each (message type, outcome) the batch had; for metrics.
+    pub kinds: HashMap<(String, &'static str), u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -332,6 +334,9 @@ where
                     &locator,
                     record.timestamp.as_deref(),
                 )]));
+                *out.kinds
+                    .entry(("unreadable".into(), "dead_letter"))
+                    .or_default() += 1;
                 continue;
             }
         };
@@ -348,10 +353,14 @@ where
             out.outputs.extend(p.outputs.iter().cloned());
             w.outbox.push(p.clone());
             out.replayed += 1;
+            *out.kinds
+                .entry(("replayed".into(), "replayed"))
+                .or_default() += 1;
             continue;
         }
         let outputs = match d {
             Decoded::Message(m) => {
+                let type_name = m.type_name.clone();
                 let env = Env {
                     directory: &view,
                     dialect,
@@ -364,6 +373,16 @@ where
                     view.blocked.insert(b.clone());
                     blocks.push(b);
                 }
+                let outcome = match t.outcome {
+                    Some(Outcome::Applied) => "applied",
+                    Some(Outcome::Ignored) => "ignored",
+                    Some(Outcome::Rejected) => "rejected",
+                    // Relay records to an origin report nothing themselves; the /import's result
+                    // comes with the transfer.
+                    None if type_name == crate::message::IMPORT_REQUEST => "relayed",
+                    None => "deferred",
+                };
+                *out.kinds.entry((type_name, outcome)).or_default() += 1;
                 t.outputs
             }
             Decoded::Invalid {
@@ -372,15 +391,18 @@ where
                 code,
                 detail,
                 time,
-            } => vec![invalid(
-                w.conversation.as_ref(),
-                &conversation,
-                message.as_deref(),
-                time.as_deref(),
-                code,
-                &detail,
-                &locator,
-            )],
+            } => {
+                *out.kinds.entry(("invalid".into(), "rejected")).or_default() += 1;
+                vec![invalid(
+                    w.conversation.as_ref(),
+                    &conversation,
+                    message.as_deref(),
+                    time.as_deref(),
+                    code,
+                    &detail,
+                    &locator,
+                )]
+            }
             Decoded::Dead(_) => unreachable!("handled above"),
         };
         let outputs = serialise(outputs);

@@ -11,11 +11,13 @@ use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message as _;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer, PurgeConfig};
+use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::directory::Directory;
+use crate::metrics::Metrics;
 use crate::pipeline::{process_batch, InputRecord, PipelineError};
 use crate::store::StateStore;
 
@@ -23,17 +25,39 @@ const TIMEOUT: Duration = Duration::from_secs(30);
 /// With `idle_exit`, how long to wait for the first records (group join, assignment).
 const STARTUP_ALLOWANCE: Duration = Duration::from_secs(30);
 
-/// Notes rebalances, so that a batch collected across one is dropped rather than processed.
-#[derive(Default)]
+/// Notes rebalances, so that a batch collected across one is dropped rather than processed, and
+/// feeds the group's metrics.
 pub struct RebalanceFlag {
     rebalanced: AtomicBool,
+    metrics: Arc<Metrics>,
+    input: String,
 }
 
-impl ClientContext for RebalanceFlag {}
+impl ClientContext for RebalanceFlag {
+    fn stats(&self, statistics: Statistics) {
+        if let Some(topic) = statistics.topics.get(&self.input) {
+            for (partition, p) in &topic.partitions {
+                // librdkafka reports -1 for partitions it is not consuming.
+                if *partition >= 0 && p.consumer_lag >= 0 {
+                    self.metrics
+                        .consumer_lag
+                        .with_label_values(&[&partition.to_string()])
+                        .set(p.consumer_lag);
+                }
+            }
+        }
+    }
+}
 
 impl ConsumerContext for RebalanceFlag {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, _: &Rebalance<'_>) {
+        let assigned = consumer.assignment().map(|a| a.count()).unwrap_or(0);
+        self.metrics.assigned_partitions.set(assigned as i64);
+    }
+
     fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         self.rebalanced.store(true, Ordering::SeqCst);
+        self.metrics.rebalances.inc();
         match rebalance {
             Rebalance::Assign(tpl) => info!(partitions = tpl.count(), "partitions assigned"),
             Rebalance::Revoke(tpl) => info!(partitions = tpl.count(), "partitions revoked"),
@@ -70,6 +94,7 @@ pub struct Runtime<S, D> {
     io: tokio::runtime::Runtime,
     /// A transaction is open (begun, not yet committed or aborted).
     in_transaction: bool,
+    metrics: Arc<Metrics>,
     pub stats: Stats,
 }
 
@@ -101,6 +126,7 @@ impl<S: StateStore, D: Directory> Runtime<S, D> {
         store: S,
         directory: D,
         io: tokio::runtime::Runtime,
+        metrics: Arc<Metrics>,
     ) -> Result<Self, RuntimeError> {
         let consumer: BaseConsumer<RebalanceFlag> = client_config(&config)
             .set("group.id", &config.kafka.group_id)
@@ -113,7 +139,12 @@ impl<S: StateStore, D: Directory> Runtime<S, D> {
                 "session.timeout.ms",
                 config.kafka.session_timeout_ms.to_string(),
             )
-            .create_with_context(RebalanceFlag::default())?;
+            .set("statistics.interval.ms", "5000")
+            .create_with_context(RebalanceFlag {
+                rebalanced: AtomicBool::new(false),
+                metrics: Arc::clone(&metrics),
+                input: config.topics.input.clone(),
+            })?;
         let producer = new_producer(&config)?;
         Ok(Runtime {
             config,
@@ -123,6 +154,7 @@ impl<S: StateStore, D: Directory> Runtime<S, D> {
             directory,
             io,
             in_transaction: false,
+            metrics,
             stats: Stats::default(),
         })
     }
@@ -143,6 +175,7 @@ impl<S: StateStore, D: Directory> Runtime<S, D> {
         let mut last_activity: Option<Instant> = None;
         while !stop.load(Ordering::SeqCst) {
             let batch = self.collect()?;
+            self.metrics.polled();
             if self
                 .consumer
                 .context()
@@ -169,6 +202,9 @@ impl<S: StateStore, D: Directory> Runtime<S, D> {
             match self.transact(batch) {
                 Ok(outputs) => {
                     failures = 0;
+                    self.metrics.batch_outcome(true);
+                    self.metrics.batches.inc();
+                    self.metrics.batch_size.observe(count as f64);
                     self.stats.batches += 1;
                     self.stats.records += count;
                     self.stats.outputs += outputs;
@@ -177,6 +213,8 @@ impl<S: StateStore, D: Directory> Runtime<S, D> {
                 Err(e) => {
                     warn!(error = %e, "batch failed; aborting and replaying from the last commit");
                     self.stats.aborted += 1;
+                    self.metrics.aborted.inc();
+                    self.metrics.batch_outcome(false);
                     self.recover(stop)?;
                     failures += 1;
                     std::thread::sleep(Duration::from_millis(100 * u64::from(failures.min(30))));
@@ -228,6 +266,7 @@ impl<S: StateStore, D: Directory> Runtime<S, D> {
     fn transact(&mut self, batch: Vec<InputRecord>) -> Result<u64, RuntimeError> {
         self.producer.begin_transaction().map_err(fatal_or)?;
         self.in_transaction = true;
+        let applying = Instant::now();
         let out = self.io.block_on(process_batch(
             &self.store,
             &self.directory,
@@ -235,6 +274,10 @@ impl<S: StateStore, D: Directory> Runtime<S, D> {
             self.config.kafka.max_record_bytes,
             batch,
         ))?;
+        self.metrics
+            .apply_seconds
+            .observe(applying.elapsed().as_secs_f64());
+        let producing = Instant::now();
         for record in &out.outputs {
             let topic = self.config.topics.name(record.topic);
             let mut pending = BaseRecord::to(topic)
@@ -269,6 +312,16 @@ impl<S: StateStore, D: Directory> Runtime<S, D> {
         self.producer
             .commit_transaction(TIMEOUT)
             .map_err(fatal_or)?;
+        self.in_transaction = false;
+        self.metrics
+            .produce_seconds
+            .observe(producing.elapsed().as_secs_f64());
+        for ((kind, outcome), n) in &out.kinds {
+            self.metrics
+                .messages
+                .with_label_values(&[kind.as_str(), outcome])
+                .inc_by(*n);
+        }
         Ok(out.outputs.len() as u64)
     }
 

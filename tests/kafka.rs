@@ -13,13 +13,72 @@ use rdkafka::config::ClientConfig;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use switchboard::event::Topic;
 
+/// A plain HTTP/1.0 GET: (status, body).
+fn http_get(port: u16, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut response = String::new();
+    s.read_to_string(&mut response).unwrap();
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_run_commits_exactly_what_the_core_computes() {
     let setup = Setup::create("plain").await;
     let trace = scaled_trace("plain", 3);
     setup.produce_trace(&trace);
-    let child = setup.spawn();
-    wait_for_results(&setup, expected_results(&trace), Duration::from_secs(120));
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = setup.spawn_with("1", &format!("127.0.0.1:{port}"));
+    let expected = expected_results(&trace);
+    wait_for_results(&setup, expected, Duration::from_secs(120));
+
+    // Operations endpoints, while it runs.
+    let (status, _) = http_get(port, "/healthz");
+    assert_eq!(status, 200);
+    let (status, _) = http_get(port, "/readyz");
+    assert_eq!(status, 200, "ready while assigned and committing");
+    let (status, metrics) = http_get(port, "/metrics");
+    assert_eq!(status, 200);
+    let counted: u64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("switchboard_messages_total{"))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(
+        counted as usize,
+        3 * 67 + 3 * 2,
+        "every input and relay record is counted once: {metrics}"
+    );
+    for name in [
+        "switchboard_batches_total",
+        "switchboard_batch_records_bucket",
+        "switchboard_apply_seconds_bucket",
+        "switchboard_produce_seconds_bucket",
+        "switchboard_redis_seconds_bucket{op=\"write\",le=\"0.0005\"}",
+        "switchboard_rebalances_total",
+        "switchboard_assigned_partitions 4",
+        "switchboard_messages_total{outcome=\"dead_letter\",type=\"unreadable\"} 3",
+        "switchboard_messages_total{outcome=\"relayed\",type=\"import.request\"} 3",
+    ] {
+        assert!(
+            metrics.contains(name),
+            "{name} missing from /metrics:\n{metrics}"
+        );
+    }
     terminate(child);
     assert_matches_oracle(&setup, &trace).await;
 
@@ -85,8 +144,7 @@ async fn killing_the_processor_at_any_point_loses_and_duplicates_nothing() {
                 break;
             }
         }
-        child.kill().unwrap();
-        child.wait().unwrap();
+        child.kill();
     }
     eprintln!("committed results at each SIGKILL: {progress:?} of {expected}");
     assert!(
@@ -112,8 +170,7 @@ async fn two_instances_share_the_group_and_one_dies_mid_stream() {
     let a = setup.spawn_instance("a");
     let mut b = setup.spawn_instance("b");
     let at_kill = setup.wait_for_progress(expected / 3, Duration::from_secs(120));
-    b.kill().unwrap();
-    b.wait().unwrap();
+    b.kill();
     eprintln!("instance b killed with {at_kill} of {expected} results committed");
     assert!(at_kill < expected, "the kill must land mid-stream");
     wait_for_results(&setup, expected, Duration::from_secs(180));

@@ -90,6 +90,33 @@ pub fn redis_url() -> String {
 }
 
 /// One isolated setup: topics, group, transactional ID and Redis prefix of its own.
+/// A processor process, killed when dropped: a failing test must not leave it running.
+pub struct Proc(Option<Child>);
+
+impl Proc {
+    pub fn id(&self) -> u32 {
+        self.0.as_ref().expect("running").id()
+    }
+
+    /// SIGKILL, and wait for it to be gone.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn take(&mut self) -> Child {
+        self.0.take().expect("running")
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 pub struct Setup {
     pub name: String,
 }
@@ -163,14 +190,20 @@ impl Setup {
         producer.flush(Duration::from_secs(30)).unwrap();
     }
 
-    pub fn spawn(&self) -> Child {
+    pub fn spawn(&self) -> Proc {
         self.spawn_instance("1")
     }
 
     /// A processor instance; instances of one setup share the group, each has its own
     /// transactional ID (stable across its restarts).
-    pub fn spawn_instance(&self, instance: &str) -> Child {
+    pub fn spawn_instance(&self, instance: &str) -> Proc {
+        self.spawn_with(instance, "127.0.0.1:0")
+    }
+
+    /// An instance serving /metrics, /healthz and /readyz on `http` (port 0: any free port).
+    pub fn spawn_with(&self, instance: &str, http: &str) -> Proc {
         let mut cmd = Command::new(BIN);
+        cmd.env("SWITCHBOARD_HTTP__LISTEN", http);
         cmd.args(["run", "--directory", DIR])
             .env("SWITCHBOARD_KAFKA__BROKERS", bootstrap())
             .env("SWITCHBOARD_KAFKA__GROUP_ID", format!("sb-{}", self.name))
@@ -193,7 +226,7 @@ impl Setup {
             let key = format!("SWITCHBOARD_TOPICS__{}", topic_key(t).to_uppercase());
             cmd.env(key, self.topic(t));
         }
-        cmd.spawn().unwrap()
+        Proc(Some(cmd.spawn().unwrap()))
     }
 
     /// The committed records of a topic; retried while the broker is unavailable.
@@ -373,7 +406,8 @@ pub fn expected_results(trace: &std::path::Path) -> usize {
         .count()
 }
 
-pub fn terminate(mut child: Child) {
+pub fn terminate(mut proc: Proc) {
+    let mut child = proc.take();
     let pid = child.id() as i32;
     // SIGTERM: finish the batch in flight, commit, exit 0.
     let status = Command::new("kill")
