@@ -2,6 +2,7 @@
 //! conversation, and outbound delivery (section 6).
 
 use crate::code::{reject, Code};
+use crate::directory::block_time;
 use crate::event::{EventData, InboxReason, NotifyReason};
 use crate::message::Role;
 use crate::state::{Conversation, LastContact, Status};
@@ -39,7 +40,11 @@ fn contact(step: &mut Step<'_>) -> Handled {
         .and_then(|c| c.ip.as_deref())
         .or(step.conv.contact.ip.as_deref());
     if let Some(ip) = ip {
-        if step.env.directory.is_blocked(&step.conv.organization, ip) {
+        let since = step
+            .env
+            .directory
+            .blocked_since(&step.conv.organization, ip);
+        if since.is_some_and(|t| t <= block_time(step.msg.created_at_nanos)) {
             return Err(reject(
                 Code::Blocked,
                 format!("contact IP {ip} is blocked in this organization"),

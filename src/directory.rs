@@ -125,11 +125,50 @@ pub struct FormField {
     pub required: bool,
 }
 
-/// A contact IP an organization has blocked.
+/// A contact IP an organization has blocked, and from when.
+///
+/// A block holds for contact messages created at or after the `/block` that made it, not for
+/// whatever happens to be processed after it. The two differ on a stream: a record replayed after
+/// a crash, or a conversation on a partition that lags, may be applied after a block made later
+/// in time. Keying blocks by time makes the outcome the same however the work was scheduled.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Block {
     pub organization: String,
     pub ip: String,
+    /// When the block took effect, in microseconds since the epoch (exact as a Redis sorted-set
+    /// score). Blocks listed in the directory file hold from the beginning of time.
+    #[serde(skip, default = "always")]
+    pub since: i64,
+}
+
+fn always() -> i64 {
+    i64::MIN
+}
+
+/// A message time, as a block's `since` compares it.
+pub fn block_time(created_at_nanos: i64) -> i64 {
+    created_at_nanos.div_euclid(1000)
+}
+
+/// Block lists by organization, then IP: the earliest time each IP was blocked.
+#[derive(Debug, Clone, Default)]
+pub struct BlockList(HashMap<String, HashMap<String, i64>>);
+
+impl BlockList {
+    /// Keeps the earliest time, so that blocks can arrive in any order.
+    pub fn insert(&mut self, block: &Block) {
+        let since = self
+            .0
+            .entry(block.organization.clone())
+            .or_default()
+            .entry(block.ip.clone())
+            .or_insert(block.since);
+        *since = (*since).min(block.since);
+    }
+
+    pub fn since(&self, organization: &str, ip: &str) -> Option<i64> {
+        self.0.get(organization)?.get(ip).copied()
+    }
 }
 
 /// What the core reads of the reference data. Lookups are by ID and return shared handles so
@@ -141,7 +180,8 @@ pub trait Directory {
     fn form(&self, id: &str) -> Option<Arc<Form>>;
     /// Every channel of one organization, in directory order (the routing catch-all).
     fn channels_of(&self, organization: &str) -> Vec<Arc<Channel>>;
-    fn is_blocked(&self, organization: &str, ip: &str) -> bool;
+    /// When `ip` was blocked in `organization` (microseconds, see [`Block`]), if it was.
+    fn blocked_since(&self, organization: &str, ip: &str) -> Option<i64>;
 }
 
 /// The file `switchboard directory load` reads (YAML, or JSON).
@@ -184,7 +224,7 @@ pub struct MemoryDirectory {
     channels_by_org: HashMap<String, Vec<Arc<Channel>>>,
     users: HashMap<String, Arc<User>>,
     forms: HashMap<String, Arc<Form>>,
-    blocked: HashSet<Block>,
+    blocked: BlockList,
 }
 
 impl MemoryDirectory {
@@ -273,7 +313,9 @@ impl MemoryDirectory {
                 return bad(format!("form {} is listed twice", f.id));
             }
         }
-        dir.blocked = file.blocked.into_iter().collect();
+        for b in &file.blocked {
+            dir.blocked.insert(b);
+        }
         dir.check_references()?;
         Ok(dir)
     }
@@ -348,7 +390,7 @@ impl MemoryDirectory {
     }
 
     /// Adds a blocked IP (what `/block` asks the store to do).
-    pub fn block(&mut self, block: Block) {
+    pub fn block(&mut self, block: &Block) {
         self.blocked.insert(block);
     }
 }
@@ -382,13 +424,8 @@ impl Directory for MemoryDirectory {
             .cloned()
             .unwrap_or_default()
     }
-    fn is_blocked(&self, organization: &str, ip: &str) -> bool {
-        // Avoids allocating a Block for the common "nothing blocked" case.
-        !self.blocked.is_empty()
-            && self.blocked.contains(&Block {
-                organization: organization.to_string(),
-                ip: ip.to_string(),
-            })
+    fn blocked_since(&self, organization: &str, ip: &str) -> Option<i64> {
+        self.blocked.since(organization, ip)
     }
 }
 

@@ -258,10 +258,13 @@ impl<S: StateStore> StateStore for TimedStore<S> {
         self.observe("block", t);
         r
     }
-    async fn is_blocked(&self, block: &Block) -> Result<bool, StoreError> {
+    async fn blocked_since(
+        &self,
+        candidates: &[(String, String)],
+    ) -> Result<Vec<Option<i64>>, StoreError> {
         let t = Instant::now();
-        let r = self.inner.is_blocked(block).await;
-        self.observe("is_blocked", t);
+        let r = self.inner.blocked_since(candidates).await;
+        self.observe("blocked_since", t);
         r
     }
 }

@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
-use crate::directory::{Block, Channel, Directory, Form, Organization, User};
+use crate::directory::{Block, BlockList, Channel, Directory, Form, Organization, User};
 use crate::event::{Outcome, Output};
 use crate::log::{Log, LogWrite};
 use crate::message::{decode, DeadLetter, DeadReason, Decoded, KeySource, Role};
@@ -65,7 +65,7 @@ pub enum PipelineError {
 /// the store (the source of truth, shared by every instance) and the batch's own `/block`s.
 struct BatchDirectory<'a, D: Directory> {
     inner: &'a D,
-    blocked: HashSet<Block>,
+    blocked: BlockList,
 }
 
 impl<D: Directory> Directory for BatchDirectory<'_, D> {
@@ -84,12 +84,14 @@ impl<D: Directory> Directory for BatchDirectory<'_, D> {
     fn channels_of(&self, organization: &str) -> Vec<Arc<Channel>> {
         self.inner.channels_of(organization)
     }
-    fn is_blocked(&self, organization: &str, ip: &str) -> bool {
-        self.inner.is_blocked(organization, ip)
-            || self.blocked.contains(&Block {
-                organization: organization.to_string(),
-                ip: ip.to_string(),
-            })
+    fn blocked_since(&self, organization: &str, ip: &str) -> Option<i64> {
+        match (
+            self.inner.blocked_since(organization, ip),
+            self.blocked.since(organization, ip),
+        ) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 }
 
@@ -281,7 +283,7 @@ where
 
     // Block lists live in the store: look up every (organization, IP) a contact message of the
     // batch may be checked against.
-    let mut candidates: Vec<Block> = Vec::new();
+    let mut candidates: HashSet<(String, String)> = HashSet::new();
     for (_, d) in &decoded {
         let Decoded::Message(m) = d else { continue };
         if m.role != Role::Contact {
@@ -290,35 +292,32 @@ where
         let known = work
             .get(&m.conversation)
             .and_then(|w| w.conversation.as_ref());
-        let Some(organization) = known
-            .map(|c| c.organization.clone())
-            .or_else(|| m.organization.clone())
-        else {
+        let Some(organization) = known.map(|c| &c.organization).or(m.organization.as_ref()) else {
             continue;
         };
         let ips = m
             .contact
             .as_ref()
-            .and_then(|c| c.ip.clone())
+            .and_then(|c| c.ip.as_ref())
             .into_iter()
-            .chain(known.and_then(|c| c.contact.ip.clone()));
+            .chain(known.and_then(|c| c.contact.ip.as_ref()));
         for ip in ips {
-            let b = Block {
-                organization: organization.clone(),
-                ip,
-            };
-            if !candidates.contains(&b) {
-                candidates.push(b);
-            }
+            candidates.insert((organization.clone(), ip.clone()));
         }
     }
+    let candidates: Vec<(String, String)> = candidates.into_iter().collect();
     let mut view = BatchDirectory {
         inner: directory,
-        blocked: HashSet::new(),
+        blocked: BlockList::default(),
     };
-    for b in candidates {
-        if store.is_blocked(&b).await? {
-            view.blocked.insert(b);
+    let found = store.blocked_since(&candidates).await?;
+    for ((organization, ip), since) in candidates.into_iter().zip(found) {
+        if let Some(since) = since {
+            view.blocked.insert(&Block {
+                organization,
+                ip,
+                since,
+            });
         }
     }
 
@@ -370,7 +369,7 @@ where
                 w.writes.extend(t.log);
                 w.conversation = t.conversation;
                 for b in t.blocks {
-                    view.blocked.insert(b.clone());
+                    view.blocked.insert(&b);
                     blocks.push(b);
                 }
                 let outcome = match t.outcome {

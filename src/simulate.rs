@@ -91,7 +91,7 @@ impl Simulator {
                     self.conversations.remove(&key);
                 }
                 for block in transition.blocks {
-                    self.directory.block(block);
+                    self.directory.block(&block);
                 }
                 transition.outputs
             }

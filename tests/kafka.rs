@@ -121,7 +121,6 @@ async fn a_run_commits_exactly_what_the_core_computes() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "known bug: intermittent exactly-once violation after SIGKILL (docs/architecture.md, Known issue); run with --ignored"]
 async fn killing_the_processor_at_any_point_loses_and_duplicates_nothing() {
     let setup = Setup::create("sigkill").await;
     let trace = scaled_trace("sigkill", 30);
@@ -163,7 +162,6 @@ async fn killing_the_processor_at_any_point_loses_and_duplicates_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "known bug: intermittent exactly-once violation after SIGKILL (docs/architecture.md, Known issue); run with --ignored"]
 async fn two_instances_share_the_group_and_one_dies_mid_stream() {
     let setup = Setup::create("pair").await;
     let trace = scaled_trace("pair", 30);

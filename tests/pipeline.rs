@@ -246,3 +246,92 @@ async fn oversized_and_unreadable_records_go_to_the_dead_letter_topic() {
     assert_eq!(out.next_offsets.get(&0), Some(&2));
     assert_eq!(out.next_offsets.get(&3), Some(&8));
 }
+
+/// A store whose conversation writes fail while `dead` is set: the process died after the
+/// batch's block lists were written and before its conversations were.
+struct DiesBeforeWriting {
+    inner: MemoryStore,
+    dead: std::sync::atomic::AtomicBool,
+}
+
+impl StateStore for DiesBeforeWriting {
+    async fn load(
+        &self,
+        ids: &[String],
+    ) -> Result<Vec<Option<switchboard::store::Record>>, switchboard::store::StoreError> {
+        self.inner.load(ids).await
+    }
+    async fn messages(
+        &self,
+        conversation: &str,
+        ids: &[String],
+    ) -> Result<Vec<switchboard::state::StoredMessage>, switchboard::store::StoreError> {
+        self.inner.messages(conversation, ids).await
+    }
+    async fn log(
+        &self,
+        conversation: &str,
+    ) -> Result<Vec<switchboard::state::StoredMessage>, switchboard::store::StoreError> {
+        self.inner.log(conversation).await
+    }
+    async fn write(
+        &self,
+        writes: Vec<switchboard::store::Write>,
+    ) -> Result<Vec<switchboard::store::WriteOutcome>, switchboard::store::StoreError> {
+        if self.dead.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(redis::RedisError::from(std::io::Error::other("killed")).into());
+        }
+        self.inner.write(writes).await
+    }
+    async fn block(
+        &self,
+        blocks: &[switchboard::directory::Block],
+    ) -> Result<(), switchboard::store::StoreError> {
+        self.inner.block(blocks).await
+    }
+    async fn blocked_since(
+        &self,
+        candidates: &[(String, String)],
+    ) -> Result<Vec<Option<i64>>, switchboard::store::StoreError> {
+        self.inner.blocked_since(candidates).await
+    }
+}
+
+/// The bug that broke exactly-once under SIGKILL: `/block` in d002 reached the block list, the
+/// process died before d002 itself was written, and the replay then refused d002's first
+/// message, sent before the block, as blocked, so the whole conversation went missing.
+#[tokio::test]
+async fn a_block_left_by_a_crashed_attempt_does_not_reach_back_in_time() {
+    let (expected, state) = oracle();
+    let store = DiesBeforeWriting {
+        inner: MemoryStore::new(),
+        dead: true.into(),
+    };
+    let dir = directory();
+    let input: Vec<InputRecord> = trace()
+        .lines()
+        .enumerate()
+        .map(|(i, l)| record(i as i64, l))
+        .collect();
+    let failed = process_batch(&store, &dir, Dialect::Web1on1, MAX, input.clone()).await;
+    assert!(failed.is_err(), "the first attempt dies before writing");
+    store.dead.store(false, std::sync::atomic::Ordering::SeqCst);
+    let mut outputs = Vec::new();
+    let mut pending = input;
+    while !pending.is_empty() {
+        let out = process_batch(&store, &dir, Dialect::Web1on1, MAX, pending)
+            .await
+            .unwrap();
+        let next = 1000 + outputs.len() as i64;
+        pending = out
+            .outputs
+            .iter()
+            .filter(|o| o.topic == Topic::Input)
+            .enumerate()
+            .map(|(i, o)| record(next + i as i64, &o.value))
+            .collect();
+        outputs.extend(out.outputs);
+    }
+    same(&as_triples(&outputs), &expected, "after the crash");
+    final_state(&store.inner, &state).await;
+}

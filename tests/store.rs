@@ -193,13 +193,44 @@ async fn round_trip_and_fencing(store: &impl StateStore) {
         .unwrap()
         .is_empty());
 
-    let block = Block {
-        organization: "0000000000000000000000a2".into(),
-        ip: "203.0.113.9".into(),
+    // Block lists: the earliest time wins whatever the order of arrival; a directory-file
+    // block (forever) survives the round trip; lookups answer in the order asked.
+    let org = "0000000000000000000000a2";
+    let block = |ip: &str, since: i64| Block {
+        organization: org.into(),
+        ip: ip.into(),
+        since,
     };
-    assert!(!store.is_blocked(&block).await.unwrap());
-    store.block(&[block.clone(), block.clone()]).await.unwrap();
-    assert!(store.is_blocked(&block).await.unwrap());
+    let asked = [
+        (org.to_string(), "203.0.113.9".to_string()),
+        (org.to_string(), "203.0.113.10".to_string()),
+        (
+            "0000000000000000000000a3".to_string(),
+            "203.0.113.9".to_string(),
+        ),
+        (org.to_string(), "203.0.113.11".to_string()),
+    ];
+    assert_eq!(
+        store.blocked_since(&asked).await.unwrap(),
+        [None, None, None, None]
+    );
+    let late = 1_714_554_000_123_456; // 2024-05-01, in microseconds
+    store
+        .block(&[block("203.0.113.9", late), block("203.0.113.10", late)])
+        .await
+        .unwrap();
+    store
+        .block(&[
+            block("203.0.113.9", late - 1),
+            block("203.0.113.10", late + 1),
+            block("203.0.113.11", i64::MIN),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.blocked_since(&asked).await.unwrap(),
+        [Some(late - 1), Some(late), None, Some(i64::MIN)]
+    );
 }
 
 #[tokio::test]
@@ -298,7 +329,7 @@ async fn the_example_trace_stored_in_redis_matches_the_simulator() {
         }
         log.apply(t.log.clone());
         for b in &t.blocks {
-            dir.block(b.clone());
+            dir.block(b);
         }
         if let Some(c) = t.conversation {
             let w = Write {

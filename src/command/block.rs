@@ -1,7 +1,7 @@
 //! `/block`: the contact may post no more, and the conversation closes.
 
 use crate::code::{ignore, Code};
-use crate::directory::Block;
+use crate::directory::{block_time, Block};
 use crate::event::DequeueReason;
 use crate::state::Status;
 use crate::transition::{Handled, Step, Verdict};
@@ -17,6 +17,7 @@ pub fn block(step: &mut Step<'_>) -> Handled {
         step.blocks.push(Block {
             organization: step.conv.organization.clone(),
             ip,
+            since: block_time(step.msg.created_at_nanos),
         });
     }
     step.conv.blocked = true;

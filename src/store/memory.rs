@@ -1,10 +1,10 @@
 //! The in-memory store: the demo's, and the reference the Redis store is tested against.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use super::{flatten, Record, StateStore, StoreError, Write, WriteOutcome};
-use crate::directory::Block;
+use crate::directory::{Block, BlockList};
 use crate::state::StoredMessage;
 
 #[derive(Debug, Default)]
@@ -16,7 +16,7 @@ struct Entry {
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     conversations: Mutex<std::collections::HashMap<String, Entry>>,
-    blocked: Mutex<HashSet<Block>>,
+    blocked: Mutex<BlockList>,
 }
 
 impl MemoryStore {
@@ -99,14 +99,18 @@ impl StateStore for MemoryStore {
     }
 
     async fn block(&self, blocks: &[Block]) -> Result<(), StoreError> {
-        self.blocked
-            .lock()
-            .expect("store lock")
-            .extend(blocks.iter().cloned());
+        let mut list = self.blocked.lock().expect("store lock");
+        for b in blocks {
+            list.insert(b);
+        }
         Ok(())
     }
 
-    async fn is_blocked(&self, block: &Block) -> Result<bool, StoreError> {
-        Ok(self.blocked.lock().expect("store lock").contains(block))
+    async fn blocked_since(
+        &self,
+        candidates: &[(String, String)],
+    ) -> Result<Vec<Option<i64>>, StoreError> {
+        let list = self.blocked.lock().expect("store lock");
+        Ok(candidates.iter().map(|(o, ip)| list.since(o, ip)).collect())
     }
 }

@@ -99,16 +99,19 @@ pub trait StateStore: Send + Sync {
         writes: Vec<Write>,
     ) -> impl std::future::Future<Output = Result<Vec<WriteOutcome>, StoreError>> + Send;
 
-    /// Adds IPs to organizations' block lists (idempotent).
+    /// Adds IPs to organizations' block lists. Idempotent, and an IP blocked twice keeps the
+    /// earlier time, so replays and out-of-order arrivals agree.
     fn block(
         &self,
         blocks: &[Block],
     ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send;
 
-    fn is_blocked(
+    /// For each `(organization, ip)`, when it was blocked (see [`Block::since`]), in one round
+    /// trip.
+    fn blocked_since(
         &self,
-        block: &Block,
-    ) -> impl std::future::Future<Output = Result<bool, StoreError>> + Send;
+        candidates: &[(String, String)],
+    ) -> impl std::future::Future<Output = Result<Vec<Option<i64>>, StoreError>> + Send;
 }
 
 /// The log after `writes`, for a store that keeps messages by index: `(replace, changed)`, where

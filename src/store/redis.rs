@@ -78,7 +78,7 @@ impl RedisStore {
     }
 
     fn block_key(&self, organization: &str) -> String {
-        format!("{}:blocked:{organization}", self.prefix)
+        format!("{}:blocks:{organization}", self.prefix)
     }
 
     fn write_pipeline(&self, writes: &[Write]) -> Result<redis::Pipeline, StoreError> {
@@ -219,8 +219,11 @@ impl StateStore for RedisStore {
         }
         let mut pipe = redis::pipe();
         for b in blocks {
-            pipe.cmd("SADD")
+            // LT: an IP blocked again keeps its earlier time (Redis 6.2+).
+            pipe.cmd("ZADD")
                 .arg(self.block_key(&b.organization))
+                .arg("LT")
+                .arg(score(b.since))
                 .arg(&b.ip)
                 .ignore();
         }
@@ -229,12 +232,32 @@ impl StateStore for RedisStore {
         Ok(())
     }
 
-    async fn is_blocked(&self, block: &Block) -> Result<bool, StoreError> {
+    async fn blocked_since(
+        &self,
+        candidates: &[(String, String)],
+    ) -> Result<Vec<Option<i64>>, StoreError> {
+        if candidates.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for (organization, ip) in candidates {
+            pipe.cmd("ZSCORE").arg(self.block_key(organization)).arg(ip);
+        }
         let mut conn = self.conn.clone();
-        Ok(redis::cmd("SISMEMBER")
-            .arg(self.block_key(&block.organization))
-            .arg(&block.ip)
-            .query_async(&mut conn)
-            .await?)
+        let scores: Vec<Option<f64>> = pipe.query_async(&mut conn).await?;
+        Ok(scores
+            .into_iter()
+            .map(|s| s.map(|s| if s.is_finite() { s as i64 } else { i64::MIN }))
+            .collect())
+    }
+}
+
+/// A block time as a sorted-set score: microseconds are exact in an f64 until the year 2255;
+/// "blocked forever" (the directory file's blocks) is minus infinity.
+fn score(since: i64) -> String {
+    if since == i64::MIN {
+        "-inf".into()
+    } else {
+        since.to_string()
     }
 }

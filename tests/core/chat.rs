@@ -232,3 +232,22 @@ fn block_without_a_known_ip_still_blocks_the_conversation() {
     h.send(json!({"conversation": c, "type": "chat", "role": "contact", "text": "again"}))
         .rejected("blocked");
 }
+
+#[test]
+fn a_block_holds_from_its_own_time_on_not_for_messages_sent_before_it() {
+    let mut h = H::new();
+    let c = h.open(1);
+    h.cmd(&c, ADA, "/block").applied();
+    let blocked_at = h.state(&c).updated_at.clone();
+    // Sent before the block, from the same IP, but arriving after it (a lagging partition, a
+    // replay): the block does not reach back.
+    let early = |text: &str, at: &str| {
+        json!({"conversation": conv(2), "type": "chat", "role": "contact", "text": text,
+        "organization": ORG, "touchpoint": "web", "contact": {"ip": "203.0.113.9"},
+        "createdAt": at})
+    };
+    h.send(early("sent before", &time(1))).applied();
+    // At the block's own instant, and after it, it holds.
+    h.send(early("same instant", &blocked_at))
+        .rejected("blocked");
+}
