@@ -88,8 +88,20 @@ pub struct Redis {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DirectoryCache {
-    pub cache_capacity: usize,
+    pub cache_capacity: u64,
     pub cache_ttl_ms: u64,
+    /// How often, at most, the processor checks whether `directory load` ran since.
+    pub version_check_ms: u64,
+}
+
+impl DirectoryCache {
+    pub fn settings(&self) -> crate::store::directory::CacheSettings {
+        crate::store::directory::CacheSettings {
+            capacity: self.cache_capacity,
+            ttl: std::time::Duration::from_millis(self.cache_ttl_ms),
+            version_check: std::time::Duration::from_millis(self.version_check_ms),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -219,6 +231,9 @@ impl Config {
         }
         if self.directory.cache_capacity == 0 {
             return invalid("directory.cache_capacity", "must be at least 1");
+        }
+        if self.directory.cache_ttl_ms == 0 {
+            return invalid("directory.cache_ttl_ms", "must be at least 1");
         }
         if self.http.listen.parse::<SocketAddr>().is_err() {
             return invalid("http.listen", "must be an address such as 127.0.0.1:9464");

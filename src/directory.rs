@@ -227,19 +227,24 @@ pub struct MemoryDirectory {
     blocked: BlockList,
 }
 
-impl MemoryDirectory {
-    pub fn load(path: &std::path::Path) -> Result<Self, DirectoryError> {
+impl DirectoryFile {
+    /// Reads a directory file (YAML, or JSON, which is YAML too). Not validated: see
+    /// [`MemoryDirectory::from_file`].
+    pub fn read(path: &std::path::Path) -> Result<Self, DirectoryError> {
         let text = std::fs::read_to_string(path).map_err(|source| DirectoryError::Io {
             path: path.display().to_string(),
             source,
         })?;
-        Self::from_yaml(&text).map_err(|e| match e {
-            DirectoryError::Parse { source, .. } => DirectoryError::Parse {
-                path: path.display().to_string(),
-                source,
-            },
-            other => other,
+        serde_yaml_ng::from_str(&text).map_err(|source| DirectoryError::Parse {
+            path: path.display().to_string(),
+            source,
         })
+    }
+}
+
+impl MemoryDirectory {
+    pub fn load(path: &std::path::Path) -> Result<Self, DirectoryError> {
+        Self::from_file(DirectoryFile::read(path)?)
     }
 
     pub fn from_yaml(text: &str) -> Result<Self, DirectoryError> {

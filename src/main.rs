@@ -42,13 +42,17 @@ enum Command {
     },
     /// The stream processor: consumes the input topic, keeps state in Redis, produces the
     /// output topics, exactly once. Stops cleanly on SIGTERM or SIGINT.
+    ///
+    /// The directory is read from Redis: write it there first with `switchboard directory load`.
     Run {
         /// Configuration file (TOML), over config/default.toml; SWITCHBOARD_* variables win.
         #[arg(long)]
         config: Option<PathBuf>,
-        /// Directory file (YAML or JSON) with the organizations, channels, users and forms.
-        #[arg(long)]
-        directory: PathBuf,
+    },
+    /// The directory (organizations, channels, users, forms, blocked IPs) in Redis.
+    Directory {
+        #[command(subcommand)]
+        command: DirectoryCommand,
     },
     /// The whole pipeline on embedded defaults: an in-process Kafka cluster and an in-memory
     /// store, fed with the example traffic; prints every output record and the final state.
@@ -80,13 +84,57 @@ enum Command {
     },
 }
 
-fn processor(config: Option<&std::path::Path>, directory: &std::path::Path) -> anyhow::Result<()> {
+#[derive(Subcommand)]
+enum DirectoryCommand {
+    /// Validate a directory file (YAML or JSON) and write it to Redis, replacing the previous
+    /// load atomically. Running processors pick it up within `directory.version_check_ms`.
+    Load {
+        /// The directory file.
+        file: PathBuf,
+        /// Configuration file (TOML), for the Redis settings; SWITCHBOARD_* variables win.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+fn directory_load(file: &std::path::Path, config: Option<&std::path::Path>) -> anyhow::Result<()> {
+    let config = switchboard::config::Config::load(config)?;
+    let contents = switchboard::directory::DirectoryFile::read(file)?;
+    let io = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    io.block_on(async {
+        let url = config.redis_url();
+        let prefix = &config.redis.key_prefix;
+        let store = switchboard::store::RedisStore::connect(&url, prefix)
+            .await
+            .context("connecting to Redis")?;
+        let directory =
+            switchboard::store::RedisDirectory::connect(&url, prefix, config.directory.settings())
+                .await
+                .context("connecting to Redis")?;
+        let s = directory.load_file(&contents, &store).await?;
+        println!(
+            "directory {} loaded (version {}): {} organizations, {} channels, {} users, {} forms, {} blocked IPs; {} entries of the previous load removed",
+            file.display(),
+            s.version,
+            s.organizations,
+            s.channels,
+            s.users,
+            s.forms,
+            s.blocked,
+            s.removed
+        );
+        Ok(())
+    })
+}
+
+fn processor(config: Option<&std::path::Path>) -> anyhow::Result<()> {
     use std::sync::atomic::AtomicBool;
     use std::sync::Arc;
 
     let config = switchboard::config::Config::load(config)?;
     init_logging(&config.log)?;
-    let directory = MemoryDirectory::load(directory)?;
     let io = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -100,6 +148,21 @@ fn processor(config: Option<&std::path::Path>, directory: &std::path::Path) -> a
             &config.redis.key_prefix,
         ))
         .context("connecting to Redis")?;
+    let directory = io
+        .block_on(switchboard::store::RedisDirectory::connect(
+            &config.redis_url(),
+            &config.redis.key_prefix,
+            config.directory.settings(),
+        ))
+        .context("connecting to Redis (directory)")?;
+    // Against an empty directory every message would be refused, and those refusals committed:
+    // better not to start.
+    if io.block_on(directory.loaded_version())?.is_none() {
+        anyhow::bail!(
+            "no directory in Redis under prefix {:?}: load one first with `switchboard directory load FILE`",
+            config.redis.key_prefix
+        );
+    }
     let store = switchboard::metrics::TimedStore {
         inner: store,
         metrics: Arc::clone(&metrics),
@@ -192,7 +255,10 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Run { config, directory } => processor(config.as_deref(), &directory),
+        Command::Run { config } => processor(config.as_deref()),
+        Command::Directory {
+            command: DirectoryCommand::Load { file, config },
+        } => directory_load(&file, config.as_deref()),
         Command::Inspect {
             conversation,
             messages,

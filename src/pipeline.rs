@@ -14,6 +14,7 @@ use crate::event::{Outcome, Output};
 use crate::log::{Log, LogWrite};
 use crate::message::{decode, DeadLetter, DeadReason, Decoded, KeySource, Role};
 use crate::state::{Conversation, StoredMessage};
+use crate::store::directory::{DirectorySource, Key};
 use crate::store::{OutRecord, Pending, StateStore, StoreError, Write, WriteOutcome};
 use crate::transition::{apply, invalid, needs, Env};
 use crate::Dialect;
@@ -59,6 +60,8 @@ pub enum PipelineError {
     },
     #[error("kafka: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("directory lookups did not settle after {0} rounds of fetching")]
+    DirectoryUnsettled(usize),
 }
 
 /// The directory as one batch sees it: the reference data, with the block lists taken from
@@ -194,6 +197,11 @@ fn merge_by_time(decoded: Vec<(InputRecord, Decoded)>) -> Vec<(InputRecord, Deco
     merged
 }
 
+/// How many times a batch is run again for directory entries its cache lacked. Each round
+/// fetches every entry the previous one asked for, so more than a few means the lookups do not
+/// settle (an organization lineage deeper than this).
+const DIRECTORY_ROUNDS: usize = 16;
+
 /// Applies one batch. `records` are in consumption order (each partition's in offset order).
 pub async fn process_batch<S, D>(
     store: &S,
@@ -204,8 +212,46 @@ pub async fn process_batch<S, D>(
 ) -> Result<BatchOutput, PipelineError>
 where
     S: StateStore,
-    D: Directory,
+    D: DirectorySource,
 {
+    directory.refresh().await?;
+    let mut records = records;
+    for _ in 0..DIRECTORY_ROUNDS {
+        match attempt(store, directory, dialect, max_record_bytes, records).await? {
+            Attempt::Done(out) => return Ok(out),
+            Attempt::Incomplete {
+                records: back,
+                missing,
+            } => {
+                directory.resolve(missing).await?;
+                records = back;
+            }
+        }
+    }
+    Err(PipelineError::DirectoryUnsettled(DIRECTORY_ROUNDS))
+}
+
+enum Attempt {
+    Done(BatchOutput),
+    /// The directory cache lacked these entries: nothing was written, run the batch again.
+    Incomplete {
+        records: Vec<InputRecord>,
+        missing: Vec<Key>,
+    },
+}
+
+async fn attempt<S, D>(
+    store: &S,
+    directory: &D,
+    dialect: Dialect,
+    max_record_bytes: usize,
+    records: Vec<InputRecord>,
+) -> Result<Attempt, PipelineError>
+where
+    S: StateStore,
+    D: DirectorySource,
+{
+    directory.take_misses();
     let mut out = BatchOutput::default();
     for r in &records {
         let next = out.next_offsets.entry(r.partition).or_insert(r.offset + 1);
@@ -322,97 +368,109 @@ where
     }
 
     let mut blocks: Vec<Block> = Vec::new();
+    let mut used: Vec<InputRecord> = Vec::with_capacity(decoded.len());
     for (record, d) in decoded {
-        let locator = format!("{}/{}", record.partition, record.offset);
-        let conversation = match &d {
-            Decoded::Message(m) => m.conversation.clone(),
-            Decoded::Invalid { conversation, .. } => conversation.clone(),
-            Decoded::Dead(dead) => {
-                out.outputs.extend(serialise(vec![Output::dead_letter(
-                    dead,
-                    &locator,
-                    record.timestamp.as_deref(),
-                )]));
-                *out.kinds
-                    .entry(("unreadable".into(), "dead_letter"))
-                    .or_default() += 1;
-                continue;
-            }
-        };
-        let w = work.get_mut(&conversation).expect("loaded above");
-        if record.offset <= w.stored_offset {
-            // Applied by an earlier attempt whose commit did not happen: same outputs again.
-            let Some(p) = w.stored_outbox.iter().find(|p| p.offset == record.offset) else {
-                return Err(PipelineError::MissingOutbox {
-                    conversation,
-                    stored: w.stored_offset,
-                    offset: record.offset,
-                });
-            };
-            out.outputs.extend(p.outputs.iter().cloned());
-            w.outbox.push(p.clone());
-            out.replayed += 1;
-            *out.kinds
-                .entry(("replayed".into(), "replayed"))
-                .or_default() += 1;
-            continue;
-        }
-        let outputs = match d {
-            Decoded::Message(m) => {
-                let type_name = m.type_name.clone();
-                let env = Env {
-                    directory: &view,
-                    dialect,
-                };
-                let t = apply(w.conversation.take(), &w.log, m, &env);
-                w.log.apply(&t.log);
-                w.writes.extend(t.log);
-                w.conversation = t.conversation;
-                for b in t.blocks {
-                    view.blocked.insert(&b);
-                    blocks.push(b);
+        'record: {
+            let locator = format!("{}/{}", record.partition, record.offset);
+            let conversation = match &d {
+                Decoded::Message(m) => m.conversation.clone(),
+                Decoded::Invalid { conversation, .. } => conversation.clone(),
+                Decoded::Dead(dead) => {
+                    out.outputs.extend(serialise(vec![Output::dead_letter(
+                        dead,
+                        &locator,
+                        record.timestamp.as_deref(),
+                    )]));
+                    *out.kinds
+                        .entry(("unreadable".into(), "dead_letter"))
+                        .or_default() += 1;
+                    break 'record;
                 }
-                let outcome = match t.outcome {
-                    Some(Outcome::Applied) => "applied",
-                    Some(Outcome::Ignored) => "ignored",
-                    Some(Outcome::Rejected) => "rejected",
-                    // Relay records to an origin report nothing themselves; the /import's result
-                    // comes with the transfer.
-                    None if type_name == crate::message::IMPORT_REQUEST => "relayed",
-                    None => "deferred",
+            };
+            let w = work.get_mut(&conversation).expect("loaded above");
+            if record.offset <= w.stored_offset {
+                // Applied by an earlier attempt whose commit did not happen: same outputs again.
+                let Some(p) = w.stored_outbox.iter().find(|p| p.offset == record.offset) else {
+                    return Err(PipelineError::MissingOutbox {
+                        conversation,
+                        stored: w.stored_offset,
+                        offset: record.offset,
+                    });
                 };
-                *out.kinds.entry((type_name, outcome)).or_default() += 1;
-                t.outputs
+                out.outputs.extend(p.outputs.iter().cloned());
+                w.outbox.push(p.clone());
+                out.replayed += 1;
+                *out.kinds
+                    .entry(("replayed".into(), "replayed"))
+                    .or_default() += 1;
+                break 'record;
             }
-            Decoded::Invalid {
-                conversation,
-                message,
-                code,
-                detail,
-                time,
-            } => {
-                *out.kinds.entry(("invalid".into(), "rejected")).or_default() += 1;
-                vec![invalid(
-                    w.conversation.as_ref(),
-                    &conversation,
-                    message.as_deref(),
-                    time.as_deref(),
+            let outputs = match d {
+                Decoded::Message(m) => {
+                    let type_name = m.type_name.clone();
+                    let env = Env {
+                        directory: &view,
+                        dialect,
+                    };
+                    let t = apply(w.conversation.take(), &w.log, m, &env);
+                    w.log.apply(&t.log);
+                    w.writes.extend(t.log);
+                    w.conversation = t.conversation;
+                    for b in t.blocks {
+                        view.blocked.insert(&b);
+                        blocks.push(b);
+                    }
+                    let outcome = match t.outcome {
+                        Some(Outcome::Applied) => "applied",
+                        Some(Outcome::Ignored) => "ignored",
+                        Some(Outcome::Rejected) => "rejected",
+                        // Relay records to an origin report nothing themselves; the /import's result
+                        // comes with the transfer.
+                        None if type_name == crate::message::IMPORT_REQUEST => "relayed",
+                        None => "deferred",
+                    };
+                    *out.kinds.entry((type_name, outcome)).or_default() += 1;
+                    t.outputs
+                }
+                Decoded::Invalid {
+                    conversation,
+                    message,
                     code,
-                    &detail,
-                    &locator,
-                )]
-            }
-            Decoded::Dead(_) => unreachable!("handled above"),
-        };
-        let outputs = serialise(outputs);
-        out.outputs.extend(outputs.iter().cloned());
-        w.outbox.push(Pending {
-            offset: record.offset,
-            outputs,
+                    detail,
+                    time,
+                } => {
+                    *out.kinds.entry(("invalid".into(), "rejected")).or_default() += 1;
+                    vec![invalid(
+                        w.conversation.as_ref(),
+                        &conversation,
+                        message.as_deref(),
+                        time.as_deref(),
+                        code,
+                        &detail,
+                        &locator,
+                    )]
+                }
+                Decoded::Dead(_) => unreachable!("handled above"),
+            };
+            let outputs = serialise(outputs);
+            out.outputs.extend(outputs.iter().cloned());
+            w.outbox.push(Pending {
+                offset: record.offset,
+                outputs,
+            });
+            w.last_offset = record.offset;
+            w.dirty = true;
+            out.applied += 1;
+        }
+        used.push(record);
+    }
+
+    let missing = directory.take_misses();
+    if !missing.is_empty() {
+        return Ok(Attempt::Incomplete {
+            records: used,
+            missing,
         });
-        w.last_offset = record.offset;
-        w.dirty = true;
-        out.applied += 1;
     }
 
     store.block(&blocks).await?;
@@ -434,5 +492,5 @@ where
             return Err(PipelineError::Stale(id));
         }
     }
-    Ok(out)
+    Ok(Attempt::Done(out))
 }

@@ -16,9 +16,9 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tracing::{info, warn};
 
 use crate::config::Config;
-use crate::directory::Directory;
 use crate::metrics::Metrics;
 use crate::pipeline::{process_batch, InputRecord, PipelineError};
+use crate::store::DirectorySource;
 use crate::store::StateStore;
 
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -119,7 +119,7 @@ fn client_config(config: &Config) -> ClientConfig {
     c
 }
 
-impl<S: StateStore, D: Directory> Runtime<S, D> {
+impl<S: StateStore, D: DirectorySource> Runtime<S, D> {
     /// `io` is the runtime the store's connections were made on: it drives the store's IO.
     pub fn new(
         config: Config,

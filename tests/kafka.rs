@@ -259,3 +259,34 @@ async fn poison_records_go_to_the_dead_letter_topic_while_the_rest_flows() {
         "the stream goes on past the poison"
     );
 }
+
+#[test]
+fn run_refuses_to_start_without_a_directory_and_load_refuses_a_bad_file() {
+    let setup = Setup {
+        name: format!("nodir-{}", std::process::id()),
+    };
+    let out = setup.command(&["run"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("switchboard directory load"), "{stderr}");
+
+    let bad = std::env::temp_dir().join(format!("sb-bad-directory-{}.yaml", std::process::id()));
+    std::fs::write(
+        &bad,
+        "organizations:\n  - id: 0000000000000000000000a1\nusers:\n  - id: not-an-id\n    organization: 0000000000000000000000a1\n",
+    )
+    .unwrap();
+    let out = setup
+        .command(&["directory", "load", bad.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("not-an-id"), "{stderr}");
+    // Still nothing loaded: run still refuses.
+    assert!(!setup.command(&["run"]).output().unwrap().status.success());
+    let _ = std::fs::remove_file(bad);
+
+    let loaded = setup.load_directory(DIR);
+    assert!(loaded.contains("version 1"), "{loaded}");
+}

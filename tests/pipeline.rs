@@ -82,7 +82,14 @@ fn as_triples(outputs: &[OutRecord]) -> Vec<(Topic, String, String)> {
 /// Feeds the trace through `process_batch` in batches of `size`, appending relay records to the
 /// end of the input as the input topic would; returns every output in order.
 async fn run(store: &impl StateStore, size: usize) -> Vec<OutRecord> {
-    let dir = directory();
+    run_with(store, &directory(), size).await
+}
+
+async fn run_with(
+    store: &impl StateStore,
+    dir: &impl switchboard::store::DirectorySource,
+    size: usize,
+) -> Vec<OutRecord> {
     let mut input: Vec<InputRecord> = trace()
         .lines()
         .enumerate()
@@ -94,7 +101,7 @@ async fn run(store: &impl StateStore, size: usize) -> Vec<OutRecord> {
         let end = (next + size).min(input.len());
         let batch = input[next..end].to_vec();
         next = end;
-        let out = process_batch(store, &dir, Dialect::Web1on1, MAX, batch)
+        let out = process_batch(store, dir, Dialect::Web1on1, MAX, batch)
             .await
             .unwrap();
         for o in &out.outputs {
@@ -334,4 +341,45 @@ async fn a_block_left_by_a_crashed_attempt_does_not_reach_back_in_time() {
     }
     same(&as_triples(&outputs), &expected, "after the crash");
     final_state(&store.inner, &state).await;
+}
+
+/// The directory read from Redis through a cache far smaller than one batch needs: entries are
+/// evicted while the batch still runs, and the outputs must still be the simulator's.
+#[tokio::test]
+async fn the_directory_from_redis_through_a_tiny_cache_gives_the_simulators_outputs() {
+    use switchboard::store::directory::CacheSettings;
+    use switchboard::store::{DirectorySource, RedisDirectory};
+
+    let (expected, state) = oracle();
+    let store = redis("redis-directory").await;
+    let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:16379/".into());
+    let prefix = format!("sbpipe:{}:redis-directory", std::process::id());
+    for (capacity, size) in [(2, 1000), (10_000, 7)] {
+        let dir = RedisDirectory::connect(
+            &url,
+            &prefix,
+            CacheSettings {
+                capacity,
+                ttl: std::time::Duration::from_secs(60),
+                version_check: std::time::Duration::ZERO,
+            },
+        )
+        .await
+        .unwrap();
+        let file = switchboard::directory::DirectoryFile::read(std::path::Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/examples/directory.yaml"
+        )))
+        .unwrap();
+        dir.load_file(&file, &store).await.unwrap();
+        // A fresh store prefix per round: the state must be built from scratch.
+        let store = redis(&format!("redis-directory-{capacity}")).await;
+        same(
+            &as_triples(&run_with(&store, &dir, size).await),
+            &expected,
+            &format!("cache of {capacity}, batches of {size}"),
+        );
+        final_state(&store, &state).await;
+        assert!(dir.take_misses().is_empty());
+    }
 }

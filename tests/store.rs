@@ -380,3 +380,136 @@ async fn the_example_trace_stored_in_redis_matches_the_simulator() {
         );
     }
 }
+
+mod directory_in_redis {
+    use std::time::Duration;
+
+    use switchboard::directory::{Directory, DirectoryFile, MemoryDirectory};
+    use switchboard::store::directory::{CacheSettings, Key};
+    use switchboard::store::{DirectorySource, RedisDirectory, StateStore};
+
+    use super::{redis, redis_url};
+
+    fn file() -> DirectoryFile {
+        DirectoryFile::read(std::path::Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/examples/directory.yaml"
+        )))
+        .unwrap()
+    }
+
+    async fn directory(test: &str, capacity: u64) -> RedisDirectory {
+        let prefix = format!("sbtest:{}:{test}", std::process::id());
+        RedisDirectory::connect(
+            &redis_url(),
+            &prefix,
+            CacheSettings {
+                capacity,
+                ttl: Duration::from_secs(60),
+                version_check: Duration::ZERO,
+            },
+        )
+        .await
+        .unwrap()
+    }
+
+    /// Looks every entry up once (noting misses), fetches them, and looks again.
+    async fn settle<T>(dir: &RedisDirectory, f: impl Fn(&RedisDirectory) -> T) -> T {
+        for _ in 0..4 {
+            let value = f(dir);
+            let missing = dir.take_misses();
+            if missing.is_empty() {
+                return value;
+            }
+            dir.resolve(missing).await.unwrap();
+        }
+        panic!("lookups did not settle");
+    }
+
+    #[tokio::test]
+    async fn a_loaded_directory_reads_back_entry_for_entry() {
+        let store = redis("dir-roundtrip").await;
+        let dir = directory("dir-roundtrip", 10_000).await;
+        assert_eq!(dir.loaded_version().await.unwrap(), None);
+        let mut file = file();
+        file.blocked.push(switchboard::directory::Block {
+            organization: file.organizations[0].id.clone(),
+            ip: "192.0.2.66".into(),
+            since: i64::MIN,
+        });
+        let summary = dir.load_file(&file, &store).await.unwrap();
+        assert_eq!(summary.organizations, file.organizations.len());
+        assert_eq!(summary.version, 1);
+        dir.refresh().await.unwrap();
+        let memory = MemoryDirectory::from_file(file.clone()).unwrap();
+
+        // Cold: every lookup misses and answers absent until fetched.
+        let first = &file.users[0].id;
+        assert!(dir.user(first).is_none());
+        assert_eq!(dir.take_misses(), [Key::User(first.clone())]);
+
+        for o in &file.organizations {
+            let got = settle(&dir, |d| d.organization(&o.id)).await;
+            assert_eq!(got, memory.organization(&o.id), "{}", o.id);
+            let ids = |v: Vec<std::sync::Arc<switchboard::directory::Channel>>| {
+                v.iter().map(|c| c.id.clone()).collect::<Vec<_>>()
+            };
+            let got = settle(&dir, |d| ids(d.channels_of(&o.id))).await;
+            assert_eq!(got, ids(memory.channels_of(&o.id)), "channels of {}", o.id);
+        }
+        for u in &file.users {
+            assert_eq!(settle(&dir, |d| d.user(&u.id)).await, memory.user(&u.id));
+        }
+        for f in &file.forms {
+            assert_eq!(settle(&dir, |d| d.form(&f.id)).await, memory.form(&f.id));
+        }
+        // Absent IDs are answered from the cache once fetched: no miss the second time.
+        let nobody = "0000000000000000000000ff";
+        assert!(settle(&dir, |d| d.user(nobody)).await.is_none());
+        assert!(dir.user(nobody).is_none());
+        assert!(dir.take_misses().is_empty());
+        // The file's blocked IPs join the block lists, blocked forever.
+        let asked: Vec<(String, String)> = file
+            .blocked
+            .iter()
+            .map(|b| (b.organization.clone(), b.ip.clone()))
+            .collect();
+        assert!(store
+            .blocked_since(&asked)
+            .await
+            .unwrap()
+            .iter()
+            .all(|s| *s == Some(i64::MIN)));
+    }
+
+    #[tokio::test]
+    async fn a_reload_replaces_the_previous_one_and_running_caches_notice() {
+        let store = redis("dir-reload").await;
+        let dir = directory("dir-reload", 10_000).await;
+        let mut file = file();
+        dir.load_file(&file, &store).await.unwrap();
+        dir.refresh().await.unwrap();
+        let gone = file.users.pop().unwrap();
+        assert!(settle(&dir, |d| d.user(&gone.id)).await.is_some());
+
+        let summary = dir.load_file(&file, &store).await.unwrap();
+        assert_eq!(summary.version, 2);
+        assert_eq!(summary.removed, 1, "the dropped user's entry");
+        // Still cached until the next batch checks the version...
+        assert!(dir.user(&gone.id).is_some());
+        dir.refresh().await.unwrap();
+        // ...then gone.
+        assert!(settle(&dir, |d| d.user(&gone.id)).await.is_none());
+    }
+
+    #[tokio::test]
+    async fn an_invalid_file_writes_nothing() {
+        let store = redis("dir-invalid").await;
+        let dir = directory("dir-invalid", 10_000).await;
+        let mut file = file();
+        file.channels[0].organization = "0000000000000000000000ee".into();
+        let err = dir.load_file(&file, &store).await.unwrap_err().to_string();
+        assert!(err.contains("0000000000000000000000ee"), "{err}");
+        assert_eq!(dir.loaded_version().await.unwrap(), None);
+    }
+}

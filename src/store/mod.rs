@@ -5,11 +5,13 @@
 //! are atomic per conversation and fenced by the offset: a write whose offset is not above the
 //! stored one changes nothing and is reported [`WriteOutcome::Stale`].
 
+pub mod directory;
 mod memory;
 mod redis;
 
 use serde::{Deserialize, Serialize};
 
+pub use self::directory::{DirectorySource, RedisDirectory};
 pub use self::memory::MemoryStore;
 pub use self::redis::RedisStore;
 

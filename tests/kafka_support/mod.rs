@@ -168,6 +168,7 @@ impl Setup {
         for r in results {
             r.unwrap();
         }
+        setup.load_directory(DIR);
         setup
     }
 
@@ -202,15 +203,23 @@ impl Setup {
 
     /// An instance serving /metrics, /healthz and /readyz on `http` (port 0: any free port).
     pub fn spawn_with(&self, instance: &str, http: &str) -> Proc {
-        let mut cmd = Command::new(BIN);
-        cmd.env("SWITCHBOARD_HTTP__LISTEN", http);
-        cmd.args(["run", "--directory", DIR])
-            .env("SWITCHBOARD_KAFKA__BROKERS", bootstrap())
-            .env("SWITCHBOARD_KAFKA__GROUP_ID", format!("sb-{}", self.name))
+        let mut cmd = self.command(&["run"]);
+        cmd.env("SWITCHBOARD_HTTP__LISTEN", http)
             .env(
                 "SWITCHBOARD_KAFKA__TRANSACTIONAL_ID",
                 format!("sb-{}-{instance}", self.name),
             )
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        Proc(Some(cmd.spawn().unwrap()))
+    }
+
+    /// `switchboard <args>` configured for this setup (topics, group, Redis prefix).
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args)
+            .env("SWITCHBOARD_KAFKA__BROKERS", bootstrap())
+            .env("SWITCHBOARD_KAFKA__GROUP_ID", format!("sb-{}", self.name))
             .env("SWITCHBOARD_KAFKA__TRANSACTION_TIMEOUT_MS", "10000")
             .env("SWITCHBOARD_KAFKA__SESSION_TIMEOUT_MS", "6000")
             .env("SWITCHBOARD_KAFKA__BATCH_MAX_MESSAGES", "7")
@@ -219,14 +228,23 @@ impl Setup {
                 "SWITCHBOARD_REDIS__KEY_PREFIX",
                 format!("sbk:{}", self.name),
             )
-            .env("SWITCHBOARD_LOG__LEVEL", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
+            .env("SWITCHBOARD_LOG__LEVEL", "warn");
         for t in Topic::ALL {
             let key = format!("SWITCHBOARD_TOPICS__{}", topic_key(t).to_uppercase());
             cmd.env(key, self.topic(t));
         }
-        Proc(Some(cmd.spawn().unwrap()))
+        cmd
+    }
+
+    /// `switchboard directory load` of a directory file into this setup's Redis prefix.
+    pub fn load_directory(&self, file: &str) -> String {
+        let out = self.command(&["directory", "load", file]).output().unwrap();
+        assert!(
+            out.status.success(),
+            "directory load: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
     }
 
     /// The committed records of a topic; retried while the broker is unavailable.
