@@ -22,6 +22,10 @@ use crate::store::DirectorySource;
 use crate::store::StateStore;
 
 const TIMEOUT: Duration = Duration::from_secs(30);
+/// More fencings than this within [`FENCE_WINDOW`] mean another live instance shares the
+/// transactional ID: exit rather than fight it.
+const MAX_FENCES: usize = 3;
+const FENCE_WINDOW: Duration = Duration::from_secs(600);
 /// With `idle_exit`, how long to wait for the first records (group join, assignment).
 const STARTUP_ALLOWANCE: Duration = Duration::from_secs(30);
 
@@ -173,6 +177,7 @@ impl<S: StateStore, D: DirectorySource> Runtime<S, D> {
         // Idle time counts from the last batch; before the first one, joining the group and
         // getting partitions may take a while, so allow for that separately.
         let mut last_activity: Option<Instant> = None;
+        let mut fences: Vec<Instant> = Vec::new();
         while !stop.load(Ordering::SeqCst) {
             let batch = self.collect()?;
             self.metrics.polled();
@@ -184,7 +189,9 @@ impl<S: StateStore, D: DirectorySource> Runtime<S, D> {
                 && !batch.is_empty()
             {
                 // Records collected across a rebalance may belong to partitions we lost.
-                self.recover(stop)?;
+                if let Err(e) = self.recover(stop) {
+                    self.after_fencing(e, &mut fences)?;
+                }
                 continue;
             }
             if batch.is_empty() {
@@ -209,13 +216,20 @@ impl<S: StateStore, D: DirectorySource> Runtime<S, D> {
                     self.stats.records += count;
                     self.stats.outputs += outputs;
                 }
-                Err(RuntimeError::Fenced(e)) => return Err(RuntimeError::Fenced(e)),
+                Err(e @ RuntimeError::Fenced(_)) => {
+                    self.stats.aborted += 1;
+                    self.metrics.aborted.inc();
+                    self.metrics.batch_outcome(false);
+                    self.after_fencing(e, &mut fences)?;
+                }
                 Err(e) => {
                     warn!(error = %e, "batch failed; aborting and replaying from the last commit");
                     self.stats.aborted += 1;
                     self.metrics.aborted.inc();
                     self.metrics.batch_outcome(false);
-                    self.recover(stop)?;
+                    if let Err(e) = self.recover(stop) {
+                        self.after_fencing(e, &mut fences)?;
+                    }
                     failures += 1;
                     std::thread::sleep(Duration::from_millis(100 * u64::from(failures.min(30))));
                 }
@@ -323,6 +337,35 @@ impl<S: StateStore, D: DirectorySource> Runtime<S, D> {
                 .inc_by(*n);
         }
         Ok(out.outputs.len() as u64)
+    }
+
+    /// The producer was fenced. Usually this instance was the zombie: frozen (a long GC-like
+    /// pause, a stopped VM) past its session and transaction timeouts, its transaction aborted by
+    /// the coordinator and its partitions given to others. Then the way on is a fresh producer
+    /// (same transactional ID, new epoch) and a rewind to what was committed; the state writes
+    /// it may still attempt are fenced by offset in Redis. But if another running instance shares
+    /// the transactional ID (a misconfiguration), the two would fence each other for ever: more
+    /// than [`MAX_FENCES`] fencings within [`FENCE_WINDOW`] end this instance instead.
+    fn after_fencing(
+        &mut self,
+        error: RuntimeError,
+        fences: &mut Vec<Instant>,
+    ) -> Result<(), RuntimeError> {
+        let RuntimeError::Fenced(e) = error else {
+            return Err(error);
+        };
+        fences.retain(|t| t.elapsed() < FENCE_WINDOW);
+        fences.push(Instant::now());
+        if fences.len() > MAX_FENCES {
+            return Err(RuntimeError::Fenced(e));
+        }
+        warn!(error = %e, "fenced: starting a new transactional producer and replaying from the last commit");
+        self.producer
+            .purge(PurgeConfig::default().queue().inflight());
+        self.producer = new_producer(&self.config)?;
+        self.producer.init_transactions(TIMEOUT).map_err(fatal_or)?;
+        self.in_transaction = false;
+        self.rewind()
     }
 
     /// After a failed batch: aborts the transaction and rewinds to the last commit, retrying

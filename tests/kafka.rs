@@ -6,6 +6,7 @@
 
 mod kafka_support;
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use kafka_support::*;
@@ -289,4 +290,175 @@ fn run_refuses_to_start_without_a_directory_and_load_refuses_a_bad_file() {
 
     let loaded = setup.load_directory(DIR);
     assert!(loaded.contains("version 1"), "{loaded}");
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `switchboard_assigned_partitions` of the instance serving /metrics on `port`.
+fn assigned(port: u16) -> Option<i64> {
+    // Not listening yet while the process starts.
+    std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    let (_, body) = http_get(port, "/metrics");
+    body.lines()
+        .find(|l| l.starts_with("switchboard_assigned_partitions "))
+        .and_then(|l| l.split(' ').nth(1)?.parse().ok())
+}
+
+/// Notes the partition each delivered record landed on, by key.
+#[derive(Default)]
+struct Deliveries(std::sync::Mutex<HashMap<String, i32>>);
+
+impl rdkafka::ClientContext for Deliveries {}
+
+impl rdkafka::producer::ProducerContext for Deliveries {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &rdkafka::message::DeliveryResult<'_>, _: ()) {
+        use rdkafka::message::Message as _;
+        let m = result.as_ref().expect("delivered");
+        let key = String::from_utf8(m.key().unwrap().to_vec()).unwrap();
+        self.0.lock().unwrap().insert(key, m.partition());
+    }
+}
+
+/// Produces lines keyed by conversation; returns each conversation's partition.
+fn produce_lines(setup: &Setup, lines: &[String]) -> HashMap<String, i32> {
+    let producer: BaseProducer<Deliveries> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .create_with_context(Deliveries::default())
+        .unwrap();
+    let input = setup.topic(Topic::Input);
+    for line in lines {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let key = v["conversation"].as_str().unwrap();
+        producer
+            .send(BaseRecord::to(&input).key(key).payload(line))
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+    let partitions = producer.context().0.lock().unwrap().clone();
+    partitions
+}
+
+/// SPEC: `/import` between conversations on different partitions and instances goes through
+/// the input-topic relay (request to the origin's owner, transfer back to the target's), exactly
+/// once. Two instances split the partitions (librdkafka's default range assignor gives each a
+/// contiguous half), and only then is traffic produced, so that each pair whose conversations
+/// fall in different halves crosses instances.
+#[tokio::test(flavor = "multi_thread")]
+async fn import_between_conversations_held_by_different_instances() {
+    let setup = Setup::create("import").await;
+    let (pa, pb) = (free_port(), free_port());
+    let a = setup.spawn_with("a", &format!("127.0.0.1:{pa}"));
+    let b = setup.spawn_with("b", &format!("127.0.0.1:{pb}"));
+    let start = Instant::now();
+    let half = Some(i64::from(PARTITIONS / 2));
+    while !(assigned(pa) == half && assigned(pb) == half) {
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "each instance should hold half the partitions: a {:?}, b {:?}",
+            assigned(pa),
+            assigned(pb)
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+
+    // The example's d004 (origin) and d005 (target, whose agent runs `/import d004`), 24 times.
+    let trace = std::fs::read_to_string(TRACE).unwrap();
+    let pick = |conversation: &str, import: bool| -> Vec<&str> {
+        trace
+            .lines()
+            .filter(|l| l.contains(&format!("\"conversation\": \"{conversation}\"")))
+            .filter(|l| l.contains("/import") == import)
+            .collect()
+    };
+    let (d004, d005) = ("00000000000000000000d004", "00000000000000000000d005");
+    let before: Vec<&str> = pick(d004, false)
+        .into_iter()
+        .take(2)
+        .chain(pick(d005, false))
+        .collect();
+    let imports = pick(d005, true);
+    assert_eq!((before.len(), imports.len()), (3, 1));
+    let copies = 100..124u32;
+    let phase1: Vec<String> = copies
+        .clone()
+        .flat_map(|c| before.iter().map(move |l| remap(l, c)))
+        .collect();
+    let phase2: Vec<String> = copies
+        .clone()
+        .flat_map(|c| imports.iter().map(move |l| remap(l, c)))
+        .collect();
+    let partitions = produce_lines(&setup, &phase1);
+    let crossing = copies
+        .clone()
+        .filter(|c| {
+            let p = |id: &str| partitions[&remap(id, *c)];
+            (p(d004) < PARTITIONS / 2) != (p(d005) < PARTITIONS / 2)
+        })
+        .count();
+    assert!(crossing >= 3, "only {crossing} of 24 pairs cross instances");
+    wait_for_results(&setup, phase1.len(), Duration::from_secs(60));
+    produce_lines(&setup, &phase2);
+
+    let path = std::env::temp_dir().join(format!("sb-import-{}.jsonl", std::process::id()));
+    std::fs::write(&path, [phase1, phase2].concat().join("\n") + "\n").unwrap();
+    wait_for_results(&setup, expected_results(&path), Duration::from_secs(90));
+    assert_eq!(
+        (assigned(pa), assigned(pb)),
+        (half, half),
+        "no rebalance moved the partitions meanwhile"
+    );
+    terminate(a);
+    terminate(b);
+    assert_matches_oracle(&setup, &path).await;
+    eprintln!("{crossing} of 24 imports crossed instances");
+}
+
+fn signal(proc: &Proc, sig: &str) {
+    let status = std::process::Command::new("kill")
+        .args([sig, &proc.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// A zombie: instance b is frozen (SIGSTOP) mid-stream, past its session timeout, so that its
+/// partitions move to a; then it wakes up (SIGCONT) believing it still owns them, with whatever
+/// batch and transaction it had open. Its Redis writes must be fenced, its transaction must not
+/// commit, and the committed result must still be exactly the core's.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_frozen_instance_that_wakes_up_after_losing_its_partitions_changes_nothing() {
+    let setup = Setup::create("zombie").await;
+    let trace = scaled_trace("zombie", 30);
+    setup.produce_trace(&trace);
+    let expected = expected_results(&trace);
+    let a = setup.spawn_instance("a");
+    let b = setup.spawn_instance("b");
+    let at_freeze = setup.wait_for_progress(expected / 4, Duration::from_secs(120));
+    signal(&b, "-STOP");
+    // Session timeout 6 s: a takes b's partitions and carries on while b sleeps.
+    let start = Instant::now();
+    let moved = loop {
+        let n = setup.committed(Topic::CommandResults).len();
+        if n >= expected || start.elapsed() > Duration::from_secs(20) {
+            break n;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    signal(&b, "-CONT");
+    eprintln!("b frozen at {at_freeze} of {expected} results; {moved} committed when it woke up");
+    assert!(at_freeze < expected, "the freeze must land mid-stream");
+    wait_for_results(&setup, expected, Duration::from_secs(180));
+    // Give the woken instance time to try whatever it had in hand.
+    std::thread::sleep(Duration::from_secs(3));
+    terminate(a);
+    terminate(b);
+    assert_matches_oracle(&setup, &trace).await;
 }
