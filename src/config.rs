@@ -41,9 +41,24 @@ pub struct Kafka {
     pub batch_max_messages: usize,
     pub batch_linger_ms: u64,
     pub max_record_bytes: usize,
+    /// How keys map to partitions for the records Switchboard writes to the input topic (the
+    /// `/import` relay). It must be the platform producers' own, or a conversation's records
+    /// would be split across partitions.
+    pub partitioner: String,
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
 }
+
+/// librdkafka's partitioners; `murmur2_random` is the Java client's default.
+pub const PARTITIONERS: [&str; 7] = [
+    "murmur2_random",
+    "murmur2",
+    "consistent_random",
+    "consistent",
+    "fnv1a_random",
+    "fnv1a",
+    "random",
+];
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -227,6 +242,12 @@ impl Config {
             return invalid(
                 "redis.key_prefix",
                 "must be non-empty and free of { and } (they mark hash tags)",
+            );
+        }
+        if !PARTITIONERS.contains(&self.kafka.partitioner.as_str()) {
+            return invalid(
+                "kafka.partitioner",
+                &format!("must be one of {}", PARTITIONERS.join(", ")),
             );
         }
         if self.directory.cache_capacity == 0 {

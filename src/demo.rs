@@ -46,8 +46,10 @@ pub fn run(
         cluster.create_topic(config.topics.name(topic), PARTITIONS, 1)?;
     }
 
+    // Keyed as Switchboard's relay records are, as the platform's producers must be.
     let producer: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", &config.kafka.brokers)
+        .set("partitioner", &config.kafka.partitioner)
         .create()?;
     let mut produced = 0;
     for line in trace.lines().filter(|l| !l.trim().is_empty()) {

@@ -49,6 +49,64 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Synthetic traffic from a seeded model of conversation lifecycles, to a JSON-lines file
+    /// (or standard output) or to a topic, with the directory it is written against.
+    Loadgen {
+        #[arg(long, default_value_t = 1000)]
+        conversations: u64,
+        /// Total messages; default: one lifecycle per conversation (about 15 messages).
+        #[arg(long)]
+        messages: Option<u64>,
+        /// Messages per second: the spacing of `createdAt`, and the production pace to a topic.
+        #[arg(long, default_value_t = 1000.0)]
+        rate: f64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Conversations open at the same time.
+        #[arg(long, default_value_t = 1000)]
+        concurrency: usize,
+        /// Write the messages here (`-`: standard output).
+        #[arg(long, conflicts_with = "topic")]
+        output: Option<PathBuf>,
+        /// Produce to this topic instead (the `kafka` settings of the configuration apply);
+        /// `createdAt` is then the moment of production.
+        #[arg(long)]
+        topic: Option<String>,
+        /// Write the matching directory (YAML) here, for `directory load` or `simulate`.
+        #[arg(long)]
+        directory: Option<PathBuf>,
+        /// Configuration file (TOML), for the Kafka settings; SWITCHBOARD_* variables win.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Re-produce a JSON-lines file or a topic to a topic, keeping each conversation's order.
+    Replay {
+        /// A JSON-lines file (`-`: standard input); or use --from-topic.
+        #[arg(required_unless_present = "from_topic")]
+        input: Option<PathBuf>,
+        /// Read this topic from its beginning to its current end instead of a file.
+        #[arg(long, conflicts_with = "input")]
+        from_topic: Option<String>,
+        /// The topic to produce to; default: the configured input topic.
+        #[arg(long)]
+        topic: Option<String>,
+        /// Pace: the recorded `createdAt` spacing divided by this factor.
+        #[arg(long, default_value_t = 1.0, conflicts_with = "fastest")]
+        speed: f64,
+        /// As fast as the broker takes them.
+        #[arg(long)]
+        fastest: bool,
+        /// Give every conversation and message ID a fresh substitute derived from this salt, so
+        /// a trace can be replayed many times without collisions.
+        #[arg(long)]
+        remap: Option<String>,
+        /// Set `createdAt` to the moment each record is produced.
+        #[arg(long)]
+        retime: bool,
+        /// Configuration file (TOML), for the Kafka settings; SWITCHBOARD_* variables win.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// The directory (organizations, channels, users, forms, blocked IPs) in Redis.
     Directory {
         #[command(subcommand)]
@@ -127,6 +185,167 @@ fn directory_load(file: &std::path::Path, config: Option<&std::path::Path>) -> a
         );
         Ok(())
     })
+}
+
+/// librdkafka client settings from the configuration: brokers, pass-through properties and the
+/// partitioner, so that records land where the platform's own would.
+fn kafka_client(config: &switchboard::config::Config) -> rdkafka::ClientConfig {
+    let mut c = rdkafka::ClientConfig::new();
+    c.set("bootstrap.servers", &config.kafka.brokers);
+    for (k, v) in &config.kafka.properties {
+        c.set(k, v);
+    }
+    c
+}
+
+fn progress(total: Option<u64>) -> indicatif::ProgressBar {
+    let bar = match total {
+        Some(n) => indicatif::ProgressBar::new(n),
+        None => indicatif::ProgressBar::no_length(),
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} {elapsed_precise} [{wide_bar}] {human_pos}/{human_len} records, {per_sec}",
+        )
+        .expect("a valid template"),
+    );
+    bar
+}
+
+#[allow(clippy::too_many_arguments)]
+fn loadgen(
+    model: switchboard::loadgen::Model,
+    output: Option<&std::path::Path>,
+    topic: Option<&str>,
+    directory: Option<&std::path::Path>,
+    config: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    use switchboard::loadgen::{directory as directory_of, Generator};
+    if !(model.rate > 0.0 && model.rate.is_finite()) {
+        anyhow::bail!("--rate must be a positive number of messages per second");
+    }
+    if model.conversations == 0 {
+        anyhow::bail!("--conversations must be at least 1");
+    }
+    if let Some(path) = directory {
+        let yaml = serde_yaml_ng::to_string(&directory_of(&model))?;
+        std::fs::write(path, yaml).with_context(|| format!("writing {}", path.display()))?;
+    }
+    match (output, topic) {
+        (_, Some(topic)) => {
+            let config = switchboard::config::Config::load(config)?;
+            let mut client = kafka_client(&config);
+            client.set("partitioner", &config.kafka.partitioner);
+            let mut model = model;
+            model.start_micros =
+                chrono::DateTime::<chrono::Utc>::from(std::time::SystemTime::now())
+                    .timestamp_micros();
+            let total = model.messages;
+            let lines = Generator::new(model).map(|m| Ok(m.to_string()));
+            let bar = progress(total);
+            let summary = switchboard::replay::replay(
+                lines,
+                &switchboard::replay::Target {
+                    topic: topic.to_string(),
+                    client,
+                },
+                &switchboard::replay::Options {
+                    pace: switchboard::replay::Pace::Recorded { speed: 1.0 },
+                    remap: None,
+                    retime: false,
+                },
+                &bar,
+            )?;
+            bar.finish_and_clear();
+            eprintln!("loadgen: {summary}");
+        }
+        (output, None) => {
+            let mut out: Box<dyn Write> = match output {
+                None => Box::new(BufWriter::new(std::io::stdout().lock())),
+                Some(p) if p.as_os_str() == "-" => {
+                    Box::new(BufWriter::new(std::io::stdout().lock()))
+                }
+                Some(p) => Box::new(BufWriter::new(
+                    std::fs::File::create(p)
+                        .with_context(|| format!("creating {}", p.display()))?,
+                )),
+            };
+            for m in Generator::new(model) {
+                serde_json::to_writer(&mut out, &m)?;
+                out.write_all(b"\n")?;
+            }
+            out.flush()?;
+        }
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn replay(
+    input: Option<&std::path::Path>,
+    from_topic: Option<&str>,
+    topic: Option<&str>,
+    pace: switchboard::replay::Pace,
+    remap: Option<String>,
+    retime: bool,
+    config: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    use std::io::BufRead;
+    if let switchboard::replay::Pace::Recorded { speed } = pace {
+        if !(speed > 0.0 && speed.is_finite()) {
+            anyhow::bail!("--speed must be a positive factor");
+        }
+    }
+    let config = switchboard::config::Config::load(config)?;
+    let mut client = kafka_client(&config);
+    let target = switchboard::replay::Target {
+        topic: topic.unwrap_or(&config.topics.input).to_string(),
+        client: {
+            client.set("partitioner", &config.kafka.partitioner);
+            client.clone()
+        },
+    };
+    let options = switchboard::replay::Options {
+        pace,
+        remap,
+        retime,
+    };
+    let summary = match (input, from_topic) {
+        (_, Some(source)) => {
+            let lines = switchboard::replay::read_topic(&kafka_client(&config), source)?;
+            let bar = progress(Some(lines.len() as u64));
+            let s =
+                switchboard::replay::replay(lines.into_iter().map(Ok), &target, &options, &bar)?;
+            bar.finish_and_clear();
+            s
+        }
+        (Some(path), None) if path.as_os_str() == "-" => {
+            let bar = progress(None);
+            let s = switchboard::replay::replay(
+                std::io::stdin().lock().lines(),
+                &target,
+                &options,
+                &bar,
+            )?;
+            bar.finish_and_clear();
+            s
+        }
+        (Some(path), None) => {
+            let open = || {
+                std::fs::File::open(path)
+                    .map(std::io::BufReader::new)
+                    .with_context(|| format!("opening {}", path.display()))
+            };
+            let total = open()?.lines().count() as u64;
+            let bar = progress(Some(total));
+            let s = switchboard::replay::replay(open()?.lines(), &target, &options, &bar)?;
+            bar.finish_and_clear();
+            s
+        }
+        (None, None) => anyhow::bail!("give a file to replay, or --from-topic"),
+    };
+    eprintln!("replay: {summary}");
+    Ok(())
 }
 
 fn processor(config: Option<&std::path::Path>) -> anyhow::Result<()> {
@@ -256,6 +475,53 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Run { config } => processor(config.as_deref()),
+        Command::Loadgen {
+            conversations,
+            messages,
+            rate,
+            seed,
+            concurrency,
+            output,
+            topic,
+            directory,
+            config,
+        } => loadgen(
+            switchboard::loadgen::Model {
+                conversations,
+                messages,
+                rate,
+                seed,
+                concurrency,
+                // 2025-01-01T00:00:00Z: files are the same bytes whenever they are made.
+                start_micros: 1_735_689_600_000_000,
+            },
+            output.as_deref(),
+            topic.as_deref(),
+            directory.as_deref(),
+            config.as_deref(),
+        ),
+        Command::Replay {
+            input,
+            from_topic,
+            topic,
+            speed,
+            fastest,
+            remap,
+            retime,
+            config,
+        } => replay(
+            input.as_deref(),
+            from_topic.as_deref(),
+            topic.as_deref(),
+            if fastest {
+                switchboard::replay::Pace::Fastest
+            } else {
+                switchboard::replay::Pace::Recorded { speed }
+            },
+            remap,
+            retime,
+            config.as_deref(),
+        ),
         Command::Directory {
             command: DirectoryCommand::Load { file, config },
         } => directory_load(&file, config.as_deref()),

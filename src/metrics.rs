@@ -24,6 +24,7 @@ pub struct Metrics {
     pub produce_seconds: Histogram,
     pub redis_seconds: HistogramVec,
     pub aborted: IntCounter,
+    pub dead_letters: IntCounter,
     pub rebalances: IntCounter,
     pub assigned_partitions: IntGauge,
     pub consumer_lag: IntGaugeVec,
@@ -89,6 +90,11 @@ impl Metrics {
                 "Batches aborted and replayed",
             )
             .expect("valid metric"),
+            dead_letters: IntCounter::new(
+                "switchboard_dead_letters_total",
+                "Records committed to the dead-letter topic",
+            )
+            .expect("valid metric"),
             rebalances: IntCounter::new(
                 "switchboard_rebalances_total",
                 "Consumer group rebalances",
@@ -119,6 +125,7 @@ impl Metrics {
             Box::new(m.produce_seconds.clone()),
             Box::new(m.redis_seconds.clone()),
             Box::new(m.aborted.clone()),
+            Box::new(m.dead_letters.clone()),
             Box::new(m.rebalances.clone()),
             Box::new(m.assigned_partitions.clone()),
             Box::new(m.consumer_lag.clone()),

@@ -111,6 +111,7 @@ fn new_producer(config: &Config) -> Result<BaseProducer, KafkaError> {
             config.kafka.transaction_timeout_ms.to_string(),
         )
         .set("linger.ms", "5")
+        .set("partitioner", &config.kafka.partitioner)
         .create()
 }
 
@@ -330,6 +331,12 @@ impl<S: StateStore, D: DirectorySource> Runtime<S, D> {
         self.metrics
             .produce_seconds
             .observe(producing.elapsed().as_secs_f64());
+        self.metrics.dead_letters.inc_by(
+            out.outputs
+                .iter()
+                .filter(|o| o.topic == crate::event::Topic::DeadLetters)
+                .count() as u64,
+        );
         for ((kind, outcome), n) in &out.kinds {
             self.metrics
                 .messages

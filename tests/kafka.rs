@@ -73,6 +73,7 @@ async fn a_run_commits_exactly_what_the_core_computes() {
         "switchboard_rebalances_total",
         "switchboard_assigned_partitions 4",
         "switchboard_messages_total{outcome=\"dead_letter\",type=\"unreadable\"} 3",
+        "switchboard_dead_letters_total 3",
         "switchboard_messages_total{outcome=\"relayed\",type=\"import.request\"} 3",
     ] {
         assert!(
@@ -184,6 +185,7 @@ async fn poison_records_go_to_the_dead_letter_topic_while_the_rest_flows() {
     let setup = Setup::create_with("poison", &[("max.message.bytes", "4194304")]).await;
     let producer: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap())
+        .set("partitioner", "murmur2_random")
         .set("message.max.bytes", "4194304")
         .create()
         .unwrap();
@@ -330,6 +332,7 @@ impl rdkafka::producer::ProducerContext for Deliveries {
 fn produce_lines(setup: &Setup, lines: &[String]) -> HashMap<String, i32> {
     let producer: BaseProducer<Deliveries> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap())
+        .set("partitioner", "murmur2_random")
         .create_with_context(Deliveries::default())
         .unwrap();
     let input = setup.topic(Topic::Input);

@@ -175,6 +175,7 @@ impl Setup {
     pub fn produce_trace(&self, trace: &std::path::Path) {
         let producer: BaseProducer = ClientConfig::new()
             .set("bootstrap.servers", bootstrap())
+            .set("partitioner", "murmur2_random")
             .create()
             .unwrap();
         let input = self.topic(Topic::Input);
