@@ -98,6 +98,14 @@ pub struct Redis {
     pub username: String,
     pub password: String,
     pub key_prefix: String,
+    /// How long one reply (a batch's pipelined write is one) may take before the batch fails.
+    pub response_timeout_ms: u64,
+}
+
+impl Redis {
+    pub fn response_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.response_timeout_ms)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -249,6 +257,9 @@ impl Config {
                 "kafka.partitioner",
                 &format!("must be one of {}", PARTITIONERS.join(", ")),
             );
+        }
+        if self.redis.response_timeout_ms == 0 {
+            return invalid("redis.response_timeout_ms", "must be at least 1");
         }
         if self.directory.cache_capacity == 0 {
             return invalid("directory.cache_capacity", "must be at least 1");

@@ -362,9 +362,10 @@ fn processor(config: Option<&std::path::Path>) -> anyhow::Result<()> {
     let bound = switchboard::metrics::serve(listen, Arc::clone(&metrics))
         .with_context(|| format!("serving /metrics on {listen} (http.listen)"))?;
     let store = io
-        .block_on(switchboard::store::RedisStore::connect(
+        .block_on(switchboard::store::RedisStore::connect_with(
             &config.redis_url(),
             &config.redis.key_prefix,
+            config.redis.response_timeout(),
         ))
         .context("connecting to Redis")?;
     let directory = io

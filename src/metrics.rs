@@ -25,6 +25,7 @@ pub struct Metrics {
     pub redis_seconds: HistogramVec,
     pub aborted: IntCounter,
     pub dead_letters: IntCounter,
+    pub outputs: IntCounter,
     pub rebalances: IntCounter,
     pub assigned_partitions: IntGauge,
     pub consumer_lag: IntGaugeVec,
@@ -95,6 +96,11 @@ impl Metrics {
                 "Records committed to the dead-letter topic",
             )
             .expect("valid metric"),
+            outputs: IntCounter::new(
+                "switchboard_output_records_total",
+                "Records committed to the output topics (and relay records to the input topic)",
+            )
+            .expect("valid metric"),
             rebalances: IntCounter::new(
                 "switchboard_rebalances_total",
                 "Consumer group rebalances",
@@ -126,6 +132,7 @@ impl Metrics {
             Box::new(m.redis_seconds.clone()),
             Box::new(m.aborted.clone()),
             Box::new(m.dead_letters.clone()),
+            Box::new(m.outputs.clone()),
             Box::new(m.rebalances.clone()),
             Box::new(m.assigned_partitions.clone()),
             Box::new(m.consumer_lag.clone()),

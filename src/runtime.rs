@@ -331,6 +331,7 @@ impl<S: StateStore, D: DirectorySource> Runtime<S, D> {
         self.metrics
             .produce_seconds
             .observe(producing.elapsed().as_secs_f64());
+        self.metrics.outputs.inc_by(out.outputs.len() as u64);
         self.metrics.dead_letters.inc_by(
             out.outputs
                 .iter()

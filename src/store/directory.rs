@@ -103,8 +103,7 @@ impl RedisDirectory {
         prefix: &str,
         settings: CacheSettings,
     ) -> Result<Self, StoreError> {
-        let client = ::redis::Client::open(url)?;
-        let conn = ConnectionManager::new(client).await?;
+        let conn = super::connection(url, super::DEFAULT_RESPONSE_TIMEOUT).await?;
         Ok(RedisDirectory {
             conn,
             prefix: prefix.to_string(),

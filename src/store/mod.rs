@@ -19,6 +19,23 @@ use crate::directory::Block;
 use crate::log::LogWrite;
 use crate::state::{Conversation, StoredMessage};
 
+/// How long a Redis reply may take unless configured (`redis.response_timeout_ms`). The redis
+/// crate's own default, 500 ms, fails a whole batch's pipelined write on a loaded machine, and
+/// the retry repeats the work.
+pub const DEFAULT_RESPONSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A self-reconnecting Redis connection.
+pub(crate) async fn connection(
+    url: &str,
+    response_timeout: std::time::Duration,
+) -> Result<::redis::aio::ConnectionManager, StoreError> {
+    let client = ::redis::Client::open(url)?;
+    let config = ::redis::aio::ConnectionManagerConfig::new()
+        .set_response_timeout(Some(response_timeout))
+        .set_connection_timeout(Some(response_timeout));
+    Ok(::redis::aio::ConnectionManager::new_with_config(client, config).await?)
+}
+
 /// An output record as it will be produced: its topic (by role), key and serialised value.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OutRecord {

@@ -54,8 +54,15 @@ impl RedisStore {
     /// Connects (the connection manager reconnects by itself) and loads the scripts.
     /// `prefix` namespaces every key, e.g. `sb`.
     pub async fn connect(url: &str, prefix: &str) -> Result<Self, StoreError> {
-        let client = redis::Client::open(url)?;
-        let conn = ConnectionManager::new(client).await?;
+        Self::connect_with(url, prefix, super::DEFAULT_RESPONSE_TIMEOUT).await
+    }
+
+    pub async fn connect_with(
+        url: &str,
+        prefix: &str,
+        response_timeout: std::time::Duration,
+    ) -> Result<Self, StoreError> {
+        let conn = super::connection(url, response_timeout).await?;
         let store = RedisStore {
             conn,
             prefix: prefix.to_string(),
