@@ -324,6 +324,7 @@ impl<S: StateStore, D: DirectorySource> Runtime<S, D> {
         self.producer
             .send_offsets_to_transaction(&offsets, &group, TIMEOUT)
             .map_err(fatal_or)?;
+        await_deliveries(&self.producer, TIMEOUT);
         self.producer
             .commit_transaction(TIMEOUT)
             .map_err(fatal_or)?;
@@ -444,6 +445,22 @@ impl<S: StateStore, D: DirectorySource> Runtime<S, D> {
     /// Runs a future on the runtime that drives the store.
     pub fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
         self.io.block_on(f)
+    }
+}
+
+/// Serves delivery reports until nothing is in flight (or `timeout` passes).
+///
+/// rust-rdkafka's `flush`, which `commit_transaction` calls first, polls in slices of 100 ms and
+/// each slice runs to its end even once everything is delivered: every transaction would take at
+/// least 100 ms, capping a processor at ten batches a second. Draining in 1 ms slices first
+/// leaves `flush` nothing to wait for.
+pub fn await_deliveries<C: rdkafka::producer::ProducerContext>(
+    producer: &BaseProducer<C>,
+    timeout: Duration,
+) {
+    let start = Instant::now();
+    while producer.in_flight_count() > 0 && start.elapsed() < timeout {
+        producer.poll(Duration::from_millis(1));
     }
 }
 
