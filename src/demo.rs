@@ -21,7 +21,7 @@ use crate::directory::MemoryDirectory;
 use crate::event::Topic;
 use crate::runtime::Runtime;
 use crate::simulate::inspect_document;
-use crate::store::{MemoryStore, StateStore};
+use crate::store::MemoryStore;
 use crate::Dialect;
 
 const PARTITIONS: i32 = 12;
@@ -100,12 +100,10 @@ pub fn run(
     let mut state = serde_json::Map::new();
     let io = tokio::runtime::Builder::new_current_thread().build()?;
     for id in store.conversation_ids() {
-        let record = io
-            .block_on(store.load(std::slice::from_ref(&id)))?
-            .remove(0)
+        let (header, log) = io
+            .block_on(crate::store::document(store, &id, true))?
             .expect("listed");
-        let log = io.block_on(store.log(&id))?;
-        state.insert(id, inspect_document(&record.conversation, Some(&log)));
+        state.insert(id, inspect_document(&header, log.as_deref()));
     }
     writeln!(
         out,

@@ -415,8 +415,6 @@ fn inspect(
     messages: bool,
     config: Option<&std::path::Path>,
 ) -> anyhow::Result<()> {
-    use switchboard::store::StateStore;
-
     if !switchboard::id::is_object_id(conversation) {
         anyhow::bail!(
             "{conversation:?} is not a conversation ID (24 lowercase hexadecimal characters)"
@@ -431,15 +429,12 @@ fn inspect(
             switchboard::store::RedisStore::connect(&config.redis_url(), &config.redis.key_prefix)
                 .await
                 .context("connecting to Redis")?;
-        let Some(record) = store.load(&[conversation.to_string()]).await?.remove(0) else {
+        let Some((header, log)) =
+            switchboard::store::document(&store, conversation, messages).await?
+        else {
             anyhow::bail!("conversation {conversation} does not exist");
         };
-        let log = if messages {
-            Some(store.log(conversation).await?)
-        } else {
-            None
-        };
-        let doc = switchboard::simulate::inspect_document(&record.conversation, log.as_deref());
+        let doc = switchboard::simulate::inspect_document(&header, log.as_deref());
         println!("{}", serde_json::to_string_pretty(&doc)?);
         Ok(())
     })

@@ -272,6 +272,15 @@ impl<S: StateStore> StateStore for TimedStore<S> {
         self.observe("block", t);
         r
     }
+    async fn results(
+        &self,
+        conversation: &str,
+    ) -> Result<Vec<crate::state::FormResult>, StoreError> {
+        let t = Instant::now();
+        let r = self.inner.results(conversation).await;
+        self.observe("results", t);
+        r
+    }
     async fn blocked_since(
         &self,
         candidates: &[(String, String)],

@@ -128,15 +128,11 @@ fn same(got: &[(Topic, String, String)], expected: &[(Topic, String, String)], w
 
 async fn final_state(store: &impl StateStore, expected: &serde_json::Value) {
     for (id, doc) in expected.as_object().unwrap() {
-        let record = store.load(std::slice::from_ref(id)).await.unwrap()[0]
-            .clone()
+        let (header, log) = switchboard::store::document(store, id, true)
+            .await
+            .unwrap()
             .expect("stored");
-        let log = store.log(id).await.unwrap();
-        assert_eq!(
-            &inspect_document(&record.conversation, Some(&log)),
-            doc,
-            "{id}"
-        );
+        assert_eq!(&inspect_document(&header, log.as_deref()), doc, "{id}");
     }
 }
 
@@ -301,6 +297,12 @@ impl StateStore for DiesBeforeWriting {
         candidates: &[(String, String)],
     ) -> Result<Vec<Option<i64>>, switchboard::store::StoreError> {
         self.inner.blocked_since(candidates).await
+    }
+    async fn results(
+        &self,
+        conversation: &str,
+    ) -> Result<Vec<switchboard::state::FormResult>, switchboard::store::StoreError> {
+        self.inner.results(conversation).await
     }
 }
 

@@ -5,12 +5,13 @@ use std::sync::Mutex;
 
 use super::{flatten, Record, StateStore, StoreError, Write, WriteOutcome};
 use crate::directory::{Block, BlockList};
-use crate::state::StoredMessage;
+use crate::state::{FormResult, StoredMessage};
 
 #[derive(Debug, Default)]
 struct Entry {
     record: Option<Record>,
     log: BTreeMap<u64, StoredMessage>,
+    results: Vec<FormResult>,
 }
 
 #[derive(Debug, Default)]
@@ -72,11 +73,19 @@ impl StateStore for MemoryStore {
             .unwrap_or_default())
     }
 
+    async fn results(&self, conversation: &str) -> Result<Vec<FormResult>, StoreError> {
+        let map = self.conversations.lock().expect("store lock");
+        Ok(map
+            .get(conversation)
+            .map(|e| e.results.clone())
+            .unwrap_or_default())
+    }
+
     async fn write(&self, writes: Vec<Write>) -> Result<Vec<WriteOutcome>, StoreError> {
         let mut map = self.conversations.lock().expect("store lock");
         Ok(writes
             .into_iter()
-            .map(|w| {
+            .map(|mut w| {
                 let entry = map.entry(w.conversation.id.clone()).or_default();
                 if entry.record.as_ref().is_some_and(|r| r.offset >= w.offset) {
                     return WriteOutcome::Stale;
@@ -88,6 +97,7 @@ impl StateStore for MemoryStore {
                 for m in changed {
                     entry.log.insert(m.index, m);
                 }
+                entry.results.append(&mut w.conversation.results);
                 entry.record = Some(Record {
                     conversation: w.conversation,
                     offset: w.offset,

@@ -17,7 +17,7 @@ pub use self::redis::RedisStore;
 
 use crate::directory::Block;
 use crate::log::LogWrite;
-use crate::state::{Conversation, StoredMessage};
+use crate::state::{Conversation, FormResult, StoredMessage};
 
 /// How long a Redis reply may take unless configured (`redis.response_timeout_ms`). The redis
 /// crate's own default, 500 ms, fails a whole batch's pipelined write on a loaded machine, and
@@ -52,6 +52,12 @@ pub struct Pending {
 }
 
 /// What the store holds for a conversation, besides its log.
+///
+/// The conversation's `results` (forms processed by `/send`) are not part of it: they only ever
+/// grow and the core only appends to them, so the store keeps them in a list of their own, and a
+/// write appends whatever `results` the written conversation carries. Loading and writing a
+/// header therefore costs the same however many forms the conversation has sent;
+/// [`StateStore::results`] (or [`document`]) reads them back for display.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Record {
     pub conversation: Conversation,
@@ -112,7 +118,14 @@ pub trait StateStore: Send + Sync {
         conversation: &str,
     ) -> impl std::future::Future<Output = Result<Vec<StoredMessage>, StoreError>> + Send;
 
-    /// Applies the writes, each atomically; outcomes in the same order.
+    /// A conversation's processed forms, oldest first (see [`Record`]).
+    fn results(
+        &self,
+        conversation: &str,
+    ) -> impl std::future::Future<Output = Result<Vec<FormResult>, StoreError>> + Send;
+
+    /// Applies the writes, each atomically; outcomes in the same order. Each write's
+    /// `conversation.results` are appended to the stored ones.
     fn write(
         &self,
         writes: Vec<Write>,
@@ -153,4 +166,24 @@ pub(crate) fn flatten(writes: &[LogWrite]) -> (bool, Vec<StoredMessage>) {
         }
     }
     (replace, changed)
+}
+
+/// A conversation as the SPEC document shows it: the header with its results, and its log when
+/// asked for. `None` if it does not exist.
+pub async fn document<S: StateStore>(
+    store: &S,
+    conversation: &str,
+    with_log: bool,
+) -> Result<Option<(Conversation, Option<Vec<StoredMessage>>)>, StoreError> {
+    let Some(record) = store.load(&[conversation.to_string()]).await?.remove(0) else {
+        return Ok(None);
+    };
+    let mut header = record.conversation;
+    header.results = store.results(conversation).await?;
+    let log = if with_log {
+        Some(store.log(conversation).await?)
+    } else {
+        None
+    };
+    Ok(Some((header, log)))
 }

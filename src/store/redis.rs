@@ -6,11 +6,12 @@ use redis::{ErrorKind, Script, ServerErrorKind, Value};
 
 use super::{flatten, Pending, Record, StateStore, StoreError, Write, WriteOutcome};
 use crate::directory::Block;
-use crate::state::{Conversation, StoredMessage};
+use crate::state::{Conversation, FormResult, StoredMessage};
 
 /// Writes one conversation if, and only if, the batch's offset is above the stored one.
-/// KEYS: header, messages, ids. ARGV: offset, header JSON, outbox JSON, replace flag, then
-/// (index, id, message JSON) triples. Returns 1 when written, 0 when stale.
+/// KEYS: header, messages, ids, results. ARGV: offset, header JSON, outbox JSON, replace flag,
+/// the number of new results, the results (JSON), then (index, id, message JSON) triples.
+/// Returns 1 when written, 0 when stale.
 const WRITE: &str = r#"
 local stored = redis.call('HGET', KEYS[1], 'offset')
 if stored and tonumber(stored) >= tonumber(ARGV[1]) then
@@ -19,7 +20,11 @@ end
 if ARGV[4] == '1' then
   redis.call('DEL', KEYS[2], KEYS[3])
 end
-for i = 5, #ARGV, 3 do
+local results = tonumber(ARGV[5])
+for i = 6, 5 + results do
+  redis.call('RPUSH', KEYS[4], ARGV[i])
+end
+for i = 6 + results, #ARGV, 3 do
   redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 2])
   redis.call('HSET', KEYS[3], ARGV[i + 1], ARGV[i])
 end
@@ -97,17 +102,27 @@ impl RedisStore {
                 source,
             };
             let (replace, changed) = flatten(&w.log);
+            // The header goes without its results: they are appended to a list of their own.
+            let header = Conversation {
+                results: Vec::new(),
+                ..w.conversation.clone()
+            };
             let cmd = pipe
                 .cmd("EVALSHA")
                 .arg(self.write.get_hash())
-                .arg(3)
+                .arg(4)
                 .arg(self.key(id, "h"))
                 .arg(self.key(id, "m"))
                 .arg(self.key(id, "i"))
+                .arg(self.key(id, "r"))
                 .arg(w.offset)
-                .arg(serde_json::to_string(&w.conversation).map_err(corrupt)?)
+                .arg(serde_json::to_string(&header).map_err(corrupt)?)
                 .arg(serde_json::to_string(&w.outbox).map_err(corrupt)?)
-                .arg(if replace { "1" } else { "0" });
+                .arg(if replace { "1" } else { "0" })
+                .arg(w.conversation.results.len());
+            for r in &w.conversation.results {
+                cmd.arg(serde_json::to_string(r).map_err(corrupt)?);
+            }
             for m in &changed {
                 cmd.arg(m.index)
                     .arg(&m.id)
@@ -190,6 +205,17 @@ impl StateStore for RedisStore {
             .collect::<Result<_, _>>()?;
         messages.sort_by_key(|m| m.index);
         Ok(messages)
+    }
+
+    async fn results(&self, conversation: &str) -> Result<Vec<FormResult>, StoreError> {
+        let mut conn = self.conn.clone();
+        let all: Vec<String> = redis::cmd("LRANGE")
+            .arg(self.key(conversation, "r"))
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut conn)
+            .await?;
+        all.iter().map(|r| parse(conversation, r)).collect()
     }
 
     async fn write(&self, writes: Vec<Write>) -> Result<Vec<WriteOutcome>, StoreError> {

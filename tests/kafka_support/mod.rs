@@ -14,7 +14,7 @@ use serde_json::Value;
 use switchboard::demo::read_committed;
 use switchboard::event::Topic;
 use switchboard::simulate::inspect_document;
-use switchboard::store::{RedisStore, StateStore};
+use switchboard::store::RedisStore;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
 pub const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/directory.yaml");
@@ -402,15 +402,12 @@ pub async fn assert_matches_oracle(setup: &Setup, trace: &std::path::Path) {
         .await
         .unwrap();
     for (id, doc) in expected_state.as_object().unwrap() {
-        let record = store
-            .load(std::slice::from_ref(id))
+        let (header, log) = switchboard::store::document(&store, id, true)
             .await
             .unwrap()
-            .remove(0)
             .expect("in Redis");
-        let log = store.log(id).await.unwrap();
         assert_eq!(
-            &inspect_document(&record.conversation, Some(&log)),
+            &inspect_document(&header, log.as_deref()),
             doc,
             "state of {id}"
         );
