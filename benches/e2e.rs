@@ -884,12 +884,19 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     // cargo bench passes --bench; anything else we do not know is an error.
     let quick = args.iter().any(|a| a == "--quick");
-    if let Some(bad) = args
-        .iter()
-        .skip(1)
-        .find(|a| !matches!(a.as_str(), "--quick" | "--bench"))
-    {
-        eprintln!("e2e: unknown argument {bad:?} (known: --quick)");
+    // `--latency-only R`: just the latency measurement, at R messages per second.
+    let latency_only: Option<f64> = args.iter().position(|a| a == "--latency-only").map(|i| {
+        args.get(i + 1)
+            .and_then(|r| r.parse().ok())
+            .unwrap_or_else(|| {
+                eprintln!("e2e: --latency-only needs a rate (messages per second)");
+                std::process::exit(2)
+            })
+    });
+    let known =
+        |a: &str| matches!(a, "--quick" | "--bench" | "--latency-only") || a.parse::<f64>().is_ok();
+    if let Some(bad) = args.iter().skip(1).find(|a| !known(a)) {
+        eprintln!("e2e: unknown argument {bad:?} (known: --quick, --latency-only RATE)");
         std::process::exit(2);
     }
     let io = tokio::runtime::Builder::new_current_thread()
@@ -901,6 +908,11 @@ fn main() {
     } else {
         (20_000, 600_000, 1_000_000)
     };
+    if let Some(rate) = latency_only {
+        let lat = latency(&io, rate, if quick { 20.0 } else { 60.0 });
+        println!("{}", serde_json::to_string_pretty(&lat).unwrap());
+        return;
+    }
     eprintln!("e2e benchmark ({}):", if quick { "quick" } else { "full" });
     let redis = redis_benchmark();
     let (run, sat) = saturate(&io, "saturation", &model(main_convs, Some(main_msgs), 1));
