@@ -41,6 +41,8 @@ pub struct Kafka {
     pub batch_max_messages: usize,
     pub batch_linger_ms: u64,
     pub max_record_bytes: usize,
+    /// The producer's `linger.ms`.
+    pub linger_ms: u32,
     /// How keys map to partitions for the records Switchboard writes to the input topic (the
     /// `/import` relay). It must be the platform producers' own, or a conversation's records
     /// would be split across partitions.
