@@ -94,6 +94,11 @@ pub enum StoreError {
         conversation: String,
         source: serde_json::Error,
     },
+    #[error("the stored outbox of conversation {conversation} is not valid: {source}")]
+    CorruptOutbox {
+        conversation: String,
+        source: postcard::Error,
+    },
 }
 
 /// Conversation storage. Implementations: [`RedisStore`] (production) and [`MemoryStore`]
