@@ -140,6 +140,9 @@ impl RedisStore {
     }
 }
 
+/// One conversation's `doc`, `offset` and `outbox`, as HMGET returns them.
+type HeaderRow = (Option<String>, Option<i64>, Option<Vec<u8>>);
+
 fn is_noscript(e: &redis::RedisError) -> bool {
     e.kind() == ErrorKind::Server(ServerErrorKind::NoScript)
 }
@@ -162,8 +165,7 @@ impl StateStore for RedisStore {
                 .arg("outbox");
         }
         let mut conn = self.conn.clone();
-        let rows: Vec<(Option<String>, Option<i64>, Option<Vec<u8>>)> =
-            pipe.query_async(&mut conn).await?;
+        let rows: Vec<HeaderRow> = pipe.query_async(&mut conn).await?;
         conversations
             .iter()
             .zip(rows)
