@@ -40,6 +40,9 @@ pub struct BatchOutput {
     /// Records applied now, and records whose outputs came from the outbox.
     pub applied: usize,
     pub replayed: usize,
+    /// Records already applied and committed, met again because the consumer resumed from an
+    /// offset behind them: no outputs.
+    pub skipped: usize,
     /// How many records of each (message type, outcome) the batch had; for metrics.
     pub kinds: HashMap<(String, &'static str), u64>,
 }
@@ -391,6 +394,24 @@ where
             if record.offset <= w.stored_offset {
                 // Applied by an earlier attempt whose commit did not happen: same outputs again.
                 let Some(p) = w.stored_outbox.iter().find(|p| p.offset == record.offset) else {
+                    // Older than the whole outbox: the batch that wrote it ran only after the
+                    // batches before it had committed, so this record's outputs are committed
+                    // already and the consumer offset we resumed from lags behind them (seen once
+                    // after a broker restart). Emitting nothing is what exactly-once asks.
+                    let oldest = w.stored_outbox.iter().map(|p| p.offset).min();
+                    if oldest.is_none_or(|o| record.offset < o) {
+                        tracing::warn!(
+                            conversation = %conversation,
+                            offset = record.offset,
+                            stored = w.stored_offset,
+                            "record already applied and committed; skipped"
+                        );
+                        out.skipped += 1;
+                        *out.kinds
+                            .entry(("committed".into(), "skipped"))
+                            .or_default() += 1;
+                        break 'record;
+                    }
                     return Err(PipelineError::MissingOutbox {
                         conversation,
                         stored: w.stored_offset,

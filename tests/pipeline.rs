@@ -385,3 +385,29 @@ async fn the_directory_from_redis_through_a_tiny_cache_gives_the_simulators_outp
         assert!(dir.take_misses().is_empty());
     }
 }
+
+/// After a broker restart the consumer once resumed from an offset older than everything the
+/// outbox still held. Those records were applied and committed before the outbox's batch ran:
+/// they are skipped without outputs, and what the outbox holds is replayed as usual.
+#[tokio::test]
+async fn records_older_than_the_outbox_are_committed_already_and_skipped() {
+    let store = MemoryStore::new();
+    let dir = directory();
+    let lines: Vec<InputRecord> = trace()
+        .lines()
+        .enumerate()
+        .map(|(i, l)| record(i as i64, l))
+        .collect();
+    // Lines 0..24 are all conversation d001.
+    process_batch(&store, &dir, Dialect::Web1on1, MAX, lines[..10].to_vec())
+        .await
+        .unwrap();
+    let second = process_batch(&store, &dir, Dialect::Web1on1, MAX, lines[10..20].to_vec())
+        .await
+        .unwrap();
+    let again = process_batch(&store, &dir, Dialect::Web1on1, MAX, lines[..20].to_vec())
+        .await
+        .unwrap();
+    assert_eq!((again.skipped, again.replayed, again.applied), (10, 10, 0));
+    assert_eq!(again.outputs, second.outputs);
+}
