@@ -29,7 +29,6 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message as _;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
@@ -404,17 +403,7 @@ fn passthrough(run: &Run, inputs: u64, outputs: f64) -> f64 {
                 if let Some(k) = key {
                     record = record.key(k);
                 }
-                let mut record = record;
-                loop {
-                    match producer.send(record) {
-                        Ok(()) => break,
-                        Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                            producer.poll(Duration::from_millis(5));
-                            record = r;
-                        }
-                        Err((e, _)) => panic!("passthrough: {e}"),
-                    }
-                }
+                switchboard::runtime::send(&producer, record).expect("passthrough");
             }
             offsets.insert(*partition, offset + 1);
         }

@@ -255,7 +255,7 @@ impl Conversation {
     }
 
     /// Plans the next episode.
-    fn plan(&mut self, seed: u64, conversations: u64) {
+    fn plan(&mut self, seed: u64, organizations: u64) {
         let first = self.episodes == 0;
         self.episodes += 1;
         let r = &mut self.rng;
@@ -392,7 +392,6 @@ impl Conversation {
             };
             plan.push(Draft::new("agent", "command", Some(a.clone()), set.into()));
         }
-        let organizations = (conversations / 1000).clamp(1, 100);
         if one_episode && r.f32() < 0.02 && self.n >= organizations {
             // An earlier conversation of the same organization.
             let origin = conversation_id(seed, self.n - organizations);
@@ -409,9 +408,9 @@ impl Conversation {
     }
 
     /// The next message, created at `created_at`.
-    fn next(&mut self, seed: u64, conversations: u64, created_at: &str) -> Value {
+    fn next(&mut self, seed: u64, organizations: u64, created_at: &str) -> Value {
         if self.queue.is_empty() {
-            self.plan(seed, conversations);
+            self.plan(seed, organizations);
         }
         let d = self.queue.pop().expect("planned");
         if d.text == "/block" {
@@ -527,8 +526,8 @@ impl Iterator for Generator {
         }
         let i = self.rng.usize(..self.open.len());
         let created_at = self.time(self.emitted);
-        let (seed, conversations) = (self.model.seed, self.model.conversations);
-        let m = self.open[i].next(seed, conversations, &created_at);
+        let (seed, organizations) = (self.model.seed, self.model.organizations());
+        let m = self.open[i].next(seed, organizations, &created_at);
         self.emitted += 1;
         if self.open[i].done() {
             self.open.swap_remove(i);

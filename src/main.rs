@@ -187,17 +187,6 @@ fn directory_load(file: &std::path::Path, config: Option<&std::path::Path>) -> a
     })
 }
 
-/// librdkafka client settings from the configuration: brokers, pass-through properties and the
-/// partitioner, so that records land where the platform's own would.
-fn kafka_client(config: &switchboard::config::Config) -> rdkafka::ClientConfig {
-    let mut c = rdkafka::ClientConfig::new();
-    c.set("bootstrap.servers", &config.kafka.brokers);
-    for (k, v) in &config.kafka.properties {
-        c.set(k, v);
-    }
-    c
-}
-
 fn progress(total: Option<u64>) -> indicatif::ProgressBar {
     let bar = match total {
         Some(n) => indicatif::ProgressBar::new(n),
@@ -210,6 +199,22 @@ fn progress(total: Option<u64>) -> indicatif::ProgressBar {
         .expect("a valid template"),
     );
     bar
+}
+
+/// `replay::replay` behind a progress bar.
+fn produce<I>(
+    lines: I,
+    total: Option<u64>,
+    target: &switchboard::replay::Target,
+    options: &switchboard::replay::Options,
+) -> anyhow::Result<switchboard::replay::Summary>
+where
+    I: IntoIterator<Item = Result<String, std::io::Error>>,
+{
+    let bar = progress(total);
+    let summary = switchboard::replay::replay(lines, target, options, &bar)?;
+    bar.finish_and_clear();
+    Ok(summary)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -234,29 +239,21 @@ fn loadgen(
     match (output, topic) {
         (_, Some(topic)) => {
             let config = switchboard::config::Config::load(config)?;
-            let mut client = kafka_client(&config);
-            client.set("partitioner", &config.kafka.partitioner);
             let mut model = model;
             model.start_micros =
                 chrono::DateTime::<chrono::Utc>::from(std::time::SystemTime::now())
                     .timestamp_micros();
             let total = model.messages;
-            let lines = Generator::new(model).map(|m| Ok(m.to_string()));
-            let bar = progress(total);
-            let summary = switchboard::replay::replay(
-                lines,
-                &switchboard::replay::Target {
-                    topic: topic.to_string(),
-                    client,
-                },
+            let summary = produce(
+                Generator::new(model).map(|m| Ok(m.to_string())),
+                total,
+                &switchboard::replay::Target::new(&config, topic),
                 &switchboard::replay::Options {
                     pace: switchboard::replay::Pace::Recorded { speed: 1.0 },
                     remap: None,
                     retime: false,
                 },
-                &bar,
             )?;
-            bar.finish_and_clear();
             eprintln!("loadgen: {summary}");
         }
         (output, None) => {
@@ -297,14 +294,7 @@ fn replay(
         }
     }
     let config = switchboard::config::Config::load(config)?;
-    let mut client = kafka_client(&config);
-    let target = switchboard::replay::Target {
-        topic: topic.unwrap_or(&config.topics.input).to_string(),
-        client: {
-            client.set("partitioner", &config.kafka.partitioner);
-            client.clone()
-        },
-    };
+    let target = switchboard::replay::Target::new(&config, topic.unwrap_or(&config.topics.input));
     let options = switchboard::replay::Options {
         pace,
         remap,
@@ -312,23 +302,13 @@ fn replay(
     };
     let summary = match (input, from_topic) {
         (_, Some(source)) => {
-            let lines = switchboard::replay::read_topic(&kafka_client(&config), source)?;
-            let bar = progress(Some(lines.len() as u64));
-            let s =
-                switchboard::replay::replay(lines.into_iter().map(Ok), &target, &options, &bar)?;
-            bar.finish_and_clear();
-            s
+            let client = switchboard::runtime::client_config(&config);
+            let lines = switchboard::replay::read_topic(&client, source)?;
+            let total = lines.len() as u64;
+            produce(lines.into_iter().map(Ok), Some(total), &target, &options)?
         }
         (Some(path), None) if path.as_os_str() == "-" => {
-            let bar = progress(None);
-            let s = switchboard::replay::replay(
-                std::io::stdin().lock().lines(),
-                &target,
-                &options,
-                &bar,
-            )?;
-            bar.finish_and_clear();
-            s
+            produce(std::io::stdin().lock().lines(), None, &target, &options)?
         }
         (Some(path), None) => {
             let open = || {
@@ -337,10 +317,7 @@ fn replay(
                     .with_context(|| format!("opening {}", path.display()))
             };
             let total = open()?.lines().count() as u64;
-            let bar = progress(Some(total));
-            let s = switchboard::replay::replay(open()?.lines(), &target, &options, &bar)?;
-            bar.finish_and_clear();
-            s
+            produce(open()?.lines(), Some(total), &target, &options)?
         }
         (None, None) => anyhow::bail!("give a file to replay, or --from-topic"),
     };

@@ -176,6 +176,19 @@ pub struct Target {
     pub client: ClientConfig,
 }
 
+impl Target {
+    /// `topic`, with the configuration's client settings and partitioner: records land where
+    /// the platform's own producers would put them.
+    pub fn new(config: &crate::config::Config, topic: &str) -> Target {
+        let mut client = crate::runtime::client_config(config);
+        client.set("partitioner", &config.kafka.partitioner);
+        Target {
+            topic: topic.to_string(),
+            client,
+        }
+    }
+}
+
 /// Options of a replay.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -275,16 +288,7 @@ where
             }
             None => summary.unkeyed += 1,
         }
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                    producer.poll(Duration::from_millis(10));
-                    record = back;
-                }
-                Err((e, _)) => return Err(e.into()),
-            }
-        }
+        crate::runtime::send(&producer, record)?;
         producer.poll(Duration::ZERO);
         summary.produced += 1;
         progress.inc(1);

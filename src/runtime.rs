@@ -117,7 +117,9 @@ fn new_producer(config: &Config) -> Result<BaseProducer, KafkaError> {
         .create()
 }
 
-fn client_config(config: &Config) -> ClientConfig {
+/// The client settings every Switchboard Kafka client shares: brokers and the pass-through
+/// `kafka.properties` (security, tuning).
+pub fn client_config(config: &Config) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &config.kafka.brokers);
     for (k, v) in &config.kafka.properties {
@@ -297,19 +299,10 @@ impl<S: StateStore, D: DirectorySource> Runtime<S, D> {
         let producing = Instant::now();
         for record in &out.outputs {
             let topic = self.config.topics.name(record.topic);
-            let mut pending = BaseRecord::to(topic)
+            let pending = BaseRecord::to(topic)
                 .key(record.key.as_str())
                 .payload(record.value.as_str());
-            loop {
-                match self.producer.send(pending) {
-                    Ok(()) => break,
-                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                        self.producer.poll(Duration::from_millis(50));
-                        pending = back;
-                    }
-                    Err((e, _)) => return Err(fatal_or(e)),
-                }
-            }
+            send(&self.producer, pending).map_err(fatal_or)?;
         }
         let mut offsets = TopicPartitionList::new();
         for (partition, next) in &out.next_offsets {
@@ -371,11 +364,7 @@ impl<S: StateStore, D: DirectorySource> Runtime<S, D> {
             return Err(RuntimeError::Fenced(e));
         }
         warn!(error = %e, "fenced: starting a new transactional producer and replaying from the last commit");
-        self.producer
-            .purge(PurgeConfig::default().queue().inflight());
-        self.producer = new_producer(&self.config)?;
-        self.producer.init_transactions(TIMEOUT).map_err(fatal_or)?;
-        self.in_transaction = false;
+        self.replace_producer()?;
         self.rewind()
     }
 
@@ -412,12 +401,19 @@ impl<S: StateStore, D: DirectorySource> Runtime<S, D> {
                 return Err(RuntimeError::Fenced(e));
             }
             warn!(error = %e, "abort failed; replacing the transactional producer");
-            self.producer
-                .purge(PurgeConfig::default().queue().inflight());
-            let producer = new_producer(&self.config)?;
-            self.producer = producer;
-            self.producer.init_transactions(TIMEOUT).map_err(fatal_or)?;
+            self.replace_producer()?;
         }
+        self.in_transaction = false;
+        Ok(())
+    }
+
+    /// A new transactional producer with the same ID: it fences the old one, and the coordinator
+    /// finishes or aborts whatever that one had begun.
+    fn replace_producer(&mut self) -> Result<(), RuntimeError> {
+        self.producer
+            .purge(PurgeConfig::default().queue().inflight());
+        self.producer = new_producer(&self.config)?;
+        self.producer.init_transactions(TIMEOUT).map_err(fatal_or)?;
         self.in_transaction = false;
         Ok(())
     }
@@ -447,6 +443,28 @@ impl<S: StateStore, D: DirectorySource> Runtime<S, D> {
     /// Runs a future on the runtime that drives the store.
     pub fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
         self.io.block_on(f)
+    }
+}
+
+/// Enqueues a record, waiting for room while the producer's queue is full.
+pub fn send<C, K, P>(
+    producer: &BaseProducer<C>,
+    mut record: BaseRecord<'_, K, P, C::DeliveryOpaque>,
+) -> Result<(), KafkaError>
+where
+    C: rdkafka::producer::ProducerContext,
+    K: rdkafka::message::ToBytes + ?Sized,
+    P: rdkafka::message::ToBytes + ?Sized,
+{
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                producer.poll(Duration::from_millis(10));
+                record = back;
+            }
+            Err((e, _)) => return Err(e),
+        }
     }
 }
 

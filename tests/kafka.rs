@@ -88,34 +88,18 @@ async fn a_run_commits_exactly_what_the_core_computes() {
     let (_, state) = oracle(&trace);
     let id = "00010000000000000000d005";
     let inspect = |extra: &[&str]| {
-        let out = std::process::Command::new(BIN)
-            .args(["inspect", id])
-            .args(extra)
-            .env("SWITCHBOARD_REDIS__URL", redis_url())
-            .env(
-                "SWITCHBOARD_REDIS__KEY_PREFIX",
-                format!("sbk:{}", setup.name),
-            )
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+        let args: Vec<&str> = ["inspect", id]
+            .into_iter()
+            .chain(extra.iter().copied())
+            .collect();
+        serde_json::from_str::<serde_json::Value>(&setup.run_ok(&args).0).unwrap()
     };
     assert_eq!(inspect(&["--messages"]), state[id]);
     let mut without = state[id].clone();
     without.as_object_mut().unwrap().remove("messages");
     assert_eq!(inspect(&[]), without);
-    let missing = std::process::Command::new(BIN)
-        .args(["inspect", "00000000000000000000ffff"])
-        .env("SWITCHBOARD_REDIS__URL", redis_url())
-        .env(
-            "SWITCHBOARD_REDIS__KEY_PREFIX",
-            format!("sbk:{}", setup.name),
-        )
+    let missing = setup
+        .command(&["inspect", "00000000000000000000ffff"])
         .output()
         .unwrap();
     assert!(!missing.status.success());

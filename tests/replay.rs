@@ -32,20 +32,15 @@ async fn a_file_and_then_a_topic_replay_keep_every_record_once_and_in_order() {
     let text = std::fs::read_to_string(&trace).unwrap() + relay + "\n";
     std::fs::write(&trace, &text).unwrap();
 
-    let out = setup
-        .command(&[
-            "replay",
-            trace.to_str().unwrap(),
-            "--fastest",
-            "--remap",
-            "run-7",
-            "--topic",
-            &setup.topic(Topic::Input),
-        ])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
+    let (_, stderr) = setup.run_ok(&[
+        "replay",
+        trace.to_str().unwrap(),
+        "--fastest",
+        "--remap",
+        "run-7",
+        "--topic",
+        &setup.topic(Topic::Input),
+    ]);
     assert!(stderr.contains("1 relay records skipped"), "{stderr}");
 
     // The expected records: the file's, remapped as the replay did, without the relay.
@@ -82,22 +77,14 @@ async fn a_file_and_then_a_topic_replay_keep_every_record_once_and_in_order() {
     );
 
     // The topic, replayed to another topic as it is.
-    let out = setup
-        .command(&[
-            "replay",
-            "--from-topic",
-            &setup.topic(Topic::Input),
-            "--fastest",
-            "--topic",
-            &setup.topic(Topic::BotCommands),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    setup.run_ok(&[
+        "replay",
+        "--from-topic",
+        &setup.topic(Topic::Input),
+        "--fastest",
+        "--topic",
+        &setup.topic(Topic::BotCommands),
+    ]);
     let copied = setup.committed(Topic::BotCommands);
     assert_eq!(copied.len(), got.len());
     assert_eq!(sequences(&copied), sequences(&got));
@@ -106,49 +93,37 @@ async fn a_file_and_then_a_topic_replay_keep_every_record_once_and_in_order() {
 #[tokio::test(flavor = "multi_thread")]
 async fn loadgen_to_a_topic_produces_its_model() {
     let setup = Setup::create("loadgen").await;
-    let out = setup
-        .command(&[
-            "loadgen",
-            "--conversations",
-            "40",
-            "--messages",
-            "400",
-            "--rate",
-            "2000",
-            "--seed",
-            "9",
-            "--topic",
-            &setup.topic(Topic::Input),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    setup.run_ok(&[
+        "loadgen",
+        "--conversations",
+        "40",
+        "--messages",
+        "400",
+        "--rate",
+        "2000",
+        "--seed",
+        "9",
+        "--topic",
+        &setup.topic(Topic::Input),
+    ]);
     let got = setup.committed(Topic::Input);
     assert_eq!(got.len(), 400);
     let per = sequences(&got);
     assert_eq!(per.len(), 40);
     // The same model written to a file gives the same messages in each conversation's order
     // (only `createdAt`, the moment of production, differs).
-    let file = setup
-        .command(&[
-            "loadgen",
-            "--conversations",
-            "40",
-            "--messages",
-            "400",
-            "--seed",
-            "9",
-            "--output",
-            "-",
-        ])
-        .output()
-        .unwrap();
-    let from_file: Vec<(String, Value)> = String::from_utf8(file.stdout)
-        .unwrap()
+    let (file, _) = setup.run_ok(&[
+        "loadgen",
+        "--conversations",
+        "40",
+        "--messages",
+        "400",
+        "--seed",
+        "9",
+        "--output",
+        "-",
+    ]);
+    let from_file: Vec<(String, Value)> = file
         .lines()
         .map(|l| {
             let v: Value = serde_json::from_str(l).unwrap();

@@ -34,6 +34,29 @@ pub enum Key {
     Form(String),
 }
 
+impl Key {
+    /// Which of [`Local`]'s maps holds it.
+    fn kind(&self) -> usize {
+        match self {
+            Key::Organization(_) => 0,
+            Key::ChannelsOf(_) => 1,
+            Key::Channel(_) => 2,
+            Key::User(_) => 3,
+            Key::Form(_) => 4,
+        }
+    }
+
+    fn id(&self) -> &str {
+        match self {
+            Key::Organization(id)
+            | Key::ChannelsOf(id)
+            | Key::Channel(id)
+            | Key::User(id)
+            | Key::Form(id) => id,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 enum Entry {
     Organization(Arc<Organization>),
@@ -80,11 +103,18 @@ pub struct CacheSettings {
 }
 
 /// Lookups within one batch hit this before the shared cache: most messages of a batch ask for
-/// the same few organizations, channels and users.
+/// the same few organizations, channels and users. One map per kind of key, by ID, so that a
+/// lookup the batch already made allocates nothing.
 #[derive(Default)]
 struct Local {
-    entries: HashMap<Key, Entry>,
+    entries: [HashMap<String, Entry>; 5],
     misses: Vec<Key>,
+}
+
+impl Local {
+    fn remember(&mut self, key: &Key, entry: Entry) {
+        self.entries[key.kind()].insert(key.id().to_string(), entry);
+    }
 }
 
 pub struct RedisDirectory {
@@ -142,14 +172,17 @@ impl RedisDirectory {
     }
 
     /// Answers from the batch's entries, then the shared cache; notes a miss otherwise.
-    fn lookup(&self, key: Key) -> Entry {
+    fn lookup(&self, make: fn(String) -> Key, id: &str) -> Entry {
+        // An empty String does not allocate: this only names the kind.
+        let kind = make(String::new()).kind();
         let mut local = self.local.lock().expect("directory lock");
-        if let Some(e) = local.entries.get(&key) {
+        if let Some(e) = local.entries[kind].get(id) {
             return e.clone();
         }
+        let key = make(id.to_string());
         match self.cache.get(&key) {
             Some(e) => {
-                local.entries.insert(key, e.clone());
+                local.remember(&key, e.clone());
                 e
             }
             None => {
@@ -270,31 +303,31 @@ fn parse<T: serde::de::DeserializeOwned>(key: &Key, text: &str) -> Result<T, Sto
 
 impl Directory for RedisDirectory {
     fn organization(&self, id: &str) -> Option<Arc<Organization>> {
-        match self.lookup(Key::Organization(id.to_string())) {
+        match self.lookup(Key::Organization, id) {
             Entry::Organization(o) => Some(o),
             _ => None,
         }
     }
     fn channel(&self, id: &str) -> Option<Arc<Channel>> {
-        match self.lookup(Key::Channel(id.to_string())) {
+        match self.lookup(Key::Channel, id) {
             Entry::Channel(c) => Some(c),
             _ => None,
         }
     }
     fn user(&self, id: &str) -> Option<Arc<User>> {
-        match self.lookup(Key::User(id.to_string())) {
+        match self.lookup(Key::User, id) {
             Entry::User(u) => Some(u),
             _ => None,
         }
     }
     fn form(&self, id: &str) -> Option<Arc<Form>> {
-        match self.lookup(Key::Form(id.to_string())) {
+        match self.lookup(Key::Form, id) {
             Entry::Form(f) => Some(f),
             _ => None,
         }
     }
     fn channels_of(&self, organization: &str) -> Vec<Arc<Channel>> {
-        match self.lookup(Key::ChannelsOf(organization.to_string())) {
+        match self.lookup(Key::ChannelsOf, organization) {
             Entry::ChannelsOf(ids) => ids.iter().filter_map(|id| self.channel(id)).collect(),
             _ => Vec::new(),
         }
@@ -340,7 +373,7 @@ impl DirectorySource for RedisDirectory {
             };
             // Also held for the rest of the batch, whatever the shared cache evicts meanwhile:
             // a batch needing more entries than the cache holds still converges.
-            local.entries.insert(key.clone(), entry.clone());
+            local.remember(&key, entry.clone());
             self.cache.insert(key, entry);
         }
         Ok(())
@@ -348,7 +381,12 @@ impl DirectorySource for RedisDirectory {
 
     async fn refresh(&self) -> Result<(), StoreError> {
         // A new batch starts from the shared cache alone.
-        self.local.lock().expect("directory lock").entries.clear();
+        self.local
+            .lock()
+            .expect("directory lock")
+            .entries
+            .iter_mut()
+            .for_each(HashMap::clear);
         let due = {
             let v = self.version.lock().expect("directory lock");
             v.1.is_none_or(|t| t.elapsed() >= self.settings.version_check)

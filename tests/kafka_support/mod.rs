@@ -237,15 +237,17 @@ impl Setup {
         cmd
     }
 
+    /// `switchboard <args>` for this setup, which must succeed: (stdout, stderr).
+    pub fn run_ok(&self, args: &[&str]) -> (String, String) {
+        let out = self.command(args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "switchboard {args:?}: {stderr}");
+        (String::from_utf8(out.stdout).unwrap(), stderr)
+    }
+
     /// `switchboard directory load` of a directory file into this setup's Redis prefix.
     pub fn load_directory(&self, file: &str) -> String {
-        let out = self.command(&["directory", "load", file]).output().unwrap();
-        assert!(
-            out.status.success(),
-            "directory load: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
+        self.run_ok(&["directory", "load", file]).0
     }
 
     /// The committed records of a topic; retried while the broker is unavailable.
