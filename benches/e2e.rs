@@ -17,6 +17,9 @@
 //! - history: one command on a conversation of 100,000 messages against one on a fresh
 //!   conversation, through the Redis store.
 //!
+//! `--throughput-only` runs just saturation and the passthrough; `--latency-only RATE` just the
+//! latency at that rate.
+//!
 //! It prints the figures and the targets of BENCHMARKS.md, and writes `e2e.json` and `e2e.svg`
 //! (throughput and latency over time) to `target/bench/`.
 
@@ -77,6 +80,17 @@ impl Run {
         }
     }
 
+    fn topic_names(&self) -> Vec<String> {
+        Topic::ALL
+            .iter()
+            .map(|t| self.topic(*t))
+            .chain([
+                format!("passthrough.{}", self.name),
+                format!("naive.{}", self.name),
+            ])
+            .collect()
+    }
+
     fn topic(&self, t: Topic) -> String {
         format!("{}.{}", t.default_name(), self.name)
     }
@@ -86,14 +100,7 @@ impl Run {
             .set("bootstrap.servers", bootstrap())
             .create()
             .expect("admin client");
-        let names: Vec<String> = Topic::ALL
-            .iter()
-            .map(|t| self.topic(*t))
-            .chain([
-                format!("passthrough.{}", self.name),
-                format!("naive.{}", self.name),
-            ])
-            .collect();
+        let names = self.topic_names();
         let topics: Vec<NewTopic> = names
             .iter()
             .map(|n| NewTopic::new(n, PARTITIONS, TopicReplication::Fixed(1)))
@@ -204,6 +211,39 @@ fn metrics(port: u16) -> HashMap<String, f64> {
         .collect()
 }
 
+/// Where a batch's time went, from the processor's histograms: mean milliseconds per batch.
+fn breakdown(m: &HashMap<String, f64>) -> String {
+    let get = |k: &str| m.get(k).copied().unwrap_or(0.0);
+    let batches = get("switchboard_batches_total").max(1.0);
+    let ms = |k: &str| get(k) / batches * 1e3;
+    let mut parts = vec![
+        format!(
+            "{batches:.0} batches of {:.0}",
+            get("switchboard_batch_records_sum") / batches
+        ),
+        format!("apply {:.1} ms", ms("switchboard_apply_seconds_sum")),
+        format!(
+            "produce+commit {:.1} ms",
+            ms("switchboard_produce_seconds_sum")
+        ),
+    ];
+    let mut ops: Vec<(&String, &f64)> = m
+        .iter()
+        .filter(|(k, _)| k.starts_with("switchboard_redis_seconds_sum"))
+        .collect();
+    ops.sort_by(|a, b| a.0.cmp(b.0));
+    for (k, v) in ops {
+        let op = k.split('"').nth(1).unwrap_or(k);
+        let calls = get(&k.replace("_sum", "_count"));
+        parts.push(format!(
+            "redis {op} {:.1} ms ({:.1} calls)",
+            v / batches * 1e3,
+            calls / batches
+        ));
+    }
+    format!("per batch: {}", parts.join(", "))
+}
+
 fn processed(m: &HashMap<String, f64>) -> f64 {
     m.iter()
         .filter(|(k, _)| k.starts_with("switchboard_messages_total"))
@@ -263,6 +303,55 @@ struct Saturation {
     samples: Vec<Sample>,
 }
 
+/// A measurement leaves the servers as it found them: its topics and keys run to gigabytes, and a
+/// Redis that keeps growing (rewriting its append-only file) slows the runs after it.
+impl Drop for Run {
+    fn drop(&mut self) {
+        let io = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let names = self.topic_names();
+        let topics: Vec<&str> = names.iter().map(String::as_str).collect();
+        if let Ok(admin) = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap())
+            .create::<AdminClient<DefaultClientContext>>()
+        {
+            let _ = io.block_on(admin.delete_topics(&topics, &AdminOptions::new()));
+        }
+        forget_keys(&io, &self.name);
+    }
+}
+
+/// Deletes every Redis key under `prefix`.
+fn forget_keys(io: &tokio::runtime::Runtime, prefix: &str) {
+    let _ = io.block_on(async {
+        let client = redis::Client::open(redis_url())?;
+        let mut conn = client.get_multiplexed_async_connection().await?;
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(format!("{prefix}:*"))
+                .arg("COUNT")
+                .arg(10_000)
+                .query_async(&mut conn)
+                .await?;
+            if !keys.is_empty() {
+                let _: () = redis::cmd("UNLINK")
+                    .arg(&keys)
+                    .query_async(&mut conn)
+                    .await?;
+            }
+            if next == 0 {
+                return Ok::<(), redis::RedisError>(());
+            }
+            cursor = next;
+        }
+    });
+}
+
 /// Preloads the model's traffic, then drains it with `switchboard run`.
 fn saturate(io: &tokio::runtime::Runtime, what: &str, model: &Model) -> (Run, Saturation) {
     let run = Run::new(what);
@@ -316,6 +405,7 @@ fn saturate(io: &tokio::runtime::Runtime, what: &str, model: &Model) -> (Run, Sa
             panic!("{what}: switchboard run exited ({status}) after {p} of {n}");
         }
     }
+    eprintln!("  {what}: {}", breakdown(&metrics(port)));
     terminate(child);
     let (t0, cpu0) = start.expect("started");
     let (t1, cpu1, _) = end.expect("finished");
@@ -771,6 +861,7 @@ fn history(io: &tokio::runtime::Runtime, length: u64) -> History {
     }
     fresh.sort_by(f64::total_cmp);
     long.sort_by(f64::total_cmp);
+    forget_keys(io, &prefix);
     let result = History {
         messages: length,
         fresh_us: fresh[1],
@@ -892,10 +983,18 @@ fn main() {
                 std::process::exit(2)
             })
     });
-    let known =
-        |a: &str| matches!(a, "--quick" | "--bench" | "--latency-only") || a.parse::<f64>().is_ok();
+    // `--throughput-only`: just saturation and the passthrough ceiling, and their ratio.
+    let throughput_only = args.iter().any(|a| a == "--throughput-only");
+    let known = |a: &str| {
+        matches!(
+            a,
+            "--quick" | "--bench" | "--latency-only" | "--throughput-only"
+        ) || a.parse::<f64>().is_ok()
+    };
     if let Some(bad) = args.iter().skip(1).find(|a| !known(a)) {
-        eprintln!("e2e: unknown argument {bad:?} (known: --quick, --latency-only RATE)");
+        eprintln!(
+            "e2e: unknown argument {bad:?} (known: --quick, --latency-only RATE, --throughput-only)"
+        );
         std::process::exit(2);
     }
     let io = tokio::runtime::Builder::new_current_thread()
@@ -916,6 +1015,15 @@ fn main() {
     let redis = redis_benchmark();
     let (run, sat) = saturate(&io, "saturation", &model(main_convs, Some(main_msgs), 1));
     let ceiling = passthrough(&run, sat.messages, sat.outputs);
+    if throughput_only {
+        println!(
+            "Switchboard {:.0} msg/s · passthrough {ceiling:.0} msg/s · {:.0}% · {:.1} CPU s per million",
+            sat.rate,
+            sat.rate / ceiling * 100.0,
+            sat.cpu_seconds_per_million
+        );
+        return;
+    }
     let naive_rate = naive(
         &run,
         &model(main_convs, Some(main_msgs), 1),

@@ -131,6 +131,17 @@ pub enum Decoded {
     Dead(DeadLetter),
 }
 
+impl Decoded {
+    /// The conversation the record belongs to; `None` for a dead letter.
+    pub fn conversation(&self) -> Option<&String> {
+        match self {
+            Decoded::Message(m) => Some(&m.conversation),
+            Decoded::Invalid { conversation, .. } => Some(conversation),
+            Decoded::Dead(_) => None,
+        }
+    }
+}
+
 /// Where a record's key comes from.
 #[derive(Debug, Clone, Copy)]
 pub enum KeySource<'a> {

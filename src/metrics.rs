@@ -246,12 +246,20 @@ impl<S: StateStore> StateStore for TimedStore<S> {
     }
     async fn messages(
         &self,
-        conversation: &str,
-        ids: &[String],
-    ) -> Result<Vec<StoredMessage>, StoreError> {
+        wanted: &[(String, Vec<String>)],
+    ) -> Result<Vec<Vec<StoredMessage>>, StoreError> {
         let t = Instant::now();
-        let r = self.inner.messages(conversation, ids).await;
+        let r = self.inner.messages(wanted).await;
         self.observe("messages", t);
+        r
+    }
+    async fn outboxes(
+        &self,
+        conversations: &[String],
+    ) -> Result<Vec<Vec<crate::store::Pending>>, StoreError> {
+        let t = Instant::now();
+        let r = self.inner.outboxes(conversations).await;
+        self.observe("outboxes", t);
         r
     }
     async fn log(&self, conversation: &str) -> Result<Vec<StoredMessage>, StoreError> {

@@ -286,24 +286,33 @@ where
     let decoded = merge_by_time(decoded);
 
     let mut ids: Vec<String> = Vec::new();
+    let mut seen: HashSet<&str> = HashSet::new();
     let mut wanted: HashMap<String, (Vec<String>, bool)> = HashMap::new();
     for (_, d) in &decoded {
-        let conversation = match d {
-            Decoded::Message(m) => {
-                let n = needs(m);
+        if let Decoded::Message(m) = d {
+            let n = needs(m);
+            if n.message.is_some() || n.all {
                 let entry = wanted.entry(m.conversation.clone()).or_default();
                 entry.0.extend(n.message);
                 entry.1 |= n.all;
-                &m.conversation
             }
-            Decoded::Invalid { conversation, .. } => conversation,
-            Decoded::Dead(_) => continue,
-        };
-        if !ids.contains(conversation) {
-            ids.push(conversation.clone());
+        }
+        if let Some(conversation) = d.conversation() {
+            if seen.insert(conversation) {
+                ids.push(conversation.clone());
+            }
         }
     }
-    let loaded = store.load(&ids).await?;
+    // Headers and the log messages commands refer to, in one round trip: the IDs come from the
+    // messages themselves, not from the stored state.
+    let by_id: Vec<(String, Vec<String>)> = ids
+        .iter()
+        .filter_map(|id| {
+            let (messages, all) = wanted.get(id)?;
+            (!*all && !messages.is_empty()).then(|| (id.clone(), messages.clone()))
+        })
+        .collect();
+    let (loaded, found) = tokio::try_join!(store.load(&ids), store.messages(&by_id))?;
     let mut work: HashMap<String, Work> = HashMap::with_capacity(ids.len());
     for (id, record) in ids.iter().zip(loaded) {
         let mut w = Work {
@@ -313,21 +322,33 @@ where
         if let Some(r) = record {
             w.log.len = r.conversation.message_count;
             w.stored_offset = r.offset;
-            w.stored_outbox = r.outbox;
             w.conversation = Some(r.conversation);
         }
-        if let Some((messages, all)) = wanted.remove(id) {
-            if all {
-                let log = store.log(id).await?;
-                w.log.by_id = log.iter().map(|m| (m.id.clone(), m.clone())).collect();
-                w.log.all = Some(log);
-            } else if !messages.is_empty() {
-                for m in store.messages(id, &messages).await? {
-                    w.log.by_id.insert(m.id.clone(), m);
-                }
-            }
+        if wanted.get(id).is_some_and(|(_, all)| *all) {
+            let log = store.log(id).await?;
+            w.log.by_id = log.iter().map(|m| (m.id.clone(), m.clone())).collect();
+            w.log.all = Some(log);
         }
         work.insert(id.clone(), w);
+    }
+    for ((id, _), messages) in by_id.iter().zip(found) {
+        let w = work.get_mut(id).expect("loaded above");
+        for m in messages {
+            w.log.by_id.insert(m.id.clone(), m);
+        }
+    }
+    // Outboxes only where the batch meets records already applied (a replay).
+    let mut replaying: Vec<String> = Vec::new();
+    for (r, d) in &decoded {
+        let Some(conversation) = d.conversation() else {
+            continue;
+        };
+        if r.offset <= work[conversation].stored_offset && !replaying.contains(conversation) {
+            replaying.push(conversation.clone());
+        }
+    }
+    for (id, outbox) in replaying.iter().zip(store.outboxes(&replaying).await?) {
+        work.get_mut(id).expect("loaded above").stored_outbox = outbox;
     }
 
     // Block lists live in the store: look up every (organization, IP) a contact message of the

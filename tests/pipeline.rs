@@ -266,10 +266,15 @@ impl StateStore for DiesBeforeWriting {
     }
     async fn messages(
         &self,
-        conversation: &str,
+        wanted: &[(String, Vec<String>)],
+    ) -> Result<Vec<Vec<switchboard::state::StoredMessage>>, switchboard::store::StoreError> {
+        self.inner.messages(wanted).await
+    }
+    async fn outboxes(
+        &self,
         ids: &[String],
-    ) -> Result<Vec<switchboard::state::StoredMessage>, switchboard::store::StoreError> {
-        self.inner.messages(conversation, ids).await
+    ) -> Result<Vec<Vec<switchboard::store::Pending>>, switchboard::store::StoreError> {
+        self.inner.outboxes(ids).await
     }
     async fn log(
         &self,

@@ -94,14 +94,17 @@ async fn round_trip_and_fencing(store: &impl StateStore) {
         .unwrap();
     let record = loaded[0].clone().expect("written");
     assert_eq!(
-        (
-            record.conversation.clone(),
-            record.offset,
-            record.outbox.clone()
-        ),
-        (conv.clone(), 5, vec![pending(5)])
+        (record.conversation.clone(), record.offset),
+        (conv.clone(), 5)
     );
     assert!(loaded[1].is_none());
+    assert_eq!(
+        store
+            .outboxes(&[c.clone(), "00000000000000000000c0ff".into()])
+            .await
+            .unwrap(),
+        [vec![pending(5)], vec![]]
+    );
 
     // The same offset again, or an older one: nothing changes.
     let mut zombie = first.clone();
@@ -146,22 +149,31 @@ async fn round_trip_and_fencing(store: &impl StateStore) {
     assert_eq!(log.len(), 2);
     assert_eq!(log[0], liked);
     let found = store
-        .messages(
-            &c,
-            &[
-                "0000000000000000000000a1".into(),
-                "0000000000000000000000ff".into(),
-            ],
-        )
+        .messages(&[
+            (
+                c.clone(),
+                vec![
+                    "0000000000000000000000a1".into(),
+                    "0000000000000000000000ff".into(),
+                ],
+            ),
+            (
+                "00000000000000000000c0ff".into(),
+                vec!["0000000000000000000000a1".into()],
+            ),
+            (c.clone(), vec!["0000000000000000000000a0".into()]),
+        ])
         .await
         .unwrap();
-    assert_eq!(found.len(), 1);
-    assert_eq!(found[0].text, "again");
+    assert_eq!(found.len(), 3);
     assert_eq!(
-        store.load(std::slice::from_ref(&c)).await.unwrap()[0]
-            .as_ref()
-            .unwrap()
-            .outbox,
+        found[0].iter().map(|m| m.text.as_str()).collect::<Vec<_>>(),
+        ["again"]
+    );
+    assert!(found[1].is_empty());
+    assert_eq!(found[2], [liked.clone()]);
+    assert_eq!(
+        store.outboxes(std::slice::from_ref(&c)).await.unwrap()[0],
         [pending(8), pending(9)]
     );
 
@@ -187,11 +199,51 @@ async fn round_trip_and_fencing(store: &impl StateStore) {
         .map(|m| m.text)
         .collect();
     assert_eq!(texts, ["merged", "after"]);
-    assert!(store
-        .messages(&c, &["0000000000000000000000a1".into()])
-        .await
-        .unwrap()
-        .is_empty());
+    assert_eq!(
+        store
+            .messages(&[(c.clone(), vec!["0000000000000000000000a1".into()])])
+            .await
+            .unwrap(),
+        [Vec::<StoredMessage>::new()]
+    );
+
+    // A write larger than one command's worth of arguments (the script sends fields in chunks):
+    // a replaced log of 2,500 messages and 1,100 results at once.
+    let mut big = conversation(&c);
+    big.results = (0..1_100)
+        .map(|i| switchboard::state::FormResult {
+            form: format!("{i:024x}"),
+            name: format!("form {i}"),
+            category_index: 0,
+            fields: Default::default(),
+            message: format!("{i:024x}"),
+            sent_at: "2024-05-01T09:00:00Z".into(),
+        })
+        .collect();
+    let log: Vec<StoredMessage> = (0..2_500)
+        .map(|i| message(i, &format!("{:024x}", 0xb000 + i), &format!("m{i}")))
+        .collect();
+    assert_eq!(
+        store
+            .write(vec![Write {
+                conversation: big.clone(),
+                offset: 11,
+                log: vec![LogWrite::Replace(log.clone())],
+                outbox: Vec::new(),
+            }])
+            .await
+            .unwrap(),
+        [WriteOutcome::Written]
+    );
+    assert_eq!(store.log(&c).await.unwrap(), log);
+    assert_eq!(store.results(&c).await.unwrap(), big.results);
+    assert_eq!(
+        store
+            .messages(&[(c.clone(), vec![format!("{:024x}", 0xb000 + 2_499)])])
+            .await
+            .unwrap(),
+        [vec![log[2_499].clone()]]
+    );
 
     // Block lists: the earliest time wins whatever the order of arrival; a directory-file
     // block (forever) survives the round trip; lookups answer in the order asked.

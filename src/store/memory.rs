@@ -3,13 +3,14 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use super::{flatten, Record, StateStore, StoreError, Write, WriteOutcome};
+use super::{flatten, Pending, Record, StateStore, StoreError, Write, WriteOutcome};
 use crate::directory::{Block, BlockList};
 use crate::state::{FormResult, StoredMessage};
 
 #[derive(Debug, Default)]
 struct Entry {
     record: Option<Record>,
+    outbox: Vec<Pending>,
     log: BTreeMap<u64, StoredMessage>,
     results: Vec<FormResult>,
 }
@@ -49,20 +50,31 @@ impl StateStore for MemoryStore {
 
     async fn messages(
         &self,
-        conversation: &str,
-        ids: &[String],
-    ) -> Result<Vec<StoredMessage>, StoreError> {
+        wanted: &[(String, Vec<String>)],
+    ) -> Result<Vec<Vec<StoredMessage>>, StoreError> {
         let map = self.conversations.lock().expect("store lock");
-        Ok(map
-            .get(conversation)
-            .map(|e| {
-                e.log
-                    .values()
-                    .filter(|m| ids.contains(&m.id))
-                    .cloned()
-                    .collect()
+        Ok(wanted
+            .iter()
+            .map(|(conversation, ids)| {
+                map.get(conversation)
+                    .map(|e| {
+                        e.log
+                            .values()
+                            .filter(|m| ids.contains(&m.id))
+                            .cloned()
+                            .collect()
+                    })
+                    .unwrap_or_default()
             })
-            .unwrap_or_default())
+            .collect())
+    }
+
+    async fn outboxes(&self, conversations: &[String]) -> Result<Vec<Vec<Pending>>, StoreError> {
+        let map = self.conversations.lock().expect("store lock");
+        Ok(conversations
+            .iter()
+            .map(|id| map.get(id).map(|e| e.outbox.clone()).unwrap_or_default())
+            .collect())
     }
 
     async fn log(&self, conversation: &str) -> Result<Vec<StoredMessage>, StoreError> {
@@ -101,8 +113,8 @@ impl StateStore for MemoryStore {
                 entry.record = Some(Record {
                     conversation: w.conversation,
                     offset: w.offset,
-                    outbox: w.outbox,
                 });
+                entry.outbox = w.outbox;
                 WriteOutcome::Written
             })
             .collect())

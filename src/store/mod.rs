@@ -51,7 +51,11 @@ pub struct Pending {
     pub outputs: Vec<OutRecord>,
 }
 
-/// What the store holds for a conversation, besides its log.
+/// What the store holds for a conversation, besides its log and its outbox.
+///
+/// The outbox is read only when a batch meets records the conversation has already applied
+/// (a replay, rare): loading it with every header would read and decode every output of the
+/// last batch again each time ([`StateStore::outboxes`]).
 ///
 /// The conversation's `results` (forms processed by `/send`) are not part of it: they only ever
 /// grow and the core only appends to them, so the store keeps them in a list of their own, and a
@@ -63,7 +67,6 @@ pub struct Record {
     pub conversation: Conversation,
     /// Input offset of the last message applied to this conversation.
     pub offset: i64,
-    pub outbox: Vec<Pending>,
 }
 
 /// One conversation's changes from one batch.
@@ -110,12 +113,18 @@ pub trait StateStore: Send + Sync {
         conversations: &[String],
     ) -> impl std::future::Future<Output = Result<Vec<Option<Record>>, StoreError>> + Send;
 
-    /// The log messages of one conversation with these IDs (absent ones are left out).
+    /// For each `(conversation, message IDs)`, the log messages with those IDs (absent ones are
+    /// left out), in one round trip.
     fn messages(
         &self,
-        conversation: &str,
-        ids: &[String],
-    ) -> impl std::future::Future<Output = Result<Vec<StoredMessage>, StoreError>> + Send;
+        wanted: &[(String, Vec<String>)],
+    ) -> impl std::future::Future<Output = Result<Vec<Vec<StoredMessage>>, StoreError>> + Send;
+
+    /// The outboxes of these conversations (empty where there is none), in one round trip.
+    fn outboxes(
+        &self,
+        conversations: &[String],
+    ) -> impl std::future::Future<Output = Result<Vec<Vec<Pending>>, StoreError>> + Send;
 
     /// A conversation's whole log, in index order.
     fn log(

@@ -9,25 +9,35 @@ use crate::directory::Block;
 use crate::state::{Conversation, FormResult, StoredMessage};
 
 /// Writes one conversation if, and only if, the batch's offset is above the stored one.
-/// KEYS: header, messages, ids, results. ARGV: offset, header JSON, outbox (postcard), replace flag,
-/// the number of new results, the results (JSON), then (index, id, message JSON) triples.
-/// Returns 1 when written, 0 when stale.
+/// KEYS: header, messages, ids, results. ARGV: offset, header JSON, outbox (postcard), replace
+/// flag, the number of new results, the number of messages, the results (JSON), the
+/// (index, message JSON) pairs, then the (id, index) pairs. Returns 1 when written, 0 when
+/// stale.
+///
+/// Fields go in a few variadic commands rather than one call each: a call from Lua costs about
+/// as much as the field it writes, and this script is most of Redis's work.
 const WRITE: &str = r#"
 local stored = redis.call('HGET', KEYS[1], 'offset')
 if stored and tonumber(stored) >= tonumber(ARGV[1]) then
   return 0
 end
+-- unpack() is bounded by Lua's C stack: a replaced log of 100,000 messages goes in chunks.
+local function bulk(command, key, first, last)
+  for i = first, last, 1000 do
+    redis.call(command, key, unpack(ARGV, i, math.min(i + 999, last)))
+  end
+end
 if ARGV[4] == '1' then
   redis.call('DEL', KEYS[2], KEYS[3])
 end
 local results = tonumber(ARGV[5])
-for i = 6, 5 + results do
-  redis.call('RPUSH', KEYS[4], ARGV[i])
-end
-for i = 6 + results, #ARGV, 3 do
-  redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 2])
-  redis.call('HSET', KEYS[3], ARGV[i + 1], ARGV[i])
-end
+local messages = tonumber(ARGV[6])
+local at = 7
+bulk('RPUSH', KEYS[4], at, at + results - 1)
+at = at + results
+bulk('HSET', KEYS[2], at, at + 2 * messages - 1)
+at = at + 2 * messages
+bulk('HSET', KEYS[3], at, at + 2 * messages - 1)
 redis.call('HSET', KEYS[1], 'doc', ARGV[2], 'offset', ARGV[1], 'outbox', ARGV[3])
 return 1
 "#;
@@ -126,22 +136,25 @@ impl RedisStore {
                     }
                 })?)
                 .arg(if replace { "1" } else { "0" })
-                .arg(w.conversation.results.len());
+                .arg(w.conversation.results.len())
+                .arg(changed.len());
             for r in &w.conversation.results {
                 cmd.arg(serde_json::to_string(r).map_err(corrupt)?);
             }
             for m in &changed {
                 cmd.arg(m.index)
-                    .arg(&m.id)
                     .arg(serde_json::to_string(m).map_err(corrupt)?);
+            }
+            for m in &changed {
+                cmd.arg(&m.id).arg(m.index);
             }
         }
         Ok(pipe)
     }
 }
 
-/// One conversation's `doc`, `offset` and `outbox`, as HMGET returns them.
-type HeaderRow = (Option<String>, Option<i64>, Option<Vec<u8>>);
+/// One conversation's `doc` and `offset`, as HMGET returns them.
+type HeaderRow = (Option<String>, Option<i64>);
 
 fn is_noscript(e: &redis::RedisError) -> bool {
     e.kind() == ErrorKind::Server(ServerErrorKind::NoScript)
@@ -161,28 +174,18 @@ impl StateStore for RedisStore {
             pipe.cmd("HMGET")
                 .arg(self.key(id, "h"))
                 .arg("doc")
-                .arg("offset")
-                .arg("outbox");
+                .arg("offset");
         }
         let mut conn = self.conn.clone();
         let rows: Vec<HeaderRow> = pipe.query_async(&mut conn).await?;
         conversations
             .iter()
             .zip(rows)
-            .map(|(id, (doc, offset, outbox))| {
+            .map(|(id, (doc, offset))| {
                 let Some(doc) = doc else { return Ok(None) };
                 Ok(Some(Record {
                     conversation: parse::<Conversation>(id, &doc)?,
                     offset: offset.unwrap_or(-1),
-                    outbox: match outbox {
-                        Some(o) => postcard::from_bytes::<Vec<Pending>>(&o).map_err(|source| {
-                            StoreError::CorruptOutbox {
-                                conversation: id.clone(),
-                                source,
-                            }
-                        })?,
-                        None => Vec::new(),
-                    },
                 }))
             })
             .collect()
@@ -190,21 +193,61 @@ impl StateStore for RedisStore {
 
     async fn messages(
         &self,
-        conversation: &str,
-        ids: &[String],
-    ) -> Result<Vec<StoredMessage>, StoreError> {
-        if ids.is_empty() {
+        wanted: &[(String, Vec<String>)],
+    ) -> Result<Vec<Vec<StoredMessage>>, StoreError> {
+        if wanted.is_empty() {
             return Ok(Vec::new());
         }
+        let mut pipe = redis::pipe();
+        for (conversation, ids) in wanted {
+            pipe.cmd("EVALSHA")
+                .arg(self.by_id.get_hash())
+                .arg(2)
+                .arg(self.key(conversation, "i"))
+                .arg(self.key(conversation, "m"))
+                .arg(ids);
+        }
         let mut conn = self.conn.clone();
-        let found: Vec<String> = self
-            .by_id
-            .key(self.key(conversation, "i"))
-            .key(self.key(conversation, "m"))
-            .arg(ids)
-            .invoke_async(&mut conn)
-            .await?;
-        found.iter().map(|m| parse(conversation, m)).collect()
+        let found: Vec<Vec<String>> = match pipe.query_async(&mut conn).await {
+            Ok(r) => r,
+            Err(e) if is_noscript(&e) => {
+                self.load_scripts().await?;
+                pipe.query_async(&mut conn).await?
+            }
+            Err(e) => return Err(e.into()),
+        };
+        wanted
+            .iter()
+            .zip(found)
+            .map(|((conversation, _), messages)| {
+                messages.iter().map(|m| parse(conversation, m)).collect()
+            })
+            .collect()
+    }
+
+    async fn outboxes(&self, conversations: &[String]) -> Result<Vec<Vec<Pending>>, StoreError> {
+        if conversations.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for id in conversations {
+            pipe.cmd("HGET").arg(self.key(id, "h")).arg("outbox");
+        }
+        let mut conn = self.conn.clone();
+        let rows: Vec<Option<Vec<u8>>> = pipe.query_async(&mut conn).await?;
+        conversations
+            .iter()
+            .zip(rows)
+            .map(|(id, outbox)| match outbox {
+                Some(o) => postcard::from_bytes::<Vec<Pending>>(&o).map_err(|source| {
+                    StoreError::CorruptOutbox {
+                        conversation: id.clone(),
+                        source,
+                    }
+                }),
+                None => Ok(Vec::new()),
+            })
+            .collect()
     }
 
     async fn log(&self, conversation: &str) -> Result<Vec<StoredMessage>, StoreError> {
