@@ -205,7 +205,8 @@ fn merge_by_time(decoded: Vec<(InputRecord, Decoded)>) -> Vec<(InputRecord, Deco
 /// settle (an organization lineage deeper than this).
 const DIRECTORY_ROUNDS: usize = 16;
 
-/// Applies one batch. `records` are in consumption order (each partition's in offset order).
+/// Applies one batch and writes its state. `records` are in consumption order (each
+/// partition's in offset order).
 pub async fn process_batch<S, D>(
     store: &S,
     directory: &D,
@@ -217,11 +218,61 @@ where
     S: StateStore,
     D: DirectorySource,
 {
+    prepare_batch(store, directory, dialect, max_record_bytes, records)
+        .await?
+        .write(store)
+        .await
+}
+
+/// A batch applied but not yet written: its outputs, and the state writes that must be stored
+/// before they may be produced.
+///
+/// Preparing only reads the store, so a runtime may prepare batch n+1 while batch n's outputs
+/// are still being committed, as long as it writes n+1 only once n is committed (the outbox
+/// holds one batch: a conversation's records older than its outbox must be committed ones).
+#[derive(Debug)]
+pub struct Prepared {
+    out: BatchOutput,
+    blocks: Vec<Block>,
+    writes: Vec<Write>,
+}
+
+impl Prepared {
+    /// Writes the batch's block lists and conversations; fails if another instance wrote one of
+    /// them meanwhile.
+    pub async fn write<S: StateStore>(self, store: &S) -> Result<BatchOutput, PipelineError> {
+        store.block(&self.blocks).await?;
+        let names: Vec<String> = self
+            .writes
+            .iter()
+            .map(|w| w.conversation.id.clone())
+            .collect();
+        for (id, outcome) in names.into_iter().zip(store.write(self.writes).await?) {
+            if outcome == WriteOutcome::Stale {
+                return Err(PipelineError::Stale(id));
+            }
+        }
+        Ok(self.out)
+    }
+}
+
+/// Applies one batch against the store's state without writing anything (see [`Prepared`]).
+pub async fn prepare_batch<S, D>(
+    store: &S,
+    directory: &D,
+    dialect: Dialect,
+    max_record_bytes: usize,
+    records: Vec<InputRecord>,
+) -> Result<Prepared, PipelineError>
+where
+    S: StateStore,
+    D: DirectorySource,
+{
     directory.refresh().await?;
     let mut records = records;
     for _ in 0..DIRECTORY_ROUNDS {
         match attempt(store, directory, dialect, max_record_bytes, records).await? {
-            Attempt::Done(out) => return Ok(out),
+            Attempt::Done(prepared) => return Ok(prepared),
             Attempt::Incomplete {
                 records: back,
                 missing,
@@ -235,8 +286,8 @@ where
 }
 
 enum Attempt {
-    Done(BatchOutput),
-    /// The directory cache lacked these entries: nothing was written, run the batch again.
+    Done(Prepared),
+    /// The directory cache lacked these entries: run the batch again.
     Incomplete {
         records: Vec<InputRecord>,
         missing: Vec<Key>,
@@ -515,24 +566,21 @@ where
         });
     }
 
-    store.block(&blocks).await?;
-    let mut names = Vec::new();
-    let mut writes = Vec::new();
-    for (id, w) in work {
-        if let (true, Some(conversation)) = (w.dirty, w.conversation) {
-            names.push(id);
-            writes.push(Write {
-                conversation,
+    let writes = work
+        .into_values()
+        .filter(|w| w.dirty)
+        .filter_map(|w| {
+            Some(Write {
+                conversation: w.conversation?,
                 offset: w.last_offset,
                 log: w.writes,
                 outbox: w.outbox,
-            });
-        }
-    }
-    for (id, outcome) in names.into_iter().zip(store.write(writes).await?) {
-        if outcome == WriteOutcome::Stale {
-            return Err(PipelineError::Stale(id));
-        }
-    }
-    Ok(Attempt::Done(out))
+            })
+        })
+        .collect();
+    Ok(Attempt::Done(Prepared {
+        out,
+        blocks,
+        writes,
+    }))
 }

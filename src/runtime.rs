@@ -2,12 +2,16 @@
 //! topic and one producer transaction per batch, carrying the batch's outputs and its consumer
 //! offsets (see `docs/architecture.md`).
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+use rdkafka::consumer::{
+    BaseConsumer, Consumer, ConsumerContext, ConsumerGroupMetadata, Rebalance,
+};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message as _;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer, PurgeConfig};
@@ -15,10 +19,11 @@ use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tracing::{info, warn};
 
-use crate::config::Config;
+use crate::config::{Config, Topics};
 use crate::metrics::Metrics;
-use crate::pipeline::{process_batch, InputRecord, PipelineError};
+use crate::pipeline::{prepare_batch, BatchOutput, InputRecord, PipelineError};
 use crate::store::DirectorySource;
+use crate::store::OutRecord;
 use crate::store::StateStore;
 
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -35,6 +40,33 @@ pub struct RebalanceFlag {
     rebalanced: AtomicBool,
     metrics: Arc<Metrics>,
     input: String,
+    committing: Arc<Gate>,
+}
+
+/// Whether a transaction is being committed on the commit thread. Partitions are given up only
+/// once it is done: their next owner then starts from offsets that are settled, committed or
+/// aborted.
+#[derive(Default)]
+struct Gate {
+    busy: Mutex<bool>,
+    idle: Condvar,
+}
+
+impl Gate {
+    fn set(&self, busy: bool) {
+        *self.busy.lock().expect("gate lock") = busy;
+        if !busy {
+            self.idle.notify_all();
+        }
+    }
+
+    fn wait_idle(&self, timeout: Duration) {
+        let busy = self.busy.lock().expect("gate lock");
+        let _ = self
+            .idle
+            .wait_timeout_while(busy, timeout, |busy| *busy)
+            .expect("gate lock");
+    }
 }
 
 impl ClientContext for RebalanceFlag {
@@ -60,6 +92,7 @@ impl ConsumerContext for RebalanceFlag {
     }
 
     fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        self.committing.wait_idle(TIMEOUT);
         self.rebalanced.store(true, Ordering::SeqCst);
         self.metrics.rebalances.inc();
         match rebalance {
@@ -78,6 +111,10 @@ pub enum RuntimeError {
     Pipeline(#[from] PipelineError),
     #[error("this instance was fenced by a newer one with the same transactional id, or lost its group membership: {0}")]
     Fenced(KafkaError),
+    #[error("cannot start the commit thread: {0}")]
+    Thread(std::io::Error),
+    #[error("the commit thread panicked")]
+    CommitPanicked,
 }
 
 /// Totals since start.
@@ -92,14 +129,70 @@ pub struct Stats {
 pub struct Runtime<S, D> {
     config: Config,
     consumer: BaseConsumer<RebalanceFlag>,
-    producer: BaseProducer,
+    producer: Arc<BaseProducer>,
     store: S,
     directory: D,
     io: tokio::runtime::Runtime,
     /// A transaction is open (begun, not yet committed or aborted).
     in_transaction: bool,
+    /// The batch whose transaction the commit thread is committing.
+    in_flight: Option<InFlight>,
+    committing: Arc<Gate>,
     metrics: Arc<Metrics>,
     pub stats: Stats,
+}
+
+/// A batch written to the store, its transaction committing on a thread of its own while the
+/// next batch is prepared.
+struct InFlight {
+    thread: JoinHandle<Result<Duration, Failed>>,
+    records: u64,
+    outputs: u64,
+    dead_letters: u64,
+    kinds: HashMap<(String, &'static str), u64>,
+}
+
+/// A transaction that did not commit, and whether it is still open (to be aborted).
+struct Failed {
+    error: RuntimeError,
+    open: bool,
+}
+
+/// What one batch's transaction carries.
+struct Commit {
+    producer: Arc<BaseProducer>,
+    topics: Topics,
+    outputs: Vec<OutRecord>,
+    offsets: TopicPartitionList,
+    group: ConsumerGroupMetadata,
+}
+
+impl Commit {
+    /// Produces the outputs and commits them with the offsets, in one transaction; returns how
+    /// long that took.
+    fn run(self) -> Result<Duration, Failed> {
+        let started = Instant::now();
+        let p = &self.producer;
+        p.begin_transaction().map_err(|e| Failed {
+            error: fatal_or(e),
+            open: false,
+        })?;
+        let open = |e: KafkaError| Failed {
+            error: fatal_or(e),
+            open: true,
+        };
+        for record in &self.outputs {
+            let pending = BaseRecord::to(self.topics.name(record.topic))
+                .key(record.key.as_str())
+                .payload(record.value.as_str());
+            send(p, pending).map_err(open)?;
+        }
+        p.send_offsets_to_transaction(&self.offsets, &self.group, TIMEOUT)
+            .map_err(open)?;
+        await_deliveries(p, TIMEOUT);
+        p.commit_transaction(TIMEOUT).map_err(open)?;
+        Ok(started.elapsed())
+    }
 }
 
 fn new_producer(config: &Config) -> Result<BaseProducer, KafkaError> {
@@ -137,6 +230,7 @@ impl<S: StateStore, D: DirectorySource> Runtime<S, D> {
         io: tokio::runtime::Runtime,
         metrics: Arc<Metrics>,
     ) -> Result<Self, RuntimeError> {
+        let committing = Arc::new(Gate::default());
         let consumer: BaseConsumer<RebalanceFlag> = client_config(&config)
             .set("group.id", &config.kafka.group_id)
             .set("enable.auto.commit", "false")
@@ -153,8 +247,9 @@ impl<S: StateStore, D: DirectorySource> Runtime<S, D> {
                 rebalanced: AtomicBool::new(false),
                 metrics: Arc::clone(&metrics),
                 input: config.topics.input.clone(),
+                committing: Arc::clone(&committing),
             })?;
-        let producer = new_producer(&config)?;
+        let producer = Arc::new(new_producer(&config)?);
         Ok(Runtime {
             config,
             consumer,
@@ -163,6 +258,8 @@ impl<S: StateStore, D: DirectorySource> Runtime<S, D> {
             directory,
             io,
             in_transaction: false,
+            in_flight: None,
+            committing,
             metrics,
             stats: Stats::default(),
         })
@@ -170,6 +267,10 @@ impl<S: StateStore, D: DirectorySource> Runtime<S, D> {
 
     /// Consumes until `stop` is set (between batches: the batch in flight is finished and
     /// committed first), or, with `idle_exit`, until nothing arrived for that long.
+    ///
+    /// Batches overlap: while batch n's transaction commits on a thread of its own, batch n+1 is
+    /// collected and applied (reading the store only); n+1 is written to the store once n has
+    /// committed, and then its transaction starts (see [`crate::pipeline::Prepared`]).
     pub fn run(
         &mut self,
         stop: &Arc<AtomicBool>,
@@ -194,12 +295,19 @@ impl<S: StateStore, D: DirectorySource> Runtime<S, D> {
                 && !batch.is_empty()
             {
                 // Records collected across a rebalance may belong to partitions we lost.
+                if let Err(e) = self.settle() {
+                    self.failed(e, stop, &mut fences, &mut failures)?;
+                    continue;
+                }
                 if let Err(e) = self.recover(stop) {
                     self.after_fencing(e, &mut fences)?;
                 }
                 continue;
             }
             if batch.is_empty() {
+                if let Err(e) = self.settle() {
+                    self.failed(e, stop, &mut fences, &mut failures)?;
+                }
                 let idle = match last_activity {
                     Some(t) => idle_exit.is_some_and(|d| t.elapsed() >= d),
                     None => idle_exit.is_some_and(|d| started.elapsed() >= d + STARTUP_ALLOWANCE),
@@ -210,38 +318,155 @@ impl<S: StateStore, D: DirectorySource> Runtime<S, D> {
                 continue;
             }
             last_activity = Some(Instant::now());
-            let count = batch.len() as u64;
-            match self.transact(batch) {
-                Ok(outputs) => {
-                    failures = 0;
-                    self.metrics.batch_outcome(true);
-                    self.metrics.batches.inc();
-                    self.metrics.batch_size.observe(count as f64);
-                    self.stats.batches += 1;
-                    self.stats.records += count;
-                    self.stats.outputs += outputs;
-                }
-                Err(e @ RuntimeError::Fenced(_)) => {
-                    self.stats.aborted += 1;
-                    self.metrics.aborted.inc();
-                    self.metrics.batch_outcome(false);
-                    self.after_fencing(e, &mut fences)?;
-                }
-                Err(e) => {
-                    warn!(error = %e, "batch failed; aborting and replaying from the last commit");
-                    self.stats.aborted += 1;
-                    self.metrics.aborted.inc();
-                    self.metrics.batch_outcome(false);
-                    if let Err(e) = self.recover(stop) {
-                        self.after_fencing(e, &mut fences)?;
-                    }
-                    failures += 1;
-                    std::thread::sleep(Duration::from_millis(100 * u64::from(failures.min(30))));
-                }
+            match self.step(batch) {
+                Ok(()) => failures = 0,
+                Err(e) => self.failed(e, stop, &mut fences, &mut failures)?,
             }
+        }
+        if let Err(e) = self.settle() {
+            warn!(error = %e, "the last batch did not commit; it will be replayed");
+            self.stats.aborted += 1;
+            self.metrics.aborted.inc();
+            let _ = self.end_transaction();
         }
         info!(?self.stats, "stopping");
         Ok(self.stats)
+    }
+
+    /// Applies a batch while the previous one commits, then writes it and starts its commit.
+    fn step(&mut self, batch: Vec<InputRecord>) -> Result<(), RuntimeError> {
+        let count = batch.len() as u64;
+        let applying = Instant::now();
+        let prepared = self.io.block_on(prepare_batch(
+            &self.store,
+            &self.directory,
+            self.config.dialect,
+            self.config.kafka.max_record_bytes,
+            batch,
+        ));
+        let mut applied = applying.elapsed();
+        // The previous batch must be committed before this one is written: its outcome first.
+        self.settle()?;
+        let writing = Instant::now();
+        let out = self.io.block_on(prepared?.write(&self.store))?;
+        applied += writing.elapsed();
+        self.metrics.apply_seconds.observe(applied.as_secs_f64());
+        self.start_commit(out, count)
+    }
+
+    /// Hands a written batch's outputs and offsets to the commit thread.
+    fn start_commit(&mut self, out: BatchOutput, records: u64) -> Result<(), RuntimeError> {
+        let mut offsets = TopicPartitionList::new();
+        for (partition, next) in &out.next_offsets {
+            offsets.add_partition_offset(
+                &self.config.topics.input,
+                *partition,
+                Offset::Offset(*next),
+            )?;
+        }
+        let group = self
+            .consumer
+            .group_metadata()
+            .expect("a group consumer has group metadata");
+        let commit = Commit {
+            producer: Arc::clone(&self.producer),
+            topics: self.config.topics.clone(),
+            offsets,
+            group,
+            outputs: out.outputs,
+        };
+        let outputs = commit.outputs.len() as u64;
+        let dead_letters = commit
+            .outputs
+            .iter()
+            .filter(|o| o.topic == crate::event::Topic::DeadLetters)
+            .count() as u64;
+        self.committing.set(true);
+        let gate = Arc::clone(&self.committing);
+        let thread = std::thread::Builder::new()
+            .name("commit".into())
+            .spawn(move || {
+                let result = commit.run();
+                gate.set(false);
+                result
+            })
+            .map_err(|e| {
+                self.committing.set(false);
+                RuntimeError::Thread(e)
+            })?;
+        self.in_flight = Some(InFlight {
+            thread,
+            records,
+            outputs,
+            dead_letters,
+            kinds: out.kinds,
+        });
+        Ok(())
+    }
+
+    /// Waits for the batch in flight, if any, and books its outcome.
+    fn settle(&mut self) -> Result<(), RuntimeError> {
+        let Some(f) = self.in_flight.take() else {
+            return Ok(());
+        };
+        let result = f.thread.join().unwrap_or_else(|_| {
+            Err(Failed {
+                error: RuntimeError::CommitPanicked,
+                open: true,
+            })
+        });
+        let took = match result {
+            Ok(took) => took,
+            Err(Failed { error, open }) => {
+                self.in_transaction = open;
+                return Err(error);
+            }
+        };
+        self.in_transaction = false;
+        self.metrics.produce_seconds.observe(took.as_secs_f64());
+        self.metrics.batch_outcome(true);
+        self.metrics.batches.inc();
+        self.metrics.batch_size.observe(f.records as f64);
+        self.metrics.outputs.inc_by(f.outputs);
+        self.metrics.dead_letters.inc_by(f.dead_letters);
+        for ((kind, outcome), n) in &f.kinds {
+            self.metrics
+                .messages
+                .with_label_values(&[kind.as_str(), outcome])
+                .inc_by(*n);
+        }
+        self.stats.batches += 1;
+        self.stats.records += f.records;
+        self.stats.outputs += f.outputs;
+        Ok(())
+    }
+
+    /// A batch failed (to apply, to write or to commit): abort, rewind to the last commit and
+    /// back off; a fenced producer is replaced instead.
+    fn failed(
+        &mut self,
+        error: RuntimeError,
+        stop: &Arc<AtomicBool>,
+        fences: &mut Vec<Instant>,
+        failures: &mut u32,
+    ) -> Result<(), RuntimeError> {
+        // A failure while preparing may leave the previous batch committing: settle it first.
+        if let Err(e) = self.settle() {
+            warn!(error = %e, "the batch before the failed one did not commit either");
+        }
+        self.stats.aborted += 1;
+        self.metrics.aborted.inc();
+        self.metrics.batch_outcome(false);
+        if let RuntimeError::Fenced(_) = error {
+            return self.after_fencing(error, fences);
+        }
+        warn!(error = %error, "batch failed; aborting and replaying from the last commit");
+        if let Err(e) = self.recover(stop) {
+            self.after_fencing(e, fences)?;
+        }
+        *failures += 1;
+        std::thread::sleep(Duration::from_millis(100 * u64::from((*failures).min(30))));
+        Ok(())
     }
 
     /// Up to `batch_max_messages` records, waiting at most `batch_linger_ms` after the first.
@@ -280,67 +505,6 @@ impl<S: StateStore, D: DirectorySource> Runtime<S, D> {
                 }
             }
         }
-    }
-
-    fn transact(&mut self, batch: Vec<InputRecord>) -> Result<u64, RuntimeError> {
-        self.producer.begin_transaction().map_err(fatal_or)?;
-        self.in_transaction = true;
-        let applying = Instant::now();
-        let out = self.io.block_on(process_batch(
-            &self.store,
-            &self.directory,
-            self.config.dialect,
-            self.config.kafka.max_record_bytes,
-            batch,
-        ))?;
-        self.metrics
-            .apply_seconds
-            .observe(applying.elapsed().as_secs_f64());
-        let producing = Instant::now();
-        for record in &out.outputs {
-            let topic = self.config.topics.name(record.topic);
-            let pending = BaseRecord::to(topic)
-                .key(record.key.as_str())
-                .payload(record.value.as_str());
-            send(&self.producer, pending).map_err(fatal_or)?;
-        }
-        let mut offsets = TopicPartitionList::new();
-        for (partition, next) in &out.next_offsets {
-            offsets.add_partition_offset(
-                &self.config.topics.input,
-                *partition,
-                Offset::Offset(*next),
-            )?;
-        }
-        let group = self
-            .consumer
-            .group_metadata()
-            .expect("a group consumer has group metadata");
-        self.producer
-            .send_offsets_to_transaction(&offsets, &group, TIMEOUT)
-            .map_err(fatal_or)?;
-        await_deliveries(&self.producer, TIMEOUT);
-        self.producer
-            .commit_transaction(TIMEOUT)
-            .map_err(fatal_or)?;
-        self.in_transaction = false;
-        self.metrics
-            .produce_seconds
-            .observe(producing.elapsed().as_secs_f64());
-        self.metrics.outputs.inc_by(out.outputs.len() as u64);
-        self.metrics.dead_letters.inc_by(
-            out.outputs
-                .iter()
-                .filter(|o| o.topic == crate::event::Topic::DeadLetters)
-                .count() as u64,
-        );
-        for ((kind, outcome), n) in &out.kinds {
-            self.metrics
-                .messages
-                .with_label_values(&[kind.as_str(), outcome])
-                .inc_by(*n);
-        }
-        Ok(out.outputs.len() as u64)
     }
 
     /// The producer was fenced. Usually this instance was the zombie: frozen (a long GC-like
@@ -412,7 +576,7 @@ impl<S: StateStore, D: DirectorySource> Runtime<S, D> {
     fn replace_producer(&mut self) -> Result<(), RuntimeError> {
         self.producer
             .purge(PurgeConfig::default().queue().inflight());
-        self.producer = new_producer(&self.config)?;
+        self.producer = Arc::new(new_producer(&self.config)?);
         self.producer.init_transactions(TIMEOUT).map_err(fatal_or)?;
         self.in_transaction = false;
         Ok(())

@@ -104,7 +104,12 @@ impl RedisStore {
     }
 
     fn write_pipeline(&self, writes: &[Write]) -> Result<redis::Pipeline, StoreError> {
+        // One transaction, so Redis runs the batch's scripts in one go, after reading all of
+        // them. A plain pipeline is executed as it arrives, a socket read (16 KB) at a time, and
+        // with `appendfsync always` every one of those event-loop turns ends in an fsync: a
+        // megabyte-sized batch cost some ninety of them.
         let mut pipe = redis::pipe();
+        pipe.atomic();
         for w in writes {
             let id = &w.conversation.id;
             let corrupt = |source| StoreError::Corrupt {
