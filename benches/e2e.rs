@@ -720,6 +720,7 @@ fn latency(io: &tokio::runtime::Runtime, rate: f64, seconds: f64) -> Latency {
     let seen = reader.join().unwrap();
     sampler_stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let peak = sampler.join().unwrap();
+    eprintln!("  latency: {}", breakdown(&metrics(port)));
     terminate(child);
     // The first seconds include the processor's warm-up (output-topic metadata, the first
     // transaction's partitions, an empty directory cache); they are charted but left out of the

@@ -469,16 +469,27 @@ impl<S: StateStore, D: DirectorySource> Runtime<S, D> {
         Ok(())
     }
 
-    /// Up to `batch_max_messages` records, waiting at most `batch_linger_ms` after the first.
+    /// Up to `batch_max_messages` records, waiting at most `batch_linger_ms` after the first,
+    /// and for as long as the previous batch is still committing.
+    ///
+    /// The batch may be written only once the previous one has committed, so a batch closed
+    /// before then would leave out what arrives meanwhile and wait all the same: at moderate
+    /// rates that doubled the latency. A full batch does not wait; it is applied while the
+    /// previous one commits.
     fn collect(&mut self) -> Result<Vec<InputRecord>, RuntimeError> {
         let max = self.config.kafka.batch_max_messages;
         let linger = Duration::from_millis(self.config.kafka.batch_linger_ms);
         let mut batch = Vec::new();
         let mut first: Option<Instant> = None;
         loop {
-            let wait = match first {
-                None => Duration::from_millis(100),
-                Some(t) => linger.saturating_sub(t.elapsed()),
+            let committing = self
+                .in_flight
+                .as_ref()
+                .is_some_and(|f| !f.thread.is_finished());
+            let wait = match (first, committing) {
+                (_, true) => Duration::from_millis(1),
+                (None, false) => Duration::from_millis(100),
+                (Some(t), false) => linger.saturating_sub(t.elapsed()),
             };
             match self.consumer.poll(wait) {
                 Some(Ok(m)) => {
@@ -498,8 +509,9 @@ impl<S: StateStore, D: DirectorySource> Runtime<S, D> {
                     }
                 }
                 Some(Err(e)) => warn!(error = %e, "consumer error"),
+                None if committing => {}
                 None => {
-                    if first.is_none() || first.is_some_and(|t| t.elapsed() >= linger) {
+                    if first.is_none_or(|t| t.elapsed() >= linger) {
                         return Ok(batch);
                     }
                 }
