@@ -97,10 +97,10 @@ pub enum StoreError {
         conversation: String,
         source: serde_json::Error,
     },
-    #[error("the stored outbox of conversation {conversation} is not valid: {source}")]
+    #[error("the stored outbox of conversation {conversation} is not valid: {detail}")]
     CorruptOutbox {
         conversation: String,
-        source: postcard::Error,
+        detail: String,
     },
 }
 

@@ -132,14 +132,7 @@ impl RedisStore {
                 .arg(self.key(id, "r"))
                 .arg(w.offset)
                 .arg(serde_json::to_string(&header).map_err(corrupt)?)
-                // Binary: the outputs are JSON already, and JSON inside JSON escapes every quote
-                // (the largest cost in a profile of the processor).
-                .arg(postcard::to_allocvec(&w.outbox).map_err(|source| {
-                    StoreError::CorruptOutbox {
-                        conversation: id.clone(),
-                        source,
-                    }
-                })?)
+                .arg(encode_outbox(id, &w.outbox)?)
                 .arg(if replace { "1" } else { "0" })
                 .arg(w.conversation.results.len())
                 .arg(changed.len());
@@ -156,6 +149,27 @@ impl RedisStore {
         }
         Ok(pipe)
     }
+}
+
+/// An outbox as stored: postcard, LZ4-compressed. Binary, because the outputs are JSON already
+/// and JSON inside JSON escapes every quote (once the largest cost in a profile of the
+/// processor); compressed, because it is most of what a batch writes, and every byte of it
+/// goes through Redis and its append-only file although it is read back only on a replay.
+fn encode_outbox(conversation: &str, outbox: &[Pending]) -> Result<Vec<u8>, StoreError> {
+    let plain = postcard::to_allocvec(outbox).map_err(|source| StoreError::CorruptOutbox {
+        conversation: conversation.to_string(),
+        detail: source.to_string(),
+    })?;
+    Ok(lz4_flex::compress_prepend_size(&plain))
+}
+
+fn decode_outbox(conversation: &str, stored: &[u8]) -> Result<Vec<Pending>, StoreError> {
+    let corrupt = |detail: String| StoreError::CorruptOutbox {
+        conversation: conversation.to_string(),
+        detail,
+    };
+    let plain = lz4_flex::decompress_size_prepended(stored).map_err(|e| corrupt(e.to_string()))?;
+    postcard::from_bytes(&plain).map_err(|e| corrupt(e.to_string()))
 }
 
 /// One conversation's `doc` and `offset`, as HMGET returns them.
@@ -244,12 +258,7 @@ impl StateStore for RedisStore {
             .iter()
             .zip(rows)
             .map(|(id, outbox)| match outbox {
-                Some(o) => postcard::from_bytes::<Vec<Pending>>(&o).map_err(|source| {
-                    StoreError::CorruptOutbox {
-                        conversation: id.clone(),
-                        source,
-                    }
-                }),
+                Some(o) => decode_outbox(id, &o),
                 None => Ok(Vec::new()),
             })
             .collect()
