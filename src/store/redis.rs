@@ -9,10 +9,10 @@ use crate::directory::Block;
 use crate::state::{Conversation, FormResult, StoredMessage};
 
 /// Writes one conversation if, and only if, the batch's offset is above the stored one.
-/// KEYS: header, messages, ids, results. ARGV: offset, header JSON, outbox (postcard), replace
-/// flag, the number of new results, the number of messages, the results (JSON), the
-/// (index, message JSON) pairs, then the (id, index) pairs. Returns 1 when written, 0 when
-/// stale.
+/// KEYS: header, messages, ids, results. ARGV: offset, header JSON, outbox (see
+/// [`encode_outbox`]), replace flag, the number of new results, the number of messages, the
+/// results (JSON), the (index, message JSON) pairs, then the (id, index) pairs. Returns 1 when
+/// written, 0 when stale.
 ///
 /// Fields go in a few variadic commands rather than one call each: a call from Lua costs about
 /// as much as the field it writes, and this script is most of Redis's work.
