@@ -416,3 +416,41 @@ async fn records_older_than_the_outbox_are_committed_already_and_skipped() {
     assert_eq!((again.skipped, again.replayed, again.applied), (10, 10, 0));
     assert_eq!(again.outputs, second.outputs);
 }
+
+/// The runtime applies batch n+1 while batch n commits, relying on preparing to only read: a
+/// prepared batch changes nothing until written, and writing it gives what `process_batch` does.
+#[tokio::test]
+async fn a_prepared_batch_changes_nothing_until_written() {
+    use switchboard::pipeline::prepare_batch;
+    let dir = directory();
+    let lines: Vec<InputRecord> = trace()
+        .lines()
+        .enumerate()
+        .map(|(i, l)| record(i as i64, l))
+        .collect();
+    let store = MemoryStore::new();
+    let prepared = prepare_batch(&store, &dir, Dialect::Web1on1, MAX, lines.clone())
+        .await
+        .unwrap();
+    assert!(store.conversation_ids().is_empty(), "preparing wrote state");
+    // The trace's /block (conversation d002, contact IP 198.51.100.23).
+    let blocked_ip = [(
+        "0000000000000000000000a2".to_string(),
+        "198.51.100.23".to_string(),
+    )];
+    assert_eq!(
+        store.blocked_since(&blocked_ip).await.unwrap(),
+        [None],
+        "preparing wrote a block list"
+    );
+
+    let out = prepared.write(&store).await.unwrap();
+    assert!(!store.conversation_ids().is_empty());
+    assert!(store.blocked_since(&blocked_ip).await.unwrap()[0].is_some());
+    let fresh = MemoryStore::new();
+    let straight = process_batch(&fresh, &dir, Dialect::Web1on1, MAX, lines)
+        .await
+        .unwrap();
+    assert_eq!(out, straight);
+    assert_eq!(store.conversation_ids(), fresh.conversation_ids());
+}

@@ -10,7 +10,7 @@ use switchboard::message::{decode, Decoded, KeySource};
 use switchboard::simulate::{inspect_document, Simulator};
 use switchboard::state::{Conversation, StoredMessage};
 use switchboard::store::{
-    MemoryStore, OutRecord, Pending, RedisStore, StateStore, Write, WriteOutcome,
+    MemoryStore, OutRecord, Pending, RedisStore, StateStore, StoreError, Write, WriteOutcome,
 };
 use switchboard::transition::{apply, Env};
 use switchboard::Dialect;
@@ -324,6 +324,47 @@ async fn every_key_of_a_conversation_shares_its_hash_tag() {
     assert_eq!(keys.len(), 3, "{keys:?}");
     for k in &keys {
         assert!(k.contains(&format!("{{{c}}}")), "{k} lacks the hash tag");
+    }
+}
+
+/// A damaged outbox is reported as such, naming the conversation, rather than replayed as
+/// whatever it decodes to.
+#[tokio::test]
+async fn a_damaged_outbox_is_reported() {
+    let store = redis("damaged").await;
+    let c = "00000000000000000000c003".to_string();
+    store
+        .write(vec![Write {
+            conversation: conversation(&c),
+            offset: 4,
+            log: Vec::new(),
+            outbox: vec![pending(3), pending(4)],
+        }])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.outboxes(std::slice::from_ref(&c)).await.unwrap(),
+        [vec![pending(3), pending(4)]]
+    );
+    let client = redis::Client::open(redis_url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let header = format!("sbtest:{}:damaged:{{{c}}}:h", std::process::id());
+    let stored: Vec<u8> = redis::cmd("HGET")
+        .arg(&header)
+        .arg("outbox")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("HSET")
+        .arg(&header)
+        .arg("outbox")
+        .arg(&stored[..stored.len() / 2])
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    match store.outboxes(std::slice::from_ref(&c)).await {
+        Err(e @ StoreError::CorruptOutbox { .. }) => assert!(e.to_string().contains(&c), "{e}"),
+        other => panic!("expected a corrupt outbox, got {other:?}"),
     }
 }
 
