@@ -119,16 +119,20 @@ pub struct DeadLetter {
 #[allow(clippy::large_enum_variant)]
 pub enum Decoded {
     Message(Message),
-    /// Readable, attributable to `conversation`, but breaking a rule of section 2.
-    Invalid {
-        conversation: String,
-        message: Option<String>,
-        code: Code,
-        detail: String,
-        /// `createdAt`, when the record has a valid one.
-        time: Option<String>,
-    },
+    Invalid(Invalid),
     Dead(DeadLetter),
+}
+
+/// A record readable and attributable to `conversation`, but breaking a rule of section 2: it
+/// gets a rejected result (`transition::invalid`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Invalid {
+    pub conversation: String,
+    pub message: Option<String>,
+    pub code: Code,
+    pub detail: String,
+    /// `createdAt`, when the record has a valid one.
+    pub time: Option<String>,
 }
 
 impl Decoded {
@@ -136,7 +140,7 @@ impl Decoded {
     pub fn conversation(&self) -> Option<&String> {
         match self {
             Decoded::Message(m) => Some(&m.conversation),
-            Decoded::Invalid { conversation, .. } => Some(conversation),
+            Decoded::Invalid(i) => Some(&i.conversation),
             Decoded::Dead(_) => None,
         }
     }
@@ -305,13 +309,13 @@ fn decode_mistyped(
         Some(Value::String(t)) if is_rfc3339(t) => Some(t.clone()),
         _ => None,
     };
-    Decoded::Invalid {
+    Decoded::Invalid(Invalid {
         conversation,
         message,
         code: Code::InvalidField,
         detail: format!("`{field}` must be a {expected}"),
         time,
-    }
+    })
 }
 
 fn is_rfc3339(t: &str) -> bool {
@@ -320,12 +324,14 @@ fn is_rfc3339(t: &str) -> bool {
 
 fn validate(raw: Raw, conversation: String) -> Decoded {
     // Only the failure path pays for copies and for re-checking the time.
-    let fail = |code: Code, detail: String| Decoded::Invalid {
-        conversation: conversation.clone(),
-        message: raw.id.clone(),
-        code,
-        detail,
-        time: raw.created_at.clone().filter(|t| is_rfc3339(t)),
+    let fail = |code: Code, detail: String| {
+        Decoded::Invalid(Invalid {
+            conversation: conversation.clone(),
+            message: raw.id.clone(),
+            code,
+            detail,
+            time: raw.created_at.clone().filter(|t| is_rfc3339(t)),
+        })
     };
     let Some(message_id) = raw.id.as_deref() else {
         return fail(Code::MissingField, "`id` is required".into());
@@ -465,7 +471,7 @@ mod tests {
 
     fn invalid_code(d: Decoded) -> Code {
         match d {
-            Decoded::Invalid { code, .. } => code,
+            Decoded::Invalid(i) => i.code,
             other => panic!("expected invalid, got {other:?}"),
         }
     }

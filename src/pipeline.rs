@@ -449,7 +449,7 @@ where
             let locator = format!("{}/{}", record.partition, record.offset);
             let conversation = match &d {
                 Decoded::Message(m) => m.conversation.clone(),
-                Decoded::Invalid { conversation, .. } => conversation.clone(),
+                Decoded::Invalid(i) => i.conversation.clone(),
                 Decoded::Dead(dead) => {
                     out.outputs.extend(serialise(vec![Output::dead_letter(
                         dead,
@@ -525,23 +525,9 @@ where
                     *out.kinds.entry((type_name, outcome)).or_default() += 1;
                     t.outputs
                 }
-                Decoded::Invalid {
-                    conversation,
-                    message,
-                    code,
-                    detail,
-                    time,
-                } => {
+                Decoded::Invalid(i) => {
                     *out.kinds.entry(("invalid".into(), "rejected")).or_default() += 1;
-                    vec![invalid(
-                        w.conversation.as_ref(),
-                        &conversation,
-                        message.as_deref(),
-                        time.as_deref(),
-                        code,
-                        &detail,
-                        &locator,
-                    )]
+                    vec![invalid(w.conversation.as_ref(), &i, &locator)]
                 }
                 Decoded::Dead(_) => unreachable!("handled above"),
             };

@@ -44,26 +44,12 @@ impl Simulator {
     pub fn process(&mut self, payload: &[u8], locator: &str) -> Vec<Output> {
         match decode(KeySource::FromConversation, payload) {
             Decoded::Dead(dead) => vec![Output::dead_letter(&dead, locator, None)],
-            Decoded::Invalid {
-                conversation,
-                message,
-                code,
-                detail,
-                time,
-            } => {
+            Decoded::Invalid(i) => {
                 let current = self
                     .conversations
-                    .get(&conversation)
+                    .get(&i.conversation)
                     .and_then(|s| s.conversation.as_ref());
-                vec![invalid(
-                    current,
-                    &conversation,
-                    message.as_deref(),
-                    time.as_deref(),
-                    code,
-                    &detail,
-                    locator,
-                )]
+                vec![invalid(current, &i, locator)]
             }
             Decoded::Message(message) => {
                 // Look up before inserting: the common case needs no key allocation.

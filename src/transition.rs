@@ -12,7 +12,7 @@ use crate::code::{reject, Code, Refusal};
 use crate::directory::{lineage, Block, Directory, Organization, User};
 use crate::event::{DequeueReason, EventData, InboxReason, NotifyReason, Outcome, Output};
 use crate::log::{Log, LogWrite};
-use crate::message::{Kind, Message, Role};
+use crate::message::{Invalid, Kind, Message, Role};
 use crate::routing::{authorise, route};
 use crate::state::{Conversation, Participant, Status, StoredMessage};
 use crate::Dialect;
@@ -112,27 +112,21 @@ pub fn apply(
 }
 
 /// The result for a record that decoded but broke a rule of SPEC section 2.
-pub fn invalid(
-    conversation: Option<&Conversation>,
-    key: &str,
-    message: Option<&str>,
-    time: Option<&str>,
-    code: Code,
-    detail: &str,
-    locator: &str,
-) -> Output {
+pub fn invalid(current: Option<&Conversation>, record: &Invalid, locator: &str) -> Output {
+    let key = record.conversation.as_str();
+    let message = record.message.as_deref();
     Output::event(
         message.unwrap_or(locator),
         0,
-        time,
+        record.time.as_deref(),
         key,
         EventData::CommandResult {
             conversation: key.to_string(),
             message: message.map(str::to_string),
             outcome: Outcome::Rejected,
-            code: Some(code),
-            detail: Some(detail.to_string()),
-            version: conversation.map_or(0, |c| c.version),
+            code: Some(record.code),
+            detail: Some(record.detail.clone()),
+            version: current.map_or(0, |c| c.version),
         },
     )
 }
@@ -164,15 +158,14 @@ fn create(message: &Message, env: &Env<'_>) -> Result<Conversation, Refusal> {
 
 /// The transition for a message refused before any conversation exists to apply it to.
 pub(crate) fn refused_unknown(message: &Message, refusal: Refusal) -> Transition {
-    let result = invalid(
-        None,
-        &message.conversation,
-        Some(&message.id),
-        Some(&message.created_at),
-        refusal.code,
-        &refusal.detail,
-        &message.id,
-    );
+    let record = Invalid {
+        conversation: message.conversation.clone(),
+        message: Some(message.id.clone()),
+        code: refusal.code,
+        detail: refusal.detail,
+        time: Some(message.created_at.clone()),
+    };
+    let result = invalid(None, &record, &message.id);
     Transition {
         conversation: None,
         log: Vec::new(),
