@@ -27,6 +27,8 @@ use crate::store::OutRecord;
 use crate::store::StateStore;
 
 const TIMEOUT: Duration = Duration::from_secs(30);
+/// How many times a commit that timed out is resumed before the batch is given up.
+const COMMIT_ATTEMPTS: u32 = 3;
 /// More fencings than this within [`FENCE_WINDOW`] mean another live instance shares the
 /// transactional ID: exit rather than fight it.
 const MAX_FENCES: usize = 3;
@@ -190,8 +192,22 @@ impl Commit {
         p.send_offsets_to_transaction(&self.offsets, &self.group, TIMEOUT)
             .map_err(open)?;
         await_deliveries(p, TIMEOUT);
-        p.commit_transaction(TIMEOUT).map_err(open)?;
-        Ok(started.elapsed())
+        // A commit that timed out (a broker restarting) is still under way: librdkafka asks for
+        // the call to be repeated to learn its outcome. Giving up instead left the abort that
+        // followed failing as "conflicting", and the producer replaced, every time.
+        let mut attempts = 1;
+        loop {
+            match p.commit_transaction(TIMEOUT) {
+                Ok(()) => return Ok(started.elapsed()),
+                Err(KafkaError::Transaction(e))
+                    if e.is_retriable() && attempts < COMMIT_ATTEMPTS =>
+                {
+                    warn!(error = %e, attempts, "commit not finished yet; asking again");
+                    attempts += 1;
+                }
+                Err(e) => return Err(open(e)),
+            }
+        }
     }
 }
 
@@ -572,7 +588,7 @@ impl<S: StateStore, D: DirectorySource> Runtime<S, D> {
         if !self.in_transaction {
             return Ok(());
         }
-        if let Err(e) = self.producer.abort_transaction(TIMEOUT) {
+        if let Err(e) = abort_serving_deliveries(&self.producer) {
             if let RuntimeError::Fenced(e) = fatal_or(e.clone()) {
                 return Err(RuntimeError::Fenced(e));
             }
@@ -664,6 +680,26 @@ pub fn await_deliveries<C: rdkafka::producer::ProducerContext>(
         }
         std::thread::sleep(Duration::from_micros(200));
     }
+}
+
+/// Aborts the open transaction while another thread serves delivery reports.
+///
+/// librdkafka's abort first waits until every message of the transaction has been reported, and
+/// reports only arrive through `poll`; unserved, the abort waited out its whole timeout (30 s,
+/// seen after every broker restart) before the producer was replaced anyway.
+fn abort_serving_deliveries(producer: &BaseProducer) -> Result<(), KafkaError> {
+    let aborted = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            while !aborted.load(Ordering::SeqCst) {
+                producer.poll(Duration::ZERO);
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        });
+        let result = producer.abort_transaction(TIMEOUT);
+        aborted.store(true, Ordering::SeqCst);
+        result
+    })
 }
 
 /// Fencing errors end the instance; others are retried by aborting and replaying.
