@@ -43,6 +43,15 @@ fn record(offset: i64, line: &str) -> InputRecord {
     }
 }
 
+/// The example trace as records of partition 0, line N at offset N - 1.
+fn trace_records() -> Vec<InputRecord> {
+    trace()
+        .lines()
+        .enumerate()
+        .map(|(i, l)| record(i as i64, l))
+        .collect()
+}
+
 /// The simulator's outputs as `(topic, key, value)`.
 fn oracle() -> (Vec<(Topic, String, String)>, serde_json::Value) {
     let mut sim = Simulator::new(directory(), Dialect::Web1on1);
@@ -90,11 +99,7 @@ async fn run_with(
     dir: &impl switchboard::store::DirectorySource,
     size: usize,
 ) -> Vec<OutRecord> {
-    let mut input: Vec<InputRecord> = trace()
-        .lines()
-        .enumerate()
-        .map(|(i, l)| record(i as i64, l))
-        .collect();
+    let mut input: Vec<InputRecord> = trace_records();
     let mut all = Vec::new();
     let mut next = 0;
     while next < input.len() {
@@ -154,11 +159,7 @@ async fn batches_of_any_size_give_the_simulators_outputs_and_state() {
 }
 
 async fn replays_repeat_outputs_without_reapplying(store: &impl StateStore) {
-    let lines: Vec<InputRecord> = trace()
-        .lines()
-        .enumerate()
-        .map(|(i, l)| record(i as i64, l))
-        .collect();
+    let lines: Vec<InputRecord> = trace_records();
     let dir = directory();
     let first = process_batch(store, &dir, Dialect::Web1on1, MAX, lines[..30].to_vec())
         .await
@@ -322,11 +323,7 @@ async fn a_block_left_by_a_crashed_attempt_does_not_reach_back_in_time() {
         dead: true.into(),
     };
     let dir = directory();
-    let input: Vec<InputRecord> = trace()
-        .lines()
-        .enumerate()
-        .map(|(i, l)| record(i as i64, l))
-        .collect();
+    let input: Vec<InputRecord> = trace_records();
     let failed = process_batch(&store, &dir, Dialect::Web1on1, MAX, input.clone()).await;
     assert!(failed.is_err(), "the first attempt dies before writing");
     store.dead.store(false, std::sync::atomic::Ordering::SeqCst);
@@ -398,11 +395,7 @@ async fn the_directory_from_redis_through_a_tiny_cache_gives_the_simulators_outp
 async fn records_older_than_the_outbox_are_committed_already_and_skipped() {
     let store = MemoryStore::new();
     let dir = directory();
-    let lines: Vec<InputRecord> = trace()
-        .lines()
-        .enumerate()
-        .map(|(i, l)| record(i as i64, l))
-        .collect();
+    let lines: Vec<InputRecord> = trace_records();
     // Lines 0..24 are all conversation d001.
     process_batch(&store, &dir, Dialect::Web1on1, MAX, lines[..10].to_vec())
         .await
@@ -423,11 +416,7 @@ async fn records_older_than_the_outbox_are_committed_already_and_skipped() {
 async fn a_prepared_batch_changes_nothing_until_written() {
     use switchboard::pipeline::prepare_batch;
     let dir = directory();
-    let lines: Vec<InputRecord> = trace()
-        .lines()
-        .enumerate()
-        .map(|(i, l)| record(i as i64, l))
-        .collect();
+    let lines: Vec<InputRecord> = trace_records();
     let store = MemoryStore::new();
     let prepared = prepare_batch(&store, &dir, Dialect::Web1on1, MAX, lines.clone())
         .await
