@@ -7,8 +7,8 @@
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use switchboard::simulate::Simulator;
-use switchboard::Dialect;
+use switchboard::core::Dialect;
+use switchboard::tools::simulate::Simulator;
 
 mod workload;
 use workload::{directory, workload};

@@ -36,9 +36,9 @@ use rdkafka::message::Message as _;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::{json, Value};
-use switchboard::directory::MemoryDirectory;
-use switchboard::event::Topic;
-use switchboard::loadgen::{directory, Generator, Model};
+use switchboard::core::directory::MemoryDirectory;
+use switchboard::core::event::Topic;
+use switchboard::tools::loadgen::{directory, Generator, Model};
 
 const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
 const PARTITIONS: i32 = 12;
@@ -159,14 +159,14 @@ impl Run {
         client
             .set("bootstrap.servers", bootstrap())
             .set("partitioner", "murmur2_random");
-        let summary = switchboard::replay::replay(
+        let summary = switchboard::tools::replay::replay(
             Generator::new(model.clone()).map(|m| Ok(m.to_string())),
-            &switchboard::replay::Target {
+            &switchboard::tools::replay::Target {
                 topic: self.topic(Topic::Input),
                 client,
             },
-            &switchboard::replay::Options {
-                pace: switchboard::replay::Pace::Fastest,
+            &switchboard::tools::replay::Options {
+                pace: switchboard::tools::replay::Pace::Fastest,
                 remap: None,
                 retime: false,
             },
@@ -523,10 +523,10 @@ fn passthrough(run: &Run, inputs: u64, outputs: f64) -> f64 {
 
 /// The naive consumer, over the first `limit` input records.
 fn naive(run: &Run, model: &Model, limit: u64) -> f64 {
-    use switchboard::log::{LogWrite, MemoryLog};
-    use switchboard::message::{decode, Decoded, KeySource};
-    use switchboard::state::{Conversation, StoredMessage};
-    use switchboard::transition::{apply, Env};
+    use switchboard::core::log::{LogWrite, MemoryLog};
+    use switchboard::core::message::{decode, Decoded, KeySource};
+    use switchboard::core::state::{Conversation, StoredMessage};
+    use switchboard::core::transition::{apply, Env};
 
     let group = format!("{}-naive", run.name);
     let consumer = consumer(&group);
@@ -572,7 +572,7 @@ fn naive(run: &Run, model: &Model, limit: u64) -> f64 {
             });
             let env = Env {
                 directory: &dir,
-                dialect: switchboard::Dialect::Web1on1,
+                dialect: switchboard::core::Dialect::Web1on1,
             };
             let t = apply(conversation, &log, msg, &env);
             log.apply(t.log);
@@ -703,14 +703,14 @@ fn latency(io: &tokio::runtime::Runtime, rate: f64, seconds: f64) -> Latency {
         }
         peak
     });
-    switchboard::replay::replay(
+    switchboard::tools::replay::replay(
         Generator::new(m).map(|v| Ok(v.to_string())),
-        &switchboard::replay::Target {
+        &switchboard::tools::replay::Target {
             topic: run.topic(Topic::Input),
             client,
         },
-        &switchboard::replay::Options {
-            pace: switchboard::replay::Pace::Recorded { speed: 1.0 },
+        &switchboard::tools::replay::Options {
+            pace: switchboard::tools::replay::Pace::Recorded { speed: 1.0 },
             remap: None,
             retime: false,
         },
@@ -773,8 +773,8 @@ struct History {
 /// One command applied through the Redis store to a conversation of `length` messages, and to
 /// a fresh one: median microseconds per batch of one.
 fn history(io: &tokio::runtime::Runtime, length: u64) -> History {
-    use switchboard::pipeline::{process_batch, InputRecord};
-    use switchboard::store::RedisStore;
+    use switchboard::runtime::pipeline::{process_batch, InputRecord};
+    use switchboard::runtime::store::RedisStore;
 
     let prefix = format!("bench-history-{}", std::process::id());
     let store = io
@@ -789,7 +789,7 @@ fn history(io: &tokio::runtime::Runtime, length: u64) -> History {
         payload: v.to_string().into_bytes(),
         timestamp: None,
     };
-    let long_id = switchboard::loadgen::conversation_id(21, 0);
+    let long_id = switchboard::tools::loadgen::conversation_id(21, 0);
     let mut offset = 0i64;
     let mut batch = Vec::new();
     for v in Generator::new(m.clone()) {
@@ -799,7 +799,7 @@ fn history(io: &tokio::runtime::Runtime, length: u64) -> History {
             io.block_on(process_batch(
                 &store,
                 &dir,
-                switchboard::Dialect::Web1on1,
+                switchboard::core::Dialect::Web1on1,
                 1 << 20,
                 std::mem::take(&mut batch),
             ))
@@ -810,13 +810,13 @@ fn history(io: &tokio::runtime::Runtime, length: u64) -> History {
         io.block_on(process_batch(
             &store,
             &dir,
-            switchboard::Dialect::Web1on1,
+            switchboard::core::Dialect::Web1on1,
             1 << 20,
             batch,
         ))
         .unwrap();
     }
-    let org = switchboard::loadgen::organization_id(21, 0);
+    let org = switchboard::tools::loadgen::organization_id(21, 0);
     let fresh_id = "d0ffffff0000000000000001".to_string();
     let opening = json!({"id": "1fffffff0000000000000000", "conversation": fresh_id, "type": "chat",
         "role": "contact", "text": "hello", "organization": org, "touchpoint": "web",
@@ -824,7 +824,7 @@ fn history(io: &tokio::runtime::Runtime, length: u64) -> History {
     io.block_on(process_batch(
         &store,
         &dir,
-        switchboard::Dialect::Web1on1,
+        switchboard::core::Dialect::Web1on1,
         1 << 20,
         vec![record(offset, &opening)],
     ))
@@ -844,7 +844,7 @@ fn history(io: &tokio::runtime::Runtime, length: u64) -> History {
             io.block_on(process_batch(
                 &store,
                 &dir,
-                switchboard::Dialect::Web1on1,
+                switchboard::core::Dialect::Web1on1,
                 1 << 20,
                 vec![r],
             ))

@@ -2,7 +2,7 @@
 //! (criterion, wall-clock) and `examples/core_instructions.rs` (a fixed run for callgrind).
 
 use serde_json::json;
-use switchboard::directory::MemoryDirectory;
+use switchboard::core::directory::MemoryDirectory;
 
 const ORG: &str = "0000000000000000000000a2";
 const AGENTS: [&str; 2] = ["0000000000000000000000e1", "0000000000000000000000e2"];
@@ -83,7 +83,7 @@ pub fn workload(conversations: usize) -> Vec<Vec<u8>> {
 }
 
 pub fn directory() -> MemoryDirectory {
-    MemoryDirectory::load(std::path::Path::new(concat!(
+    switchboard::directory_file::load(std::path::Path::new(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/examples/directory.yaml"
     )))

@@ -21,10 +21,10 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[path = "../benches/workload.rs"]
 mod workload;
 
-use switchboard::simulate::Simulator;
+use switchboard::tools::simulate::Simulator;
 
 fn run(records: &[Vec<u8>]) -> (std::time::Duration, usize) {
-    let mut sim = Simulator::new(workload::directory(), switchboard::Dialect::Web1on1);
+    let mut sim = Simulator::new(workload::directory(), switchboard::core::Dialect::Web1on1);
     let mut outputs = 0usize;
     let started = std::time::Instant::now();
     for (i, r) in records.iter().enumerate() {

@@ -12,8 +12,8 @@ use figment::providers::{Env, Format, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
-use crate::event::Topic;
-use crate::Dialect;
+use crate::core::event::Topic;
+use crate::core::Dialect;
 
 /// The defaults, as shipped in `config/default.toml`.
 pub const DEFAULTS: &str = include_str!("../config/default.toml");
@@ -120,8 +120,8 @@ pub struct DirectoryCache {
 }
 
 impl DirectoryCache {
-    pub fn settings(&self) -> crate::store::directory::CacheSettings {
-        crate::store::directory::CacheSettings {
+    pub fn settings(&self) -> crate::runtime::store::directory::CacheSettings {
+        crate::runtime::store::directory::CacheSettings {
             capacity: self.cache_capacity,
             ttl: std::time::Duration::from_millis(self.cache_ttl_ms),
             version_check: std::time::Duration::from_millis(self.version_check_ms),

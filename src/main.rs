@@ -7,9 +7,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use switchboard::directory::MemoryDirectory;
-use switchboard::simulate::{output_line, Simulator};
-use switchboard::Dialect;
+use switchboard::core::Dialect;
+use switchboard::tools::simulate::{output_line, Simulator};
 
 // Switchboard allocates many small, short-lived strings per message; mimalloc handles that
 // pattern markedly better than the system allocator (see BENCHMARKS.md).
@@ -157,18 +156,18 @@ enum DirectoryCommand {
 
 fn directory_load(file: &std::path::Path, config: Option<&std::path::Path>) -> anyhow::Result<()> {
     let config = switchboard::config::Config::load(config)?;
-    let contents = switchboard::directory::DirectoryFile::read(file)?;
+    let contents = switchboard::directory_file::read(file)?;
     let io = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     io.block_on(async {
         let url = config.redis_url();
         let prefix = &config.redis.key_prefix;
-        let store = switchboard::store::RedisStore::connect(&url, prefix)
+        let store = switchboard::runtime::store::RedisStore::connect(&url, prefix)
             .await
             .context("connecting to Redis")?;
         let directory =
-            switchboard::store::RedisDirectory::connect(&url, prefix, config.directory.settings())
+            switchboard::runtime::store::RedisDirectory::connect(&url, prefix, config.directory.settings())
                 .await
                 .context("connecting to Redis")?;
         let s = directory.load_file(&contents, &store).await?;
@@ -205,27 +204,27 @@ fn progress(total: Option<u64>) -> indicatif::ProgressBar {
 fn produce<I>(
     lines: I,
     total: Option<u64>,
-    target: &switchboard::replay::Target,
-    options: &switchboard::replay::Options,
-) -> anyhow::Result<switchboard::replay::Summary>
+    target: &switchboard::tools::replay::Target,
+    options: &switchboard::tools::replay::Options,
+) -> anyhow::Result<switchboard::tools::replay::Summary>
 where
     I: IntoIterator<Item = Result<String, std::io::Error>>,
 {
     let bar = progress(total);
-    let summary = switchboard::replay::replay(lines, target, options, &bar)?;
+    let summary = switchboard::tools::replay::replay(lines, target, options, &bar)?;
     bar.finish_and_clear();
     Ok(summary)
 }
 
 #[allow(clippy::too_many_arguments)]
 fn loadgen(
-    model: switchboard::loadgen::Model,
+    model: switchboard::tools::loadgen::Model,
     output: Option<&std::path::Path>,
     topic: Option<&str>,
     directory: Option<&std::path::Path>,
     config: Option<&std::path::Path>,
 ) -> anyhow::Result<()> {
-    use switchboard::loadgen::{directory as directory_of, Generator};
+    use switchboard::tools::loadgen::{directory as directory_of, Generator};
     if !(model.rate > 0.0 && model.rate.is_finite()) {
         anyhow::bail!("--rate must be a positive number of messages per second");
     }
@@ -247,9 +246,9 @@ fn loadgen(
             let summary = produce(
                 Generator::new(model).map(|m| Ok(m.to_string())),
                 total,
-                &switchboard::replay::Target::new(&config, topic),
-                &switchboard::replay::Options {
-                    pace: switchboard::replay::Pace::Recorded { speed: 1.0 },
+                &switchboard::tools::replay::Target::new(&config, topic),
+                &switchboard::tools::replay::Options {
+                    pace: switchboard::tools::replay::Pace::Recorded { speed: 1.0 },
                     remap: None,
                     retime: false,
                 },
@@ -282,20 +281,21 @@ fn replay(
     input: Option<&std::path::Path>,
     from_topic: Option<&str>,
     topic: Option<&str>,
-    pace: switchboard::replay::Pace,
+    pace: switchboard::tools::replay::Pace,
     remap: Option<String>,
     retime: bool,
     config: Option<&std::path::Path>,
 ) -> anyhow::Result<()> {
     use std::io::BufRead;
-    if let switchboard::replay::Pace::Recorded { speed } = pace {
+    if let switchboard::tools::replay::Pace::Recorded { speed } = pace {
         if !(speed > 0.0 && speed.is_finite()) {
             anyhow::bail!("--speed must be a positive factor");
         }
     }
     let config = switchboard::config::Config::load(config)?;
-    let target = switchboard::replay::Target::new(&config, topic.unwrap_or(&config.topics.input));
-    let options = switchboard::replay::Options {
+    let target =
+        switchboard::tools::replay::Target::new(&config, topic.unwrap_or(&config.topics.input));
+    let options = switchboard::tools::replay::Options {
         pace,
         remap,
         retime,
@@ -303,7 +303,7 @@ fn replay(
     let summary = match (input, from_topic) {
         (_, Some(source)) => {
             let client = switchboard::runtime::client_config(&config);
-            let lines = switchboard::replay::read_topic(&client, source)?;
+            let lines = switchboard::tools::replay::read_topic(&client, source)?;
             let total = lines.len() as u64;
             produce(lines.into_iter().map(Ok), Some(total), &target, &options)?
         }
@@ -334,19 +334,19 @@ fn processor(config: Option<&std::path::Path>) -> anyhow::Result<()> {
     let io = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let metrics = switchboard::metrics::Metrics::new();
+    let metrics = switchboard::runtime::metrics::Metrics::new();
     let listen: std::net::SocketAddr = config.http.listen.parse()?;
-    let bound = switchboard::metrics::serve(listen, Arc::clone(&metrics))
+    let bound = switchboard::runtime::metrics::serve(listen, Arc::clone(&metrics))
         .with_context(|| format!("serving /metrics on {listen} (http.listen)"))?;
     let store = io
-        .block_on(switchboard::store::RedisStore::connect_with(
+        .block_on(switchboard::runtime::store::RedisStore::connect_with(
             &config.redis_url(),
             &config.redis.key_prefix,
             config.redis.response_timeout(),
         ))
         .context("connecting to Redis")?;
     let directory = io
-        .block_on(switchboard::store::RedisDirectory::connect(
+        .block_on(switchboard::runtime::store::RedisDirectory::connect(
             &config.redis_url(),
             &config.redis.key_prefix,
             config.directory.settings(),
@@ -360,7 +360,7 @@ fn processor(config: Option<&std::path::Path>) -> anyhow::Result<()> {
             config.redis.key_prefix
         );
     }
-    let store = switchboard::metrics::TimedStore {
+    let store = switchboard::runtime::metrics::TimedStore {
         inner: store,
         metrics: Arc::clone(&metrics),
     };
@@ -392,7 +392,7 @@ fn inspect(
     messages: bool,
     config: Option<&std::path::Path>,
 ) -> anyhow::Result<()> {
-    if !switchboard::id::is_object_id(conversation) {
+    if !switchboard::core::id::is_object_id(conversation) {
         anyhow::bail!(
             "{conversation:?} is not a conversation ID (24 lowercase hexadecimal characters)"
         );
@@ -402,16 +402,18 @@ fn inspect(
         .enable_all()
         .build()?;
     io.block_on(async {
-        let store =
-            switchboard::store::RedisStore::connect(&config.redis_url(), &config.redis.key_prefix)
-                .await
-                .context("connecting to Redis")?;
+        let store = switchboard::runtime::store::RedisStore::connect(
+            &config.redis_url(),
+            &config.redis.key_prefix,
+        )
+        .await
+        .context("connecting to Redis")?;
         let Some((header, log)) =
-            switchboard::store::document(&store, conversation, messages).await?
+            switchboard::runtime::store::document(&store, conversation, messages).await?
         else {
             anyhow::bail!("conversation {conversation} does not exist");
         };
-        let doc = switchboard::simulate::inspect_document(&header, log.as_deref());
+        let doc = switchboard::tools::simulate::inspect_document(&header, log.as_deref());
         println!("{}", serde_json::to_string_pretty(&doc)?);
         Ok(())
     })
@@ -459,7 +461,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             directory,
             config,
         } => loadgen(
-            switchboard::loadgen::Model {
+            switchboard::tools::loadgen::Model {
                 conversations,
                 messages,
                 rate,
@@ -487,9 +489,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             from_topic.as_deref(),
             topic.as_deref(),
             if fastest {
-                switchboard::replay::Pace::Fastest
+                switchboard::tools::replay::Pace::Fastest
             } else {
-                switchboard::replay::Pace::Recorded { speed }
+                switchboard::tools::replay::Pace::Recorded { speed }
             },
             remap,
             retime,
@@ -510,7 +512,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let stdout = std::io::stdout();
             let mut out = BufWriter::new(stdout.lock());
-            switchboard::demo::run(&trace, &directory, dialect, &mut out)?;
+            switchboard::tools::demo::run(&trace, &directory, dialect, &mut out)?;
             out.flush()?;
             Ok(())
         }
@@ -520,7 +522,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             state,
             dialect,
         } => {
-            let directory = MemoryDirectory::load(&directory)?;
+            let directory = switchboard::directory_file::load(&directory)?;
             let trace = if input.as_os_str() == "-" {
                 let mut s = String::new();
                 std::io::stdin()

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use kafka_support::*;
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use switchboard::event::Topic;
+use switchboard::core::event::Topic;
 
 /// A plain HTTP/1.0 GET: (status, body).
 fn http_get(port: u16, path: &str) -> (u16, String) {

@@ -6,12 +6,12 @@ mod support;
 use std::collections::{HashMap, HashSet};
 
 use serde_json::Value;
-use switchboard::directory::MemoryDirectory;
-use switchboard::event::Topic;
-use switchboard::loadgen::{directory, Generator, Model};
-use switchboard::replay::{due, Pace, Remap};
-use switchboard::simulate::Simulator;
-use switchboard::Dialect;
+use switchboard::core::directory::MemoryDirectory;
+use switchboard::core::event::Topic;
+use switchboard::core::Dialect;
+use switchboard::tools::loadgen::{directory, Generator, Model};
+use switchboard::tools::replay::{due, Pace, Remap};
+use switchboard::tools::simulate::Simulator;
 
 fn model(conversations: u64, messages: Option<u64>, seed: u64) -> Model {
     Model {
@@ -110,7 +110,7 @@ fn the_core_applies_the_traffic_against_its_directory() {
         for o in sim.run_trace(&trace) {
             if o.topic == Topic::CommandResults {
                 let line: Value =
-                    serde_json::from_str(&switchboard::simulate::output_line(&o)).unwrap();
+                    serde_json::from_str(&switchboard::tools::simulate::output_line(&o)).unwrap();
                 let d = &line["value"]["data"];
                 let key = (
                     d["outcome"].as_str().unwrap().to_string(),
@@ -163,7 +163,7 @@ fn replay_paces_by_recorded_time_and_remaps_ids_consistently() {
     r.apply(&mut import);
     let origin = first["conversation"].as_str().unwrap();
     assert_ne!(origin, "00000000000000000000d004");
-    assert!(switchboard::id::is_object_id(origin));
+    assert!(switchboard::core::id::is_object_id(origin));
     assert_eq!(import["text"], format!("/import {origin}"));
     assert_eq!(import["meta"]["message"], first["id"]);
     assert_eq!(first["organization"], org, "directory IDs stay");

@@ -1,17 +1,17 @@
 //! The batch logic of the stream runtime, against the in-memory and the Redis store: the
 //! simulator is the oracle, and replays must repeat outputs byte for byte without re-applying.
 
-use switchboard::directory::MemoryDirectory;
-use switchboard::event::Topic;
-use switchboard::pipeline::{process_batch, InputRecord};
-use switchboard::simulate::{inspect_document, output_line, Simulator};
-use switchboard::store::{MemoryStore, OutRecord, RedisStore, StateStore};
-use switchboard::Dialect;
+use switchboard::core::directory::MemoryDirectory;
+use switchboard::core::event::Topic;
+use switchboard::core::Dialect;
+use switchboard::runtime::pipeline::{process_batch, InputRecord};
+use switchboard::runtime::store::{MemoryStore, OutRecord, RedisStore, StateStore};
+use switchboard::tools::simulate::{inspect_document, output_line, Simulator};
 
 const MAX: usize = 1 << 20;
 
 fn directory() -> MemoryDirectory {
-    MemoryDirectory::load(std::path::Path::new(concat!(
+    switchboard::directory_file::load(std::path::Path::new(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/examples/directory.yaml"
     )))
@@ -96,7 +96,7 @@ async fn run(store: &impl StateStore, size: usize) -> Vec<OutRecord> {
 
 async fn run_with(
     store: &impl StateStore,
-    dir: &impl switchboard::store::DirectorySource,
+    dir: &impl switchboard::runtime::store::DirectorySource,
     size: usize,
 ) -> Vec<OutRecord> {
     let mut input: Vec<InputRecord> = trace_records();
@@ -133,7 +133,7 @@ fn same(got: &[(Topic, String, String)], expected: &[(Topic, String, String)], w
 
 async fn final_state(store: &impl StateStore, expected: &serde_json::Value) {
     for (id, doc) in expected.as_object().unwrap() {
-        let (header, log) = switchboard::store::document(store, id, true)
+        let (header, log) = switchboard::runtime::store::document(store, id, true)
             .await
             .unwrap()
             .expect("stored");
@@ -262,31 +262,44 @@ impl StateStore for DiesBeforeWriting {
     async fn load(
         &self,
         ids: &[String],
-    ) -> Result<Vec<Option<switchboard::store::Record>>, switchboard::store::StoreError> {
+    ) -> Result<
+        Vec<Option<switchboard::runtime::store::Record>>,
+        switchboard::runtime::store::StoreError,
+    > {
         self.inner.load(ids).await
     }
     async fn messages(
         &self,
         wanted: &[(String, Vec<String>)],
-    ) -> Result<Vec<Vec<switchboard::state::StoredMessage>>, switchboard::store::StoreError> {
+    ) -> Result<
+        Vec<Vec<switchboard::core::state::StoredMessage>>,
+        switchboard::runtime::store::StoreError,
+    > {
         self.inner.messages(wanted).await
     }
     async fn outboxes(
         &self,
         ids: &[String],
-    ) -> Result<Vec<Vec<switchboard::store::Pending>>, switchboard::store::StoreError> {
+    ) -> Result<
+        Vec<Vec<switchboard::runtime::store::Pending>>,
+        switchboard::runtime::store::StoreError,
+    > {
         self.inner.outboxes(ids).await
     }
     async fn log(
         &self,
         conversation: &str,
-    ) -> Result<Vec<switchboard::state::StoredMessage>, switchboard::store::StoreError> {
+    ) -> Result<Vec<switchboard::core::state::StoredMessage>, switchboard::runtime::store::StoreError>
+    {
         self.inner.log(conversation).await
     }
     async fn write(
         &self,
-        writes: Vec<switchboard::store::Write>,
-    ) -> Result<Vec<switchboard::store::WriteOutcome>, switchboard::store::StoreError> {
+        writes: Vec<switchboard::runtime::store::Write>,
+    ) -> Result<
+        Vec<switchboard::runtime::store::WriteOutcome>,
+        switchboard::runtime::store::StoreError,
+    > {
         if self.dead.load(std::sync::atomic::Ordering::SeqCst) {
             return Err(redis::RedisError::from(std::io::Error::other("killed")).into());
         }
@@ -294,20 +307,21 @@ impl StateStore for DiesBeforeWriting {
     }
     async fn block(
         &self,
-        blocks: &[switchboard::directory::Block],
-    ) -> Result<(), switchboard::store::StoreError> {
+        blocks: &[switchboard::core::directory::Block],
+    ) -> Result<(), switchboard::runtime::store::StoreError> {
         self.inner.block(blocks).await
     }
     async fn blocked_since(
         &self,
         candidates: &[(String, String)],
-    ) -> Result<Vec<Option<i64>>, switchboard::store::StoreError> {
+    ) -> Result<Vec<Option<i64>>, switchboard::runtime::store::StoreError> {
         self.inner.blocked_since(candidates).await
     }
     async fn results(
         &self,
         conversation: &str,
-    ) -> Result<Vec<switchboard::state::FormResult>, switchboard::store::StoreError> {
+    ) -> Result<Vec<switchboard::core::state::FormResult>, switchboard::runtime::store::StoreError>
+    {
         self.inner.results(conversation).await
     }
 }
@@ -351,8 +365,8 @@ async fn a_block_left_by_a_crashed_attempt_does_not_reach_back_in_time() {
 /// evicted while the batch still runs, and the outputs must still be the simulator's.
 #[tokio::test]
 async fn the_directory_from_redis_through_a_tiny_cache_gives_the_simulators_outputs() {
-    use switchboard::store::directory::CacheSettings;
-    use switchboard::store::{DirectorySource, RedisDirectory};
+    use switchboard::runtime::store::directory::CacheSettings;
+    use switchboard::runtime::store::{DirectorySource, RedisDirectory};
 
     let (expected, state) = oracle();
     let store = redis("redis-directory").await;
@@ -370,7 +384,7 @@ async fn the_directory_from_redis_through_a_tiny_cache_gives_the_simulators_outp
         )
         .await
         .unwrap();
-        let file = switchboard::directory::DirectoryFile::read(std::path::Path::new(concat!(
+        let file = switchboard::directory_file::read(std::path::Path::new(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/examples/directory.yaml"
         )))
@@ -414,7 +428,7 @@ async fn records_older_than_the_outbox_are_committed_already_and_skipped() {
 /// prepared batch changes nothing until written, and writing it gives what `process_batch` does.
 #[tokio::test]
 async fn a_prepared_batch_changes_nothing_until_written() {
-    use switchboard::pipeline::prepare_batch;
+    use switchboard::runtime::pipeline::prepare_batch;
     let dir = directory();
     let lines: Vec<InputRecord> = trace_records();
     let store = MemoryStore::new();

@@ -9,11 +9,11 @@ use proptest::prelude::*;
 use serde_json::Value;
 use support::common::*;
 use support::{build, specs};
-use switchboard::command::action::{MAX_COMMENTS, MAX_LIKES};
-use switchboard::event::Topic;
-use switchboard::simulate::{output_line, Simulator};
-use switchboard::state::{Conversation, Status, StoredMessage};
-use switchboard::Dialect;
+use switchboard::core::command::action::{MAX_COMMENTS, MAX_LIKES};
+use switchboard::core::event::Topic;
+use switchboard::core::state::{Conversation, Status, StoredMessage};
+use switchboard::core::Dialect;
+use switchboard::tools::simulate::{output_line, Simulator};
 
 type Snapshot = Option<(Conversation, Vec<StoredMessage>)>;
 

@@ -8,8 +8,8 @@ use std::collections::HashMap;
 
 use kafka_support::*;
 use serde_json::Value;
-use switchboard::event::Topic;
-use switchboard::replay::Remap;
+use switchboard::core::event::Topic;
+use switchboard::tools::replay::Remap;
 
 /// Per key, the `id`s in the order they were committed.
 fn sequences(records: &[(String, Value)]) -> HashMap<String, Vec<String>> {

@@ -6,8 +6,8 @@ use proptest::prelude::*;
 use serde_json::{json, Value};
 use support::common::*;
 use support::{build, specs, Schemas};
-use switchboard::simulate::{output_line, Simulator};
-use switchboard::Dialect;
+use switchboard::core::Dialect;
+use switchboard::tools::simulate::{output_line, Simulator};
 
 /// Every CloudEvents `type` the core emits.
 const EVENT_TYPES: [&str; 8] = [
@@ -72,8 +72,8 @@ fn the_example_trace_produces_only_schema_valid_records_and_state() {
     }
     // The example's readable messages match the input schema too.
     for line in trace.lines() {
-        if let switchboard::message::Decoded::Message(_) = switchboard::message::decode(
-            switchboard::message::KeySource::FromConversation,
+        if let switchboard::core::message::Decoded::Message(_) = switchboard::core::message::decode(
+            switchboard::core::message::KeySource::FromConversation,
             line.as_bytes(),
         ) {
             let v: Value = serde_json::from_str(line).unwrap();

@@ -3,17 +3,17 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use switchboard::directory::{Block, MemoryDirectory};
-use switchboard::event::Topic;
-use switchboard::log::{LogWrite, MemoryLog};
-use switchboard::message::{decode, Decoded, KeySource};
-use switchboard::simulate::{inspect_document, Simulator};
-use switchboard::state::{Conversation, StoredMessage};
-use switchboard::store::{
+use switchboard::core::directory::{Block, MemoryDirectory};
+use switchboard::core::event::Topic;
+use switchboard::core::log::{LogWrite, MemoryLog};
+use switchboard::core::message::{decode, Decoded, KeySource};
+use switchboard::core::state::{Conversation, StoredMessage};
+use switchboard::core::transition::{apply, Env};
+use switchboard::core::Dialect;
+use switchboard::runtime::store::{
     MemoryStore, OutRecord, Pending, RedisStore, StateStore, StoreError, Write, WriteOutcome,
 };
-use switchboard::transition::{apply, Env};
-use switchboard::Dialect;
+use switchboard::tools::simulate::{inspect_document, Simulator};
 
 fn redis_url() -> String {
     std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:16379/".into())
@@ -33,7 +33,7 @@ async fn redis(test: &str) -> RedisStore {
 }
 
 fn directory() -> MemoryDirectory {
-    MemoryDirectory::load(std::path::Path::new(concat!(
+    switchboard::directory_file::load(std::path::Path::new(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/examples/directory.yaml"
     )))
@@ -211,7 +211,7 @@ async fn round_trip_and_fencing(store: &impl StateStore) {
     // a replaced log of 2,500 messages and 1,100 results at once.
     let mut big = conversation(&c);
     big.results = (0..1_100)
-        .map(|i| switchboard::state::FormResult {
+        .map(|i| switchboard::core::state::FormResult {
             form: format!("{i:024x}"),
             name: format!("form {i}"),
             category_index: 0,
@@ -493,14 +493,14 @@ async fn the_example_trace_stored_in_redis_matches_the_simulator() {
 mod directory_in_redis {
     use std::time::Duration;
 
-    use switchboard::directory::{Directory, DirectoryFile, MemoryDirectory};
-    use switchboard::store::directory::{CacheSettings, Key};
-    use switchboard::store::{DirectorySource, RedisDirectory, StateStore};
+    use switchboard::core::directory::{Directory, DirectoryFile, MemoryDirectory};
+    use switchboard::runtime::store::directory::{CacheSettings, Key};
+    use switchboard::runtime::store::{DirectorySource, RedisDirectory, StateStore};
 
     use super::{redis, redis_url};
 
     fn file() -> DirectoryFile {
-        DirectoryFile::read(std::path::Path::new(concat!(
+        switchboard::directory_file::read(std::path::Path::new(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/examples/directory.yaml"
         )))
@@ -541,7 +541,7 @@ mod directory_in_redis {
         let dir = directory("dir-roundtrip", 10_000).await;
         assert_eq!(dir.loaded_version().await.unwrap(), None);
         let mut file = file();
-        file.blocked.push(switchboard::directory::Block {
+        file.blocked.push(switchboard::core::directory::Block {
             organization: file.organizations[0].id.clone(),
             ip: "192.0.2.66".into(),
             since: i64::MIN,
@@ -560,7 +560,7 @@ mod directory_in_redis {
         for o in &file.organizations {
             let got = settle(&dir, |d| d.organization(&o.id)).await;
             assert_eq!(got, memory.organization(&o.id), "{}", o.id);
-            let ids = |v: Vec<std::sync::Arc<switchboard::directory::Channel>>| {
+            let ids = |v: Vec<std::sync::Arc<switchboard::core::directory::Channel>>| {
                 v.iter().map(|c| c.id.clone()).collect::<Vec<_>>()
             };
             let got = settle(&dir, |d| ids(d.channels_of(&o.id))).await;

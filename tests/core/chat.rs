@@ -2,8 +2,8 @@
 //! blocking.
 
 use serde_json::json;
-use switchboard::event::Topic;
-use switchboard::state::Status;
+use switchboard::core::event::Topic;
+use switchboard::core::state::Status;
 
 use crate::common::*;
 
@@ -107,12 +107,12 @@ fn delivery_falls_back_in_order_web_facebook_email_sms() {
     let mut s = h.state(&c);
     s.touchpoint = Some("pigeon".into());
     assert_eq!(
-        switchboard::chat::delivery_touchpoint(&s).as_deref(),
+        switchboard::core::chat::delivery_touchpoint(&s).as_deref(),
         Some("facebook")
     );
     s.touchpoints.remove("facebook");
     assert_eq!(
-        switchboard::chat::delivery_touchpoint(&s).as_deref(),
+        switchboard::core::chat::delivery_touchpoint(&s).as_deref(),
         Some("email")
     );
 }

@@ -5,11 +5,11 @@
 use std::collections::VecDeque;
 
 use serde_json::{json, Value};
-use switchboard::directory::MemoryDirectory;
-use switchboard::event::Topic;
-use switchboard::simulate::{output_line, Simulator};
-use switchboard::state::{Conversation, StoredMessage};
-use switchboard::Dialect;
+use switchboard::core::directory::MemoryDirectory;
+use switchboard::core::event::Topic;
+use switchboard::core::state::{Conversation, StoredMessage};
+use switchboard::core::Dialect;
+use switchboard::tools::simulate::{output_line, Simulator};
 
 pub const PARENT: &str = "0000000000000000000000a1";
 pub const ORG: &str = "0000000000000000000000a2";
@@ -46,11 +46,11 @@ pub fn directory() -> MemoryDirectory {
 
 /// The example directory with `n` more agents of the organization.
 pub fn directory_with_agents(n: usize) -> (MemoryDirectory, Vec<String>) {
-    let mut file: switchboard::directory::DirectoryFile =
+    let mut file: switchboard::core::directory::DirectoryFile =
         serde_yaml_ng::from_str(&directory_yaml()).unwrap();
     let ids: Vec<String> = (0..n).map(|i| format!("{:024x}", 0xa9_0000 + i)).collect();
     for id in &ids {
-        file.users.push(switchboard::directory::User {
+        file.users.push(switchboard::core::directory::User {
             id: id.clone(),
             organization: ORG.into(),
             name: format!("agent {id}"),

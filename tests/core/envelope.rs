@@ -1,8 +1,8 @@
 //! Conversation creation, the envelope rules, authorisation, and what every message gets.
 
 use serde_json::json;
-use switchboard::event::Topic;
-use switchboard::state::Status;
+use switchboard::core::event::Topic;
+use switchboard::core::state::Status;
 
 use crate::common::*;
 
@@ -17,7 +17,7 @@ fn first_message_creates_the_conversation() {
     assert_eq!(s.status, Status::Queued);
     assert_eq!(s.kind, "contact");
     assert_eq!(s.created_at, time(1));
-    assert_eq!(s.name, switchboard::names::fantasy_name(&c));
+    assert_eq!(s.name, switchboard::core::names::fantasy_name(&c));
     assert_eq!(h.messages(&c).len(), 1);
     assert_eq!(h.messages(&c)[0].index, 0);
 }
@@ -79,12 +79,12 @@ fn unreadable_records_go_to_the_dead_letter_topic() {
     assert_eq!(outs.len(), 1);
     assert_eq!(outs[0].topic, Topic::DeadLetters);
     let line: serde_json::Value =
-        serde_json::from_str(&switchboard::simulate::output_line(&outs[0])).unwrap();
+        serde_json::from_str(&switchboard::tools::simulate::output_line(&outs[0])).unwrap();
     assert_eq!(line["value"]["data"]["reason"], "not_json");
     assert_eq!(line["value"]["data"]["payload"], "{oops");
     assert_eq!(line["value"]["id"], "dlq:line-1:0");
     let outs = h.sim.process(&[0xc3, 0x28], "line-2");
-    assert!(switchboard::simulate::output_line(&outs[0]).contains("payloadBase64"));
+    assert!(switchboard::tools::simulate::output_line(&outs[0]).contains("payloadBase64"));
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! Forms (`form` and `field` messages) and `/send`.
 
 use serde_json::{json, Value};
-use switchboard::event::Topic;
+use switchboard::core::event::Topic;
 
 use crate::common::*;
 

@@ -1,8 +1,8 @@
 //! `/import`: the three relay steps, every refusal, and the guarantees around them.
 
 use serde_json::json;
-use switchboard::event::Topic;
-use switchboard::state::Status;
+use switchboard::core::event::Topic;
+use switchboard::core::state::Status;
 
 use crate::common::*;
 
@@ -165,7 +165,7 @@ fn one_import_at_a_time_and_no_mutual_archiving() {
         "no result yet"
     );
     let again = h.sim.process(&cmd(&a, &b, "0000000000000000000000ab"), "z");
-    let line = switchboard::simulate::output_line(again.last().unwrap());
+    let line = switchboard::tools::simulate::output_line(again.last().unwrap());
     assert!(line.contains("import_in_progress"), "{line}");
     // Deliver the relays in order, and their answers.
     let mut queue: std::collections::VecDeque<Vec<u8>> = to_b
@@ -178,7 +178,9 @@ fn one_import_at_a_time_and_no_mutual_archiving() {
         for o in h.sim.process(&p, "relay") {
             match o.topic {
                 Topic::Input => queue.push_back(serde_json::to_vec(&o.value).unwrap()),
-                Topic::CommandResults => results.push(switchboard::simulate::output_line(&o)),
+                Topic::CommandResults => {
+                    results.push(switchboard::tools::simulate::output_line(&o))
+                }
                 _ => {}
             }
         }

@@ -1,7 +1,7 @@
 //! `/notify`, routing (scope, order, `when`, `stop`, catch-all, offline channels) and mentions.
 
 use serde_json::json;
-use switchboard::state::Status;
+use switchboard::core::state::Status;
 
 use crate::common::*;
 

@@ -1,8 +1,8 @@
 //! `/assign`, `/follow`, `/unfollow`, `/join`, `/accept`, `/leave` and `/close`.
 
 use serde_json::json;
-use switchboard::state::Status;
-use switchboard::Dialect;
+use switchboard::core::state::Status;
+use switchboard::core::Dialect;
 
 use crate::common::*;
 

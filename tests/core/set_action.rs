@@ -1,7 +1,7 @@
 //! `/set` (properties and metadata) and `/action like|comment`.
 
 use serde_json::json;
-use switchboard::Dialect;
+use switchboard::core::Dialect;
 
 use crate::common::*;
 

@@ -11,10 +11,10 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use serde_json::Value;
-use switchboard::demo::read_committed;
-use switchboard::event::Topic;
-use switchboard::simulate::inspect_document;
-use switchboard::store::RedisStore;
+use switchboard::core::event::Topic;
+use switchboard::runtime::store::RedisStore;
+use switchboard::tools::demo::read_committed;
+use switchboard::tools::simulate::inspect_document;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
 pub const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/directory.yaml");
@@ -430,7 +430,7 @@ pub async fn assert_matches_oracle(setup: &Setup, trace: &std::path::Path) {
         .await
         .unwrap();
     for (id, doc) in expected_state.as_object().unwrap() {
-        let (header, log) = switchboard::store::document(&store, id, true)
+        let (header, log) = switchboard::runtime::store::document(&store, id, true)
             .await
             .unwrap()
             .expect("in Redis");

@@ -1,0 +1,283 @@
+//! `/import <originId>`: merging an origin conversation into this one (the target).
+//!
+//! The origin may live on another partition and another instance, so the merge is relayed
+//! through the input topic, which keeps each conversation's own order and lets the stream's
+//! transactions make every step exactly-once:
+//!
+//! 1. **target**, `/import`: checks what it can alone, marks the import pending, and relays an
+//!    `import.request` keyed by the origin. No result yet.
+//! 2. **origin**, `import.request`: checks the origin (exists, same organization, not archived,
+//!    not importing itself); archives it, renames it `TRANSFERRED`, tags each message with
+//!    `meta._target`, and relays an `import.transfer` carrying the copies back to the target —
+//!    or a transfer carrying the refusal.
+//! 3. **target**, `import.transfer`: interleaves the copies with its own messages by
+//!    `createdAt` and emits the `/import`'s one result.
+//!
+//! Relay records get no result of their own: the `/import` command gets exactly one. A
+//! conversation with an import pending refuses to be an origin, so two conversations importing
+//! each other cannot both end up archived.
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::core::code::{reject, Code, Refusal};
+use crate::core::event::{DequeueReason, Output, Payload, Topic};
+use crate::core::id::{derive, is_object_id};
+use crate::core::log::LogWrite;
+use crate::core::message::{Message, IMPORT_REQUEST, IMPORT_TRANSFER};
+use crate::core::state::{LastContact, PendingImport, Status, StoredMessage};
+use crate::core::transition::{Handled, Step, Transition, Verdict};
+
+use super::split_word;
+
+/// The `meta` of an `import.request`.
+#[derive(Debug, Clone, Deserialize)]
+struct Request {
+    target: String,
+    organization: String,
+    command: StoredMessage,
+}
+
+/// The `meta` of an `import.transfer`.
+#[derive(Debug, Clone, Deserialize)]
+struct Transfer {
+    origin: String,
+    command: StoredMessage,
+    #[serde(default)]
+    messages: Vec<StoredMessage>,
+    #[serde(default)]
+    error: Option<TransferError>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct TransferError {
+    code: Code,
+    detail: String,
+}
+
+fn relay_meta<T: for<'de> Deserialize<'de>>(msg: &Message) -> Result<T, Refusal> {
+    serde_json::from_value(Value::Object(msg.meta.clone())).map_err(|e| {
+        reject(
+            Code::UnexpectedRelay,
+            format!("{} record with malformed meta: {e}", msg.type_name),
+        )
+    })
+}
+
+/// Step 1, on the target: `/import <originId>`.
+pub fn request(step: &mut Step<'_>, args: &str) -> Handled {
+    let (origin, _) = split_word(args);
+    if origin.is_empty() {
+        return Err(reject(
+            Code::MissingArgument,
+            "/import needs the origin conversation ID",
+        ));
+    }
+    if !is_object_id(origin) {
+        return Err(reject(
+            Code::InvalidId,
+            format!("{origin:?} is not an ObjectId"),
+        ));
+    }
+    if origin == step.conv.id {
+        return Err(reject(
+            Code::SameConversation,
+            "a conversation cannot import itself",
+        ));
+    }
+    if let Some(p) = &step.conv.pending_import {
+        return Err(reject(
+            Code::ImportInProgress,
+            format!("the import of {} is still in progress", p.origin),
+        ));
+    }
+    step.conv.pending_import = Some(PendingImport {
+        command: step.msg.id.clone(),
+        origin: origin.to_string(),
+    });
+    let command = StoredMessage::from_message(step.msg, 0);
+    let record = json!({
+        "id": derive(&[&step.msg.id, IMPORT_REQUEST]),
+        "conversation": origin,
+        "type": IMPORT_REQUEST,
+        "role": "bot",
+        "sender": step.msg.sender,
+        "text": "",
+        "createdAt": step.now(),
+        "meta": {
+            "target": step.conv.id,
+            "organization": step.conv.organization,
+            "command": command,
+        },
+    });
+    step.extra.push(Output {
+        topic: Topic::Input,
+        key: origin.to_string(),
+        value: Payload::Message(record),
+    });
+    Ok(Verdict::Deferred)
+}
+
+/// The transfer record of step 2, carrying the copies or the refusal back to the target.
+fn transfer_record(
+    request: &Message,
+    req: &Request,
+    body: Result<Vec<StoredMessage>, Refusal>,
+) -> Output {
+    let mut meta = json!({ "origin": request.conversation, "command": req.command });
+    match body {
+        Ok(messages) => meta["messages"] = json!(messages),
+        Err(r) => meta["error"] = json!({ "code": r.code, "detail": r.detail }),
+    }
+    Output {
+        topic: Topic::Input,
+        key: req.target.clone(),
+        value: Payload::Message(json!({
+            "id": derive(&[&req.command.id, IMPORT_TRANSFER]),
+            "conversation": req.target,
+            "type": IMPORT_TRANSFER,
+            "role": "bot",
+            "sender": request.sender,
+            "text": "",
+            "createdAt": request.created_at,
+            "meta": meta,
+        })),
+    }
+}
+
+/// Step 2 when the origin does not exist.
+pub fn missing_origin(msg: &Message) -> Transition {
+    let req = match relay_meta::<Request>(msg) {
+        Ok(req) => req,
+        Err(r) => return crate::core::transition::refused_unknown(msg, r),
+    };
+    let refusal = reject(
+        Code::UnknownConversation,
+        format!("origin conversation {} does not exist", msg.conversation),
+    );
+    Transition {
+        conversation: None,
+        log: Vec::new(),
+        outputs: vec![transfer_record(msg, &req, Err(refusal))],
+        blocks: Vec::new(),
+        outcome: None,
+    }
+}
+
+/// Step 2, on the origin: `import.request`.
+pub fn origin(step: &mut Step<'_>) -> Handled {
+    let req: Request = relay_meta(step.msg)?;
+    let refusal = if step.conv.status == Status::Archived {
+        Some(reject(
+            Code::Archived,
+            format!("origin conversation {} is archived", step.conv.id),
+        ))
+    } else if step.conv.organization != req.organization {
+        Some(reject(
+            Code::OrganizationMismatch,
+            format!(
+                "origin conversation {} belongs to another organization",
+                step.conv.id
+            ),
+        ))
+    } else if step.conv.pending_import.is_some() {
+        Some(reject(
+            Code::ImportInProgress,
+            format!("origin conversation {} is itself importing", step.conv.id),
+        ))
+    } else {
+        None
+    };
+    if let Some(r) = refusal {
+        step.extra.push(transfer_record(step.msg, &req, Err(r)));
+        return Ok(Verdict::Relayed { applied: false });
+    }
+
+    let originals = step.log.all();
+    let mut copies = Vec::with_capacity(originals.len());
+    let mut tagged = Vec::with_capacity(originals.len());
+    for m in originals {
+        let copy_id = derive(&[&req.command.id, &m.id]);
+        let mut copy = m.clone();
+        copy.id = copy_id.clone();
+        copy.meta.insert("_source".into(), json!(m.id));
+        copy.version += 1;
+        copies.push(copy);
+        let mut original = m.clone();
+        original.meta.insert("_target".into(), json!(copy_id));
+        original.version += 1;
+        tagged.push(original);
+    }
+    step.writes.push(LogWrite::Replace(tagged));
+    step.conv.name = "TRANSFERRED".into();
+    step.set_status(Status::Archived, DequeueReason::Archive, None);
+    step.extra.push(transfer_record(step.msg, &req, Ok(copies)));
+    Ok(Verdict::Relayed { applied: true })
+}
+
+fn nanos(time: &str) -> i64 {
+    chrono::DateTime::parse_from_rfc3339(time)
+        .ok()
+        .and_then(|t| t.timestamp_nanos_opt())
+        .unwrap_or(i64::MIN)
+}
+
+/// Step 3, on the target: `import.transfer`.
+pub fn transfer(step: &mut Step<'_>) -> Handled {
+    let t: Transfer = relay_meta(step.msg)?;
+    let expected = step
+        .conv
+        .pending_import
+        .as_ref()
+        .is_some_and(|p| p.command == t.command.id && p.origin == t.origin);
+    if !expected {
+        return Err(reject(
+            Code::UnexpectedRelay,
+            "no import is pending for this transfer",
+        ));
+    }
+    step.result_for = Some(t.command.id.clone());
+    step.conv.pending_import = None;
+    if let Some(e) = t.error {
+        return Err(reject(e.code, e.detail));
+    }
+    if step.conv.status == Status::Archived {
+        return Err(reject(
+            Code::Archived,
+            "the conversation is archived and accepts no change",
+        ));
+    }
+
+    // Order: createdAt, then the target's own messages before copies, then ID.
+    let mut merged: Vec<(i64, u8, StoredMessage)> = step
+        .log
+        .all()
+        .iter()
+        .cloned()
+        .chain(std::iter::once(t.command))
+        .map(|m| (nanos(&m.created_at), 0, m))
+        .chain(t.messages.into_iter().map(|m| (nanos(&m.created_at), 1, m)))
+        .collect();
+    merged.sort_by(|a, b| (a.0, a.1, &a.2.id).cmp(&(b.0, b.1, &b.2.id)));
+    let merged: Vec<StoredMessage> = merged
+        .into_iter()
+        .enumerate()
+        .map(|(i, (_, _, mut m))| {
+            m.index = i as u64;
+            m
+        })
+        .collect();
+
+    step.conv.message_count = merged.len() as u64;
+    step.conv.last_contact = merged
+        .iter()
+        .rposition(StoredMessage::is_contact_chat)
+        .map(|at| LastContact {
+            message: merged[at].id.clone(),
+            text: merged[at].text.clone(),
+            replied: merged[at + 1..].iter().any(StoredMessage::is_reply),
+        });
+    step.writes.push(LogWrite::Replace(merged));
+    step.stored = true;
+    Ok(Verdict::Applied)
+}

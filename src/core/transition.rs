@@ -1,0 +1,483 @@
+//! The transition function: `(state, message, directory) -> (new state, events, result)`.
+//!
+//! [`apply`] is the only way state changes. It is pure: no IO, no clock (*now* is the message's
+//! `createdAt`), no randomness (new IDs are derived from the causing message). Handlers for each
+//! message kind and command family live in [`crate::core::chat`] and [`crate::core::command`]; they work on a
+//! [`Step`], validating everything before they mutate anything, so that a refused message leaves
+//! the state as it was.
+
+use std::sync::Arc;
+
+use crate::core::code::{reject, Code, Refusal};
+use crate::core::directory::{lineage, Block, Directory, Organization, User};
+use crate::core::event::{DequeueReason, EventData, InboxReason, NotifyReason, Outcome, Output};
+use crate::core::log::{Log, LogWrite};
+use crate::core::message::{Invalid, Kind, Message, Role};
+use crate::core::routing::{authorise, route};
+use crate::core::state::{Conversation, Participant, Status, StoredMessage};
+use crate::core::Dialect;
+
+/// What the core reads besides the conversation: reference data and the dialect.
+#[derive(Clone, Copy)]
+pub struct Env<'a> {
+    pub directory: &'a dyn Directory,
+    pub dialect: Dialect,
+}
+
+/// Everything one message does.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transition {
+    /// The conversation afterwards; `None` when it does not exist (and was not created).
+    pub conversation: Option<Conversation>,
+    /// Changes to the conversation's log, in order.
+    pub log: Vec<LogWrite>,
+    /// Output records in order; the result, when this message concludes one, is last.
+    pub outputs: Vec<Output>,
+    /// IPs to add to organizations' block lists.
+    pub blocks: Vec<Block>,
+    /// The outcome reported in this transition's result, if it has one.
+    pub outcome: Option<Outcome>,
+}
+
+/// What a handler reports when it did not refuse the message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// The message changed the conversation: stored, version + 1, result `applied`.
+    Applied,
+    /// The result will come from a later relay step (`/import`, step 1).
+    Deferred,
+    /// A relay record was handled; relay records get no result of their own.
+    Relayed { applied: bool },
+}
+
+pub type Handled = Result<Verdict, Refusal>;
+
+/// What an adapter must have loaded from the log before calling [`apply`] for `message`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogNeeds {
+    /// One message, by ID (`/action`).
+    pub message: Option<String>,
+    /// The whole log (`/import`'s relay steps).
+    pub all: bool,
+}
+
+/// Which parts of the log [`apply`] will read for this message.
+pub fn needs(message: &Message) -> LogNeeds {
+    match message.kind {
+        Kind::ImportRequest | Kind::ImportTransfer => LogNeeds {
+            message: None,
+            all: true,
+        },
+        Kind::Command if message.text.trim_start().starts_with("/action") => LogNeeds {
+            message: message
+                .meta
+                .get("message")
+                .and_then(|v| v.as_str())
+                .map(str::to_string),
+            all: false,
+        },
+        _ => LogNeeds::default(),
+    }
+}
+
+/// Applies one message to one conversation.
+///
+/// The message is taken by value so that, when it is stored, its fields move into the log
+/// rather than being copied.
+pub fn apply(
+    conversation: Option<Conversation>,
+    log: &dyn Log,
+    message: Message,
+    env: &Env<'_>,
+) -> Transition {
+    let existed = conversation.is_some();
+    let conv = match conversation {
+        Some(c) => c,
+        None => match message.kind {
+            Kind::ImportRequest => return crate::core::command::import::missing_origin(&message),
+            _ => match create(&message, env) {
+                Ok(c) => c,
+                Err(refusal) => return refused_unknown(&message, refusal),
+            },
+        },
+    };
+    let mut step = Step::new(conv, log, &message, env);
+    let handled = step.run();
+    let (mut transition, own_slot) = step.finish(handled, existed);
+    // The handlers' borrows of the message have ended: move it into the slot it reserved.
+    if let Some(LogWrite::Append(slot)) = own_slot.and_then(|at| transition.log.get_mut(at)) {
+        slot.fill_from(message);
+    }
+    transition
+}
+
+/// The result for a record that decoded but broke a rule of SPEC section 2.
+pub fn invalid(current: Option<&Conversation>, record: &Invalid, locator: &str) -> Output {
+    let key = record.conversation.as_str();
+    let message = record.message.as_deref();
+    Output::event(
+        message.unwrap_or(locator),
+        0,
+        record.time.as_deref(),
+        key,
+        EventData::CommandResult {
+            conversation: key.to_string(),
+            message: message.map(str::to_string),
+            outcome: Outcome::Rejected,
+            code: Some(record.code),
+            detail: Some(record.detail.clone()),
+            version: current.map_or(0, |c| c.version),
+        },
+    )
+}
+
+fn create(message: &Message, env: &Env<'_>) -> Result<Conversation, Refusal> {
+    let Some(org) = &message.organization else {
+        return Err(reject(
+            Code::UnknownConversation,
+            format!(
+                "conversation {} does not exist and the message carries no organization to create it",
+                message.conversation
+            ),
+        ));
+    };
+    if env.directory.organization(org).is_none() {
+        return Err(reject(
+            Code::UnknownOrganization,
+            format!("organization {org} is not in the directory"),
+        ));
+    }
+    let kind = message.conversation_type.as_deref().unwrap_or("contact");
+    Ok(Conversation::new(
+        &message.conversation,
+        org,
+        kind,
+        &message.created_at,
+    ))
+}
+
+/// The transition for a message refused before any conversation exists to apply it to.
+pub(crate) fn refused_unknown(message: &Message, refusal: Refusal) -> Transition {
+    let record = Invalid {
+        conversation: message.conversation.clone(),
+        message: Some(message.id.clone()),
+        code: refusal.code,
+        detail: refusal.detail,
+        time: Some(message.created_at.clone()),
+    };
+    let result = invalid(None, &record, &message.id);
+    Transition {
+        conversation: None,
+        log: Vec::new(),
+        outputs: vec![result],
+        blocks: Vec::new(),
+        outcome: Some(Outcome::Rejected),
+    }
+}
+
+/// The working context of one transition.
+pub struct Step<'a> {
+    pub msg: &'a Message,
+    pub env: &'a Env<'a>,
+    pub log: &'a dyn Log,
+    pub conv: Conversation,
+    /// The conversation's organization, then its ancestors; looked up on first use, since most
+    /// chat messages never need it.
+    lineage: std::cell::OnceCell<Vec<Arc<Organization>>>,
+    pub writes: Vec<LogWrite>,
+    events: Vec<EventData>,
+    /// Records keyed by another conversation (the relay), emitted after the events.
+    pub extra: Vec<Output>,
+    pub blocks: Vec<Block>,
+    /// The message the result is about, when not the one being applied (`/import`, step 3).
+    pub result_for: Option<String>,
+    /// The applied message is already in the log (or must not be stored).
+    pub stored: bool,
+    /// Where in `writes` the message's own append waits to be filled (see [`apply`]).
+    own_slot: Option<usize>,
+}
+
+impl<'a> Step<'a> {
+    pub fn new(conv: Conversation, log: &'a dyn Log, msg: &'a Message, env: &'a Env<'a>) -> Self {
+        Step {
+            msg,
+            env,
+            log,
+            conv,
+            lineage: std::cell::OnceCell::new(),
+            writes: Vec::new(),
+            events: Vec::new(),
+            extra: Vec::new(),
+            blocks: Vec::new(),
+            result_for: None,
+            stored: false,
+            own_slot: None,
+        }
+    }
+
+    fn run(&mut self) -> Handled {
+        // Relay records make their own checks: they must answer, never just fail.
+        match self.msg.kind {
+            Kind::ImportRequest => return crate::core::command::import::origin(self),
+            Kind::ImportTransfer => return crate::core::command::import::transfer(self),
+            _ => {}
+        }
+        if self.conv.status == Status::Archived {
+            return Err(reject(
+                Code::Archived,
+                "the conversation is archived and accepts no change",
+            ));
+        }
+        if self.msg.role != Role::Contact {
+            let sender = self.msg.sender.as_deref().unwrap_or_default();
+            self.authorise(sender)?;
+        }
+        match self.msg.kind {
+            Kind::Chat => crate::core::chat::apply(self),
+            Kind::Command => crate::core::command::apply(self),
+            Kind::Form => crate::core::command::forms::form(self),
+            Kind::Field => crate::core::command::forms::field(self),
+            Kind::Mention => crate::core::command::notify::mention(self),
+            Kind::ImportRequest | Kind::ImportTransfer => unreachable!("handled above"),
+            Kind::Other => Ok(Verdict::Applied),
+        }
+    }
+
+    fn finish(mut self, handled: Handled, existed: bool) -> (Transition, Option<usize>) {
+        // Borrowed from the message, not the step, so they outlive the moves below.
+        let msg: &'a Message = self.msg;
+        let now = msg.created_at.as_str();
+        let conv_id = msg.conversation.as_str();
+        let exists = existed || handled.is_ok() || !self.writes.is_empty();
+        let result = match handled {
+            Ok(Verdict::Applied) => {
+                if !self.stored {
+                    self.store();
+                }
+                self.conv.version += 1;
+                self.conv.updated_at.clone_from(&msg.created_at);
+                Some((Outcome::Applied, None))
+            }
+            Ok(Verdict::Deferred) => None,
+            Ok(Verdict::Relayed { applied }) => {
+                if applied {
+                    self.conv.version += 1;
+                    self.conv.updated_at.clone_from(&msg.created_at);
+                }
+                None
+            }
+            Err(refusal) => {
+                if !self.writes.is_empty() {
+                    self.conv.updated_at.clone_from(&msg.created_at);
+                }
+                let outcome = if refusal.ignored {
+                    Outcome::Ignored
+                } else {
+                    Outcome::Rejected
+                };
+                Some((outcome, Some(refusal)))
+            }
+        };
+        let mut outputs: Vec<Output> = Vec::with_capacity(self.events.len() + self.extra.len() + 1);
+        for (position, data) in self.events.into_iter().enumerate() {
+            outputs.push(Output::event(&msg.id, position, Some(now), conv_id, data));
+        }
+        outputs.append(&mut self.extra);
+        let outcome = result.as_ref().map(|(o, _)| *o);
+        if let Some((outcome, refusal)) = result {
+            let (code, detail) = match refusal {
+                Some(r) => (Some(r.code), Some(r.detail)),
+                None => (None, None),
+            };
+            let data = EventData::CommandResult {
+                conversation: conv_id.to_string(),
+                message: Some(self.result_for.take().unwrap_or_else(|| msg.id.clone())),
+                outcome,
+                code,
+                detail,
+                version: if exists { self.conv.version } else { 0 },
+            };
+            outputs.push(Output::event(
+                &msg.id,
+                outputs.len(),
+                Some(now),
+                conv_id,
+                data,
+            ));
+        }
+        let transition = Transition {
+            conversation: exists.then_some(self.conv),
+            log: self.writes,
+            outputs,
+            blocks: self.blocks,
+            outcome,
+        };
+        (transition, self.own_slot)
+    }
+
+    /// *now*: the message's `createdAt`.
+    pub fn now(&self) -> &str {
+        &self.msg.created_at
+    }
+
+    pub fn sender(&self) -> &str {
+        self.msg.sender.as_deref().unwrap_or_default()
+    }
+
+    pub fn emit(&mut self, data: EventData) {
+        self.events.push(data);
+    }
+
+    /// The conversation's organization, then its ancestors, nearest first.
+    pub fn lineage(&self) -> &[Arc<Organization>] {
+        self.lineage
+            .get_or_init(|| lineage(self.env.directory, &self.conv.organization))
+    }
+
+    /// The organization the conversation belongs to.
+    pub fn organization(&self) -> Option<&Arc<Organization>> {
+        self.lineage().first()
+    }
+
+    /// Appends the message being applied to the log. Its slot is filled when the transition
+    /// is complete, by moving the message in.
+    pub fn store(&mut self) {
+        self.own_slot = Some(self.writes.len());
+        self.store_message(StoredMessage::placeholder());
+        self.stored = true;
+    }
+
+    /// Appends another message (one the core makes, such as `/send`'s results) to the log.
+    pub fn store_message(&mut self, mut message: StoredMessage) {
+        message.index = self.conv.message_count;
+        self.conv.message_count += 1;
+        self.writes.push(LogWrite::Append(message));
+    }
+
+    pub fn authorise(&self, user: &str) -> Result<Arc<User>, Refusal> {
+        authorise(self.env.directory, self.lineage(), user)
+    }
+
+    /// The user a participant command is about: `user`, else the sender; authorised.
+    pub fn target_user(&self) -> Result<String, Refusal> {
+        let user = self.msg.user.as_deref().unwrap_or_else(|| self.sender());
+        self.authorise(user)?;
+        Ok(user.to_string())
+    }
+
+    pub fn is_participant(&self, user: &str) -> bool {
+        self.conv.participant(user).is_some()
+    }
+
+    /// The participant for `user`, added with no flags if absent.
+    pub fn participant_mut(&mut self, user: &str) -> &mut Participant {
+        let at = match self.conv.participants.iter().position(|p| p.user == user) {
+            Some(i) => i,
+            None => {
+                self.conv.participants.push(Participant::new(user));
+                self.conv.participants.len() - 1
+            }
+        };
+        &mut self.conv.participants[at]
+    }
+
+    /// Removes `user` if it is left with no flag set.
+    pub fn prune(&mut self, user: &str) {
+        self.conv
+            .participants
+            .retain(|p| p.user != user || p.has_any_flag());
+    }
+
+    /// Changes status; leaving `queued` dequeues every channel notified for the queued period.
+    pub fn set_status(&mut self, status: Status, reason: DequeueReason, user: Option<&str>) {
+        let old = self.conv.status;
+        if old == Status::Queued && status != Status::Queued {
+            let channels = std::mem::take(&mut self.conv.channels);
+            let offline = std::mem::take(&mut self.conv.channels_offline);
+            for channel in channels.into_iter().chain(offline) {
+                self.emit(EventData::ChannelDequeue {
+                    conversation: self.conv.id.clone(),
+                    channel,
+                    reason,
+                    user: user.map(str::to_string),
+                });
+            }
+        }
+        if status == Status::Queued && old != Status::Queued {
+            self.conv.accepted_since_queued = false;
+        }
+        self.conv.status = status;
+    }
+
+    /// Puts the conversation in `queued` (a new queued period when it was not).
+    pub fn enter_queue(&mut self) {
+        if self.conv.status != Status::Queued {
+            self.conv.accepted_since_queued = false;
+            self.conv.status = Status::Queued;
+        }
+    }
+
+    /// Queues the conversation and runs routing over `scope` (default: its organization and
+    /// ancestors), notifying the online channels found.
+    pub fn queue_and_route(&mut self, scope: Option<&[String]>, reason: NotifyReason) {
+        self.enter_queue();
+        let routed = route(&self.conv, scope, self.env.directory);
+        self.add_channels(routed.online, routed.offline, reason);
+    }
+
+    /// Adds channels to the queued period, notifying the online ones.
+    pub fn add_channels(
+        &mut self,
+        online: Vec<String>,
+        offline: Vec<String>,
+        reason: NotifyReason,
+    ) {
+        for channel in offline {
+            if !self.conv.channels_offline.contains(&channel) {
+                self.conv.channels_offline.push(channel);
+            }
+        }
+        for channel in online {
+            if !self.conv.channels.contains(&channel) {
+                self.conv.channels.push(channel.clone());
+            }
+            self.notify_channel(channel, reason);
+        }
+    }
+
+    /// Notifies every channel of the queued period again.
+    pub fn renotify(&mut self, reason: NotifyReason) {
+        for channel in self.conv.channels.clone() {
+            self.notify_channel(channel, reason);
+        }
+    }
+
+    fn notify_channel(&mut self, channel: String, reason: NotifyReason) {
+        self.emit(EventData::ChannelNotification {
+            conversation: self.conv.id.clone(),
+            organization: self.conv.organization.clone(),
+            channel,
+            reason,
+        });
+    }
+
+    /// Sets a user's inbox flag, adding the participant if needed, and notifies it.
+    pub fn inbox(&mut self, user: &str, reason: InboxReason) {
+        self.participant_mut(user).inbox = true;
+        self.emit(EventData::InboxNotification {
+            conversation: self.conv.id.clone(),
+            user: user.to_string(),
+            reason,
+        });
+    }
+
+    /// `/accept` for `user`: active, accepted, inbox cleared; the conversation becomes active.
+    pub fn accept(&mut self, user: &str) {
+        let p = self.participant_mut(user);
+        p.active = true;
+        p.accepted = true;
+        p.inbox = false;
+        self.conv.accepted_since_queued = true;
+        self.set_status(Status::Active, DequeueReason::Accept, Some(user));
+    }
+}

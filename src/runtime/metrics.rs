@@ -1,0 +1,301 @@
+//! Operations: Prometheus metrics and the `/metrics`, `/healthz`, `/readyz` endpoints.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+use crate::core::directory::Block;
+use crate::core::state::StoredMessage;
+use crate::runtime::store::{Record, StateStore, StoreError, Write, WriteOutcome};
+
+/// Every metric the processor exports.
+pub struct Metrics {
+    registry: Registry,
+    pub messages: IntCounterVec,
+    pub batches: IntCounter,
+    pub batch_size: Histogram,
+    pub apply_seconds: Histogram,
+    pub produce_seconds: Histogram,
+    pub redis_seconds: HistogramVec,
+    pub aborted: IntCounter,
+    pub dead_letters: IntCounter,
+    pub outputs: IntCounter,
+    pub rebalances: IntCounter,
+    pub assigned_partitions: IntGauge,
+    pub consumer_lag: IntGaugeVec,
+    last_poll_ms: AtomicU64,
+    last_batch_ok: AtomicBool,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Metrics> {
+        let registry = Registry::new();
+        let latency = vec![
+            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+        ];
+        let m = Metrics {
+            messages: IntCounterVec::new(
+                Opts::new(
+                    "switchboard_messages_total",
+                    "Input records by message type and outcome",
+                ),
+                &["type", "outcome"],
+            )
+            .expect("valid metric"),
+            batches: IntCounter::new("switchboard_batches_total", "Batches committed")
+                .expect("valid metric"),
+            batch_size: Histogram::with_opts(
+                HistogramOpts::new("switchboard_batch_records", "Records per committed batch")
+                    .buckets(vec![1.0, 5.0, 10.0, 50.0, 100.0, 500.0, 1000.0, 5000.0]),
+            )
+            .expect("valid metric"),
+            apply_seconds: Histogram::with_opts(
+                HistogramOpts::new(
+                    "switchboard_apply_seconds",
+                    "Decoding, loading, applying and writing a batch",
+                )
+                .buckets(latency.clone()),
+            )
+            .expect("valid metric"),
+            produce_seconds: Histogram::with_opts(
+                HistogramOpts::new(
+                    "switchboard_produce_seconds",
+                    "Producing a batch's outputs and committing its transaction",
+                )
+                .buckets(latency.clone()),
+            )
+            .expect("valid metric"),
+            redis_seconds: HistogramVec::new(
+                HistogramOpts::new(
+                    "switchboard_redis_seconds",
+                    "Redis round trips by operation",
+                )
+                .buckets(latency),
+                &["op"],
+            )
+            .expect("valid metric"),
+            aborted: IntCounter::new(
+                "switchboard_batches_aborted_total",
+                "Batches aborted and replayed",
+            )
+            .expect("valid metric"),
+            dead_letters: IntCounter::new(
+                "switchboard_dead_letters_total",
+                "Records committed to the dead-letter topic",
+            )
+            .expect("valid metric"),
+            outputs: IntCounter::new(
+                "switchboard_output_records_total",
+                "Records committed to the output topics (and relay records to the input topic)",
+            )
+            .expect("valid metric"),
+            rebalances: IntCounter::new(
+                "switchboard_rebalances_total",
+                "Consumer group rebalances",
+            )
+            .expect("valid metric"),
+            assigned_partitions: IntGauge::new(
+                "switchboard_assigned_partitions",
+                "Input partitions assigned",
+            )
+            .expect("valid metric"),
+            consumer_lag: IntGaugeVec::new(
+                Opts::new(
+                    "switchboard_consumer_lag",
+                    "Records behind the end of each input partition",
+                ),
+                &["partition"],
+            )
+            .expect("valid metric"),
+            registry,
+            last_poll_ms: AtomicU64::new(now_ms()),
+            last_batch_ok: AtomicBool::new(true),
+        };
+        for c in [
+            Box::new(m.messages.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(m.batches.clone()),
+            Box::new(m.batch_size.clone()),
+            Box::new(m.apply_seconds.clone()),
+            Box::new(m.produce_seconds.clone()),
+            Box::new(m.redis_seconds.clone()),
+            Box::new(m.aborted.clone()),
+            Box::new(m.dead_letters.clone()),
+            Box::new(m.outputs.clone()),
+            Box::new(m.rebalances.clone()),
+            Box::new(m.assigned_partitions.clone()),
+            Box::new(m.consumer_lag.clone()),
+        ] {
+            m.registry.register(c).expect("metrics register once");
+        }
+        Arc::new(m)
+    }
+
+    /// The processing loop is alive: it polled just now.
+    pub fn polled(&self) {
+        self.last_poll_ms.store(now_ms(), Ordering::Relaxed);
+    }
+
+    pub fn batch_outcome(&self, ok: bool) {
+        self.last_batch_ok.store(ok, Ordering::Relaxed);
+    }
+
+    /// Live: the loop polled within the last minute.
+    pub fn healthy(&self) -> bool {
+        now_ms().saturating_sub(self.last_poll_ms.load(Ordering::Relaxed)) < 60_000
+    }
+
+    /// Ready: live, holding partitions, and the last batch went through.
+    pub fn ready(&self) -> bool {
+        self.healthy()
+            && self.assigned_partitions.get() > 0
+            && self.last_batch_ok.load(Ordering::Relaxed)
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .expect("text encoding");
+        String::from_utf8(out).expect("metrics are UTF-8")
+    }
+}
+
+/// Serves `/metrics`, `/healthz` and `/readyz` on `addr` from a thread of its own. The address
+/// is bound before this returns, so a taken port is reported at start-up.
+pub fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<SocketAddr> {
+    use axum::http::StatusCode;
+    use axum::routing::get;
+
+    let listener = std::net::TcpListener::bind(addr)?;
+    listener.set_nonblocking(true)?;
+    let bound = listener.local_addr()?;
+    std::thread::Builder::new()
+        .name("http".into())
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a tokio runtime");
+            rt.block_on(async move {
+                let listener =
+                    tokio::net::TcpListener::from_std(listener).expect("a bound listener");
+                let (m1, m2, m3) = (metrics.clone(), metrics.clone(), metrics);
+                let app = axum::Router::new()
+                    .route("/metrics", get(move || async move { m1.render() }))
+                    .route(
+                        "/healthz",
+                        get(move || async move {
+                            if m2.healthy() {
+                                (StatusCode::OK, "ok")
+                            } else {
+                                (StatusCode::SERVICE_UNAVAILABLE, "stalled")
+                            }
+                        }),
+                    )
+                    .route(
+                        "/readyz",
+                        get(move || async move {
+                            if m3.ready() {
+                                (StatusCode::OK, "ready")
+                            } else {
+                                (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+                            }
+                        }),
+                    );
+                if let Err(e) = axum::serve(listener, app).await {
+                    tracing::error!(error = %e, "HTTP server stopped");
+                }
+            });
+        })?;
+    Ok(bound)
+}
+
+/// A store that records the latency of every call in `switchboard_redis_seconds`.
+pub struct TimedStore<S> {
+    pub inner: S,
+    pub metrics: Arc<Metrics>,
+}
+
+impl<S> TimedStore<S> {
+    fn observe(&self, op: &str, started: Instant) {
+        self.metrics
+            .redis_seconds
+            .with_label_values(&[op])
+            .observe(started.elapsed().as_secs_f64());
+    }
+}
+
+impl<S: StateStore> StateStore for TimedStore<S> {
+    async fn load(&self, conversations: &[String]) -> Result<Vec<Option<Record>>, StoreError> {
+        let t = Instant::now();
+        let r = self.inner.load(conversations).await;
+        self.observe("load", t);
+        r
+    }
+    async fn messages(
+        &self,
+        wanted: &[(String, Vec<String>)],
+    ) -> Result<Vec<Vec<StoredMessage>>, StoreError> {
+        let t = Instant::now();
+        let r = self.inner.messages(wanted).await;
+        self.observe("messages", t);
+        r
+    }
+    async fn outboxes(
+        &self,
+        conversations: &[String],
+    ) -> Result<Vec<Vec<crate::runtime::store::Pending>>, StoreError> {
+        let t = Instant::now();
+        let r = self.inner.outboxes(conversations).await;
+        self.observe("outboxes", t);
+        r
+    }
+    async fn log(&self, conversation: &str) -> Result<Vec<StoredMessage>, StoreError> {
+        let t = Instant::now();
+        let r = self.inner.log(conversation).await;
+        self.observe("log", t);
+        r
+    }
+    async fn write(&self, writes: Vec<Write>) -> Result<Vec<WriteOutcome>, StoreError> {
+        let t = Instant::now();
+        let r = self.inner.write(writes).await;
+        self.observe("write", t);
+        r
+    }
+    async fn block(&self, blocks: &[Block]) -> Result<(), StoreError> {
+        let t = Instant::now();
+        let r = self.inner.block(blocks).await;
+        self.observe("block", t);
+        r
+    }
+    async fn results(
+        &self,
+        conversation: &str,
+    ) -> Result<Vec<crate::core::state::FormResult>, StoreError> {
+        let t = Instant::now();
+        let r = self.inner.results(conversation).await;
+        self.observe("results", t);
+        r
+    }
+    async fn blocked_since(
+        &self,
+        candidates: &[(String, String)],
+    ) -> Result<Vec<Option<i64>>, StoreError> {
+        let t = Instant::now();
+        let r = self.inner.blocked_since(candidates).await;
+        self.observe("blocked_since", t);
+        r
+    }
+}

@@ -1,0 +1,138 @@
+//! The in-memory store: the demo's, and the reference the Redis store is tested against.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use super::{flatten, Pending, Record, StateStore, StoreError, Write, WriteOutcome};
+use crate::core::directory::{Block, BlockList};
+use crate::core::state::{FormResult, StoredMessage};
+
+#[derive(Debug, Default)]
+struct Entry {
+    record: Option<Record>,
+    outbox: Vec<Pending>,
+    log: BTreeMap<u64, StoredMessage>,
+    results: Vec<FormResult>,
+}
+
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    conversations: Mutex<std::collections::HashMap<String, Entry>>,
+    blocked: Mutex<BlockList>,
+}
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Every stored conversation's ID, sorted.
+    pub fn conversation_ids(&self) -> Vec<String> {
+        let map = self.conversations.lock().expect("store lock");
+        let mut ids: Vec<String> = map
+            .iter()
+            .filter(|(_, e)| e.record.is_some())
+            .map(|(k, _)| k.clone())
+            .collect();
+        ids.sort();
+        ids
+    }
+}
+
+impl StateStore for MemoryStore {
+    async fn load(&self, conversations: &[String]) -> Result<Vec<Option<Record>>, StoreError> {
+        let map = self.conversations.lock().expect("store lock");
+        Ok(conversations
+            .iter()
+            .map(|id| map.get(id).and_then(|e| e.record.clone()))
+            .collect())
+    }
+
+    async fn messages(
+        &self,
+        wanted: &[(String, Vec<String>)],
+    ) -> Result<Vec<Vec<StoredMessage>>, StoreError> {
+        let map = self.conversations.lock().expect("store lock");
+        Ok(wanted
+            .iter()
+            .map(|(conversation, ids)| {
+                map.get(conversation)
+                    .map(|e| {
+                        e.log
+                            .values()
+                            .filter(|m| ids.contains(&m.id))
+                            .cloned()
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            })
+            .collect())
+    }
+
+    async fn outboxes(&self, conversations: &[String]) -> Result<Vec<Vec<Pending>>, StoreError> {
+        let map = self.conversations.lock().expect("store lock");
+        Ok(conversations
+            .iter()
+            .map(|id| map.get(id).map(|e| e.outbox.clone()).unwrap_or_default())
+            .collect())
+    }
+
+    async fn log(&self, conversation: &str) -> Result<Vec<StoredMessage>, StoreError> {
+        let map = self.conversations.lock().expect("store lock");
+        Ok(map
+            .get(conversation)
+            .map(|e| e.log.values().cloned().collect())
+            .unwrap_or_default())
+    }
+
+    async fn results(&self, conversation: &str) -> Result<Vec<FormResult>, StoreError> {
+        let map = self.conversations.lock().expect("store lock");
+        Ok(map
+            .get(conversation)
+            .map(|e| e.results.clone())
+            .unwrap_or_default())
+    }
+
+    async fn write(&self, writes: Vec<Write>) -> Result<Vec<WriteOutcome>, StoreError> {
+        let mut map = self.conversations.lock().expect("store lock");
+        Ok(writes
+            .into_iter()
+            .map(|mut w| {
+                let entry = map.entry(w.conversation.id.clone()).or_default();
+                if entry.record.as_ref().is_some_and(|r| r.offset >= w.offset) {
+                    return WriteOutcome::Stale;
+                }
+                let (replace, changed) = flatten(&w.log);
+                if replace {
+                    entry.log.clear();
+                }
+                for m in changed {
+                    entry.log.insert(m.index, m);
+                }
+                entry.results.append(&mut w.conversation.results);
+                entry.record = Some(Record {
+                    conversation: w.conversation,
+                    offset: w.offset,
+                });
+                entry.outbox = w.outbox;
+                WriteOutcome::Written
+            })
+            .collect())
+    }
+
+    async fn block(&self, blocks: &[Block]) -> Result<(), StoreError> {
+        let mut list = self.blocked.lock().expect("store lock");
+        for b in blocks {
+            list.insert(b);
+        }
+        Ok(())
+    }
+
+    async fn blocked_since(
+        &self,
+        candidates: &[(String, String)],
+    ) -> Result<Vec<Option<i64>>, StoreError> {
+        let list = self.blocked.lock().expect("store lock");
+        Ok(candidates.iter().map(|(o, ip)| list.since(o, ip)).collect())
+    }
+}

@@ -1,0 +1,203 @@
+//! Conversation state storage for the stream runtime (see `docs/architecture.md`).
+//!
+//! A store holds, per conversation, the header, the input offset of the last applied message,
+//! the outbox of outputs not yet known to be committed to Kafka, and the message log. Writes
+//! are atomic per conversation and fenced by the offset: a write whose offset is not above the
+//! stored one changes nothing and is reported [`WriteOutcome::Stale`].
+
+pub mod directory;
+mod memory;
+mod redis;
+
+use serde::{Deserialize, Serialize};
+
+pub use self::directory::{DirectorySource, RedisDirectory};
+pub use self::memory::MemoryStore;
+pub use self::redis::RedisStore;
+
+use crate::core::directory::Block;
+use crate::core::log::LogWrite;
+use crate::core::state::{Conversation, FormResult, StoredMessage};
+
+/// How long a Redis reply may take unless configured (`redis.response_timeout_ms`). The redis
+/// crate's own default, 500 ms, fails a whole batch's pipelined write on a loaded machine, and
+/// the retry repeats the work.
+pub const DEFAULT_RESPONSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A self-reconnecting Redis connection.
+pub(crate) async fn connection(
+    url: &str,
+    response_timeout: std::time::Duration,
+) -> Result<::redis::aio::ConnectionManager, StoreError> {
+    let client = ::redis::Client::open(url)?;
+    let config = ::redis::aio::ConnectionManagerConfig::new()
+        .set_response_timeout(Some(response_timeout))
+        .set_connection_timeout(Some(response_timeout));
+    Ok(::redis::aio::ConnectionManager::new_with_config(client, config).await?)
+}
+
+/// An output record as it will be produced: its topic (by role), key and serialised value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutRecord {
+    pub topic: crate::core::event::Topic,
+    pub key: String,
+    pub value: String,
+}
+
+/// The outputs of one applied input message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pending {
+    pub offset: i64,
+    pub outputs: Vec<OutRecord>,
+}
+
+/// What the store holds for a conversation, besides its log and its outbox.
+///
+/// The outbox is read only when a batch meets records the conversation has already applied
+/// (a replay, rare): loading it with every header would read and decode every output of the
+/// last batch again each time ([`StateStore::outboxes`]).
+///
+/// The conversation's `results` (forms processed by `/send`) are not part of it: they only ever
+/// grow and the core only appends to them, so the store keeps them in a list of their own, and a
+/// write appends whatever `results` the written conversation carries. Loading and writing a
+/// header therefore costs the same however many forms the conversation has sent;
+/// [`StateStore::results`] (or [`document`]) reads them back for display.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    pub conversation: Conversation,
+    /// Input offset of the last message applied to this conversation.
+    pub offset: i64,
+}
+
+/// One conversation's changes from one batch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Write {
+    pub conversation: Conversation,
+    /// Input offset of the last message of the batch applied to this conversation.
+    pub offset: i64,
+    /// The log changes, in order.
+    pub log: Vec<LogWrite>,
+    /// The outbox to keep: the batch's outputs for this conversation.
+    pub outbox: Vec<Pending>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteOutcome {
+    Written,
+    /// The store already holds this offset or a later one: another writer got there first.
+    Stale,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("redis: {0}")]
+    Redis(#[from] ::redis::RedisError),
+    #[error("stored data for conversation {conversation} is not valid: {source}")]
+    Corrupt {
+        conversation: String,
+        source: serde_json::Error,
+    },
+    #[error("the stored outbox of conversation {conversation} is not valid: {detail}")]
+    CorruptOutbox {
+        conversation: String,
+        detail: String,
+    },
+}
+
+/// Conversation storage. Implementations: [`RedisStore`] (production) and [`MemoryStore`]
+/// (the demo and tests).
+pub trait StateStore: Send + Sync {
+    /// The records of these conversations, in the same order (`None`: no such conversation).
+    fn load(
+        &self,
+        conversations: &[String],
+    ) -> impl std::future::Future<Output = Result<Vec<Option<Record>>, StoreError>> + Send;
+
+    /// For each `(conversation, message IDs)`, the log messages with those IDs (absent ones are
+    /// left out), in one round trip.
+    fn messages(
+        &self,
+        wanted: &[(String, Vec<String>)],
+    ) -> impl std::future::Future<Output = Result<Vec<Vec<StoredMessage>>, StoreError>> + Send;
+
+    /// The outboxes of these conversations (empty where there is none), in one round trip.
+    fn outboxes(
+        &self,
+        conversations: &[String],
+    ) -> impl std::future::Future<Output = Result<Vec<Vec<Pending>>, StoreError>> + Send;
+
+    /// A conversation's whole log, in index order.
+    fn log(
+        &self,
+        conversation: &str,
+    ) -> impl std::future::Future<Output = Result<Vec<StoredMessage>, StoreError>> + Send;
+
+    /// A conversation's processed forms, oldest first (see [`Record`]).
+    fn results(
+        &self,
+        conversation: &str,
+    ) -> impl std::future::Future<Output = Result<Vec<FormResult>, StoreError>> + Send;
+
+    /// Applies the writes, each atomically; outcomes in the same order. Each write's
+    /// `conversation.results` are appended to the stored ones.
+    fn write(
+        &self,
+        writes: Vec<Write>,
+    ) -> impl std::future::Future<Output = Result<Vec<WriteOutcome>, StoreError>> + Send;
+
+    /// Adds IPs to organizations' block lists. Idempotent, and an IP blocked twice keeps the
+    /// earlier time, so replays and out-of-order arrivals agree.
+    fn block(
+        &self,
+        blocks: &[Block],
+    ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send;
+
+    /// For each `(organization, ip)`, when it was blocked (see [`Block::since`]), in one round
+    /// trip.
+    fn blocked_since(
+        &self,
+        candidates: &[(String, String)],
+    ) -> impl std::future::Future<Output = Result<Vec<Option<i64>>, StoreError>> + Send;
+}
+
+/// The log after `writes`, for a store that keeps messages by index: `(replace, changed)`, where
+/// `replace` says the log was replaced (so everything not in `changed` is gone).
+pub(crate) fn flatten(writes: &[LogWrite]) -> (bool, Vec<StoredMessage>) {
+    let mut replace = false;
+    let mut changed: Vec<StoredMessage> = Vec::new();
+    for w in writes {
+        match w {
+            LogWrite::Replace(all) => {
+                replace = true;
+                changed = all.clone();
+            }
+            LogWrite::Append(m) | LogWrite::Update(m) => {
+                match changed.iter_mut().find(|c| c.index == m.index) {
+                    Some(c) => *c = m.clone(),
+                    None => changed.push(m.clone()),
+                }
+            }
+        }
+    }
+    (replace, changed)
+}
+
+/// A conversation as the SPEC document shows it: the header with its results, and its log when
+/// asked for. `None` if it does not exist.
+pub async fn document<S: StateStore>(
+    store: &S,
+    conversation: &str,
+    with_log: bool,
+) -> Result<Option<(Conversation, Option<Vec<StoredMessage>>)>, StoreError> {
+    let Some(record) = store.load(&[conversation.to_string()]).await?.remove(0) else {
+        return Ok(None);
+    };
+    let mut header = record.conversation;
+    header.results = store.results(conversation).await?;
+    let log = if with_log {
+        Some(store.log(conversation).await?)
+    } else {
+        None
+    };
+    Ok(Some((header, log)))
+}

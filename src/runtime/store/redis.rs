@@ -1,0 +1,367 @@
+//! The Redis store. Every key of a conversation carries the hash tag `{<conversation id>}`, so
+//! one script can change a conversation atomically on Redis Cluster as on a single server.
+
+use redis::aio::ConnectionManager;
+use redis::{ErrorKind, Script, ServerErrorKind, Value};
+
+use super::{flatten, Pending, Record, StateStore, StoreError, Write, WriteOutcome};
+use crate::core::directory::Block;
+use crate::core::state::{Conversation, FormResult, StoredMessage};
+
+/// Writes one conversation if, and only if, the batch's offset is above the stored one.
+/// KEYS: header, messages, ids, results. ARGV: offset, header JSON, outbox (see
+/// [`encode_outbox`]), replace flag, the number of new results, the number of messages, the
+/// results (JSON), the (index, message JSON) pairs, then the (id, index) pairs. Returns 1 when
+/// written, 0 when stale.
+///
+/// Fields go in a few variadic commands rather than one call each: a call from Lua costs about
+/// as much as the field it writes, and this script is most of Redis's work.
+const WRITE: &str = r#"
+local stored = redis.call('HGET', KEYS[1], 'offset')
+if stored and tonumber(stored) >= tonumber(ARGV[1]) then
+  return 0
+end
+-- unpack() is bounded by Lua's C stack: a replaced log of 100,000 messages goes in chunks.
+local function bulk(command, key, first, last)
+  for i = first, last, 1000 do
+    redis.call(command, key, unpack(ARGV, i, math.min(i + 999, last)))
+  end
+end
+if ARGV[4] == '1' then
+  redis.call('DEL', KEYS[2], KEYS[3])
+end
+local results = tonumber(ARGV[5])
+local messages = tonumber(ARGV[6])
+local at = 7
+bulk('RPUSH', KEYS[4], at, at + results - 1)
+at = at + results
+bulk('HSET', KEYS[2], at, at + 2 * messages - 1)
+at = at + 2 * messages
+bulk('HSET', KEYS[3], at, at + 2 * messages - 1)
+redis.call('HSET', KEYS[1], 'doc', ARGV[2], 'offset', ARGV[1], 'outbox', ARGV[3])
+return 1
+"#;
+
+/// Log messages by ID. KEYS: ids, messages. ARGV: message IDs.
+const BY_ID: &str = r#"
+local found = {}
+for _, id in ipairs(ARGV) do
+  local index = redis.call('HGET', KEYS[1], id)
+  if index then
+    local message = redis.call('HGET', KEYS[2], index)
+    if message then
+      table.insert(found, message)
+    end
+  end
+end
+return found
+"#;
+
+#[derive(Clone)]
+pub struct RedisStore {
+    conn: ConnectionManager,
+    prefix: String,
+    write: Script,
+    by_id: Script,
+}
+
+impl RedisStore {
+    /// Connects (the connection manager reconnects by itself) and loads the scripts.
+    /// `prefix` namespaces every key, e.g. `sb`.
+    pub async fn connect(url: &str, prefix: &str) -> Result<Self, StoreError> {
+        Self::connect_with(url, prefix, super::DEFAULT_RESPONSE_TIMEOUT).await
+    }
+
+    pub async fn connect_with(
+        url: &str,
+        prefix: &str,
+        response_timeout: std::time::Duration,
+    ) -> Result<Self, StoreError> {
+        let conn = super::connection(url, response_timeout).await?;
+        let store = RedisStore {
+            conn,
+            prefix: prefix.to_string(),
+            write: Script::new(WRITE),
+            by_id: Script::new(BY_ID),
+        };
+        store.load_scripts().await?;
+        Ok(store)
+    }
+
+    async fn load_scripts(&self) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        self.write.prepare_invoke().load_async(&mut conn).await?;
+        self.by_id.prepare_invoke().load_async(&mut conn).await?;
+        Ok(())
+    }
+
+    fn key(&self, conversation: &str, part: &str) -> String {
+        format!("{}:{{{conversation}}}:{part}", self.prefix)
+    }
+
+    fn block_key(&self, organization: &str) -> String {
+        format!("{}:blocks:{organization}", self.prefix)
+    }
+
+    fn write_pipeline(&self, writes: &[Write]) -> Result<redis::Pipeline, StoreError> {
+        // One transaction, so Redis runs the batch's scripts in one go, after reading all of
+        // them. A plain pipeline is executed as it arrives, a socket read (16 KB) at a time, and
+        // with `appendfsync always` every one of those event-loop turns ends in an fsync: a
+        // megabyte-sized batch cost some ninety of them.
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for w in writes {
+            let id = &w.conversation.id;
+            let corrupt = |source| StoreError::Corrupt {
+                conversation: id.clone(),
+                source,
+            };
+            let (replace, changed) = flatten(&w.log);
+            // The header goes without its results: they are appended to a list of their own.
+            let header = Conversation {
+                results: Vec::new(),
+                ..w.conversation.clone()
+            };
+            let cmd = pipe
+                .cmd("EVALSHA")
+                .arg(self.write.get_hash())
+                .arg(4)
+                .arg(self.key(id, "h"))
+                .arg(self.key(id, "m"))
+                .arg(self.key(id, "i"))
+                .arg(self.key(id, "r"))
+                .arg(w.offset)
+                .arg(serde_json::to_string(&header).map_err(corrupt)?)
+                .arg(encode_outbox(id, &w.outbox)?)
+                .arg(if replace { "1" } else { "0" })
+                .arg(w.conversation.results.len())
+                .arg(changed.len());
+            for r in &w.conversation.results {
+                cmd.arg(serde_json::to_string(r).map_err(corrupt)?);
+            }
+            for m in &changed {
+                cmd.arg(m.index)
+                    .arg(serde_json::to_string(m).map_err(corrupt)?);
+            }
+            for m in &changed {
+                cmd.arg(&m.id).arg(m.index);
+            }
+        }
+        Ok(pipe)
+    }
+}
+
+/// An outbox as stored: postcard, LZ4-compressed. Binary, because the outputs are JSON already
+/// and JSON inside JSON escapes every quote (once the largest cost in a profile of the
+/// processor); compressed, because it is most of what a batch writes, and every byte of it
+/// goes through Redis and its append-only file although it is read back only on a replay.
+fn encode_outbox(conversation: &str, outbox: &[Pending]) -> Result<Vec<u8>, StoreError> {
+    let plain = postcard::to_allocvec(outbox).map_err(|source| StoreError::CorruptOutbox {
+        conversation: conversation.to_string(),
+        detail: source.to_string(),
+    })?;
+    Ok(lz4_flex::compress_prepend_size(&plain))
+}
+
+fn decode_outbox(conversation: &str, stored: &[u8]) -> Result<Vec<Pending>, StoreError> {
+    let corrupt = |detail: String| StoreError::CorruptOutbox {
+        conversation: conversation.to_string(),
+        detail,
+    };
+    let plain = lz4_flex::decompress_size_prepended(stored).map_err(|e| corrupt(e.to_string()))?;
+    postcard::from_bytes(&plain).map_err(|e| corrupt(e.to_string()))
+}
+
+/// One conversation's `doc` and `offset`, as HMGET returns them.
+type HeaderRow = (Option<String>, Option<i64>);
+
+fn is_noscript(e: &redis::RedisError) -> bool {
+    e.kind() == ErrorKind::Server(ServerErrorKind::NoScript)
+}
+
+fn parse<T: serde::de::DeserializeOwned>(conversation: &str, text: &str) -> Result<T, StoreError> {
+    serde_json::from_str(text).map_err(|source| StoreError::Corrupt {
+        conversation: conversation.to_string(),
+        source,
+    })
+}
+
+impl StateStore for RedisStore {
+    async fn load(&self, conversations: &[String]) -> Result<Vec<Option<Record>>, StoreError> {
+        let mut pipe = redis::pipe();
+        for id in conversations {
+            pipe.cmd("HMGET")
+                .arg(self.key(id, "h"))
+                .arg("doc")
+                .arg("offset");
+        }
+        let mut conn = self.conn.clone();
+        let rows: Vec<HeaderRow> = pipe.query_async(&mut conn).await?;
+        conversations
+            .iter()
+            .zip(rows)
+            .map(|(id, (doc, offset))| {
+                let Some(doc) = doc else { return Ok(None) };
+                Ok(Some(Record {
+                    conversation: parse::<Conversation>(id, &doc)?,
+                    offset: offset.unwrap_or(-1),
+                }))
+            })
+            .collect()
+    }
+
+    async fn messages(
+        &self,
+        wanted: &[(String, Vec<String>)],
+    ) -> Result<Vec<Vec<StoredMessage>>, StoreError> {
+        if wanted.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for (conversation, ids) in wanted {
+            pipe.cmd("EVALSHA")
+                .arg(self.by_id.get_hash())
+                .arg(2)
+                .arg(self.key(conversation, "i"))
+                .arg(self.key(conversation, "m"))
+                .arg(ids);
+        }
+        let mut conn = self.conn.clone();
+        let found: Vec<Vec<String>> = match pipe.query_async(&mut conn).await {
+            Ok(r) => r,
+            Err(e) if is_noscript(&e) => {
+                self.load_scripts().await?;
+                pipe.query_async(&mut conn).await?
+            }
+            Err(e) => return Err(e.into()),
+        };
+        wanted
+            .iter()
+            .zip(found)
+            .map(|((conversation, _), messages)| {
+                messages.iter().map(|m| parse(conversation, m)).collect()
+            })
+            .collect()
+    }
+
+    async fn outboxes(&self, conversations: &[String]) -> Result<Vec<Vec<Pending>>, StoreError> {
+        if conversations.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for id in conversations {
+            pipe.cmd("HGET").arg(self.key(id, "h")).arg("outbox");
+        }
+        let mut conn = self.conn.clone();
+        let rows: Vec<Option<Vec<u8>>> = pipe.query_async(&mut conn).await?;
+        conversations
+            .iter()
+            .zip(rows)
+            .map(|(id, outbox)| match outbox {
+                Some(o) => decode_outbox(id, &o),
+                None => Ok(Vec::new()),
+            })
+            .collect()
+    }
+
+    async fn log(&self, conversation: &str) -> Result<Vec<StoredMessage>, StoreError> {
+        let mut conn = self.conn.clone();
+        let all: Vec<String> = redis::cmd("HVALS")
+            .arg(self.key(conversation, "m"))
+            .query_async(&mut conn)
+            .await?;
+        let mut messages: Vec<StoredMessage> = all
+            .iter()
+            .map(|m| parse(conversation, m))
+            .collect::<Result<_, _>>()?;
+        messages.sort_by_key(|m| m.index);
+        Ok(messages)
+    }
+
+    async fn results(&self, conversation: &str) -> Result<Vec<FormResult>, StoreError> {
+        let mut conn = self.conn.clone();
+        let all: Vec<String> = redis::cmd("LRANGE")
+            .arg(self.key(conversation, "r"))
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut conn)
+            .await?;
+        all.iter().map(|r| parse(conversation, r)).collect()
+    }
+
+    async fn write(&self, writes: Vec<Write>) -> Result<Vec<WriteOutcome>, StoreError> {
+        if writes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let pipe = self.write_pipeline(&writes)?;
+        let mut conn = self.conn.clone();
+        let results: Vec<i64> = match pipe.query_async(&mut conn).await {
+            Ok(r) => r,
+            // A restarted Redis has forgotten the script: no EVALSHA of the pipeline ran, so
+            // loading it and sending the pipeline again is safe.
+            Err(e) if is_noscript(&e) => {
+                self.load_scripts().await?;
+                pipe.query_async(&mut conn).await?
+            }
+            Err(e) => return Err(e.into()),
+        };
+        Ok(results
+            .into_iter()
+            .map(|r| {
+                if r == 1 {
+                    WriteOutcome::Written
+                } else {
+                    WriteOutcome::Stale
+                }
+            })
+            .collect())
+    }
+
+    async fn block(&self, blocks: &[Block]) -> Result<(), StoreError> {
+        if blocks.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        for b in blocks {
+            // LT: an IP blocked again keeps its earlier time (Redis 6.2+).
+            pipe.cmd("ZADD")
+                .arg(self.block_key(&b.organization))
+                .arg("LT")
+                .arg(score(b.since))
+                .arg(&b.ip)
+                .ignore();
+        }
+        let mut conn = self.conn.clone();
+        let _: Value = pipe.query_async(&mut conn).await?;
+        Ok(())
+    }
+
+    async fn blocked_since(
+        &self,
+        candidates: &[(String, String)],
+    ) -> Result<Vec<Option<i64>>, StoreError> {
+        if candidates.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for (organization, ip) in candidates {
+            pipe.cmd("ZSCORE").arg(self.block_key(organization)).arg(ip);
+        }
+        let mut conn = self.conn.clone();
+        let scores: Vec<Option<f64>> = pipe.query_async(&mut conn).await?;
+        Ok(scores
+            .into_iter()
+            .map(|s| s.map(|s| if s.is_finite() { s as i64 } else { i64::MIN }))
+            .collect())
+    }
+}
+
+/// A block time as a sorted-set score: microseconds are exact in an f64 until the year 2255;
+/// "blocked forever" (the directory file's blocks) is minus infinity.
+fn score(since: i64) -> String {
+    if since == i64::MIN {
+        "-inf".into()
+    } else {
+        since.to_string()
+    }
+}

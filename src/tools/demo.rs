@@ -1,0 +1,163 @@
+//! `switchboard demo`: the whole pipeline on embedded defaults — librdkafka's in-process mock
+//! cluster and the in-memory store — fed with the example traffic.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message as _;
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::config::Config;
+use crate::core::event::Topic;
+use crate::core::Dialect;
+use crate::runtime::store::MemoryStore;
+use crate::runtime::Runtime;
+use crate::tools::simulate::inspect_document;
+
+const PARTITIONS: i32 = 12;
+
+/// Runs the demo, writing every output record as a JSON line and then the final state to `out`.
+pub fn run(
+    trace: &Path,
+    directory: &Path,
+    dialect: Dialect,
+    out: &mut dyn std::io::Write,
+) -> anyhow::Result<()> {
+    let directory = crate::directory_file::load(directory)?;
+    let trace =
+        std::fs::read_to_string(trace).with_context(|| format!("reading {}", trace.display()))?;
+    let mut config = Config::load(None)?;
+    let cluster = MockCluster::new(1).context("starting the in-process Kafka cluster")?;
+    config.kafka.brokers = cluster.bootstrap_servers();
+    config.kafka.transactional_id = "switchboard-demo".into();
+    config.kafka.group_id = "switchboard-demo".into();
+    config.dialect = dialect;
+    for topic in Topic::ALL {
+        cluster.create_topic(config.topics.name(topic), PARTITIONS, 1)?;
+    }
+
+    // Keyed as Switchboard's relay records are, as the platform's producers must be.
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &config.kafka.brokers)
+        .set("partitioner", &config.kafka.partitioner)
+        .create()?;
+    let mut produced = 0;
+    for line in trace.lines().filter(|l| !l.trim().is_empty()) {
+        // The platform keys each record by its conversation; an unreadable line has no key.
+        let key = serde_json::from_str::<serde_json::Value>(line)
+            .ok()
+            .and_then(|v| v["conversation"].as_str().map(str::to_string));
+        let mut record = BaseRecord::<str, str>::to(&config.topics.input).payload(line);
+        if let Some(k) = &key {
+            record = record.key(k.as_str());
+        }
+        producer.send(record).map_err(|(e, _)| e)?;
+        produced += 1;
+    }
+    producer.flush(Duration::from_secs(10))?;
+    eprintln!(
+        "demo: produced {produced} example messages to {}",
+        config.topics.input
+    );
+
+    let store = MemoryStore::new();
+    let topics = config.topics.clone();
+    let io = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let mut runtime = Runtime::new(
+        config,
+        store,
+        directory,
+        io,
+        crate::runtime::metrics::Metrics::new(),
+    )?;
+    let stats = runtime.run(
+        &Arc::new(AtomicBool::new(false)),
+        Some(Duration::from_secs(3)),
+    )?;
+    eprintln!(
+        "demo: {} batches, {} records in, {} records out, {} aborted",
+        stats.batches, stats.records, stats.outputs, stats.aborted
+    );
+
+    for topic in Topic::ALL.into_iter().filter(|t| *t != Topic::Input) {
+        for (key, value) in
+            read_committed(&cluster.bootstrap_servers(), topics.name(topic), PARTITIONS)?
+        {
+            writeln!(
+                out,
+                "{}",
+                serde_json::json!({"topic": topics.name(topic), "key": key, "value": value})
+            )?;
+        }
+    }
+    let store = runtime.store();
+    let mut state = serde_json::Map::new();
+    let io = tokio::runtime::Builder::new_current_thread().build()?;
+    for id in store.conversation_ids() {
+        let (header, log) = io
+            .block_on(crate::runtime::store::document(store, &id, true))?
+            .expect("listed");
+        state.insert(id, inspect_document(&header, log.as_deref()));
+    }
+    writeln!(
+        out,
+        "{}",
+        serde_json::to_string_pretty(&serde_json::Value::Object(state))?
+    )?;
+    Ok(())
+}
+
+/// Every committed record of a topic (as a `read_committed` consumer sees it), partition by
+/// partition: `(key, value)`.
+pub fn read_committed(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+) -> Result<Vec<(String, serde_json::Value)>, KafkaError> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "switchboard-demo-reader")
+        .set("isolation.level", "read_committed")
+        .set("enable.partition.eof", "true")
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)?;
+    }
+    consumer.assign(&tpl)?;
+    let mut done: HashSet<i32> = HashSet::new();
+    let mut records = Vec::new();
+    while done.len() < partitions as usize {
+        match consumer.poll(Duration::from_secs(5)) {
+            Some(Ok(m)) => {
+                let key = m
+                    .key()
+                    .map(|k| String::from_utf8_lossy(k).into_owned())
+                    .unwrap_or_default();
+                let value = m
+                    .payload()
+                    .and_then(|p| serde_json::from_slice(p).ok())
+                    .unwrap_or(serde_json::Value::Null);
+                records.push((key, value));
+            }
+            Some(Err(KafkaError::PartitionEOF(p))) => {
+                done.insert(p);
+            }
+            Some(Err(e)) => return Err(e),
+            None => break,
+        }
+    }
+    Ok(records)
+}

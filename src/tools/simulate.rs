@@ -1,0 +1,158 @@
+//! `switchboard simulate`: the domain core alone over a JSON-lines trace (SPEC section 8).
+//!
+//! Each line is one input record, keyed by its `conversation`. Records the core addresses to the
+//! input topic (the `/import` relay) are appended to the end of the input and applied in turn,
+//! as the stream would deliver them.
+
+use std::collections::VecDeque;
+
+use foldhash::HashMap;
+
+use serde_json::Value;
+
+use crate::core::directory::MemoryDirectory;
+use crate::core::event::{Output, Topic};
+use crate::core::log::MemoryLog;
+use crate::core::message::{decode, Decoded, KeySource};
+use crate::core::state::{Conversation, StoredMessage};
+use crate::core::transition::{apply, invalid, Env};
+use crate::core::Dialect;
+
+#[derive(Debug, Default)]
+struct Slot {
+    conversation: Option<Conversation>,
+    log: MemoryLog,
+}
+
+/// Conversations and the directory held in memory, fed one record at a time.
+pub struct Simulator {
+    directory: MemoryDirectory,
+    dialect: Dialect,
+    conversations: HashMap<String, Slot>,
+}
+
+impl Simulator {
+    pub fn new(directory: MemoryDirectory, dialect: Dialect) -> Self {
+        Simulator {
+            directory,
+            dialect,
+            conversations: HashMap::default(),
+        }
+    }
+
+    /// Applies one record; `locator` names it in its source (for dead-letter IDs).
+    pub fn process(&mut self, payload: &[u8], locator: &str) -> Vec<Output> {
+        match decode(KeySource::FromConversation, payload) {
+            Decoded::Dead(dead) => vec![Output::dead_letter(&dead, locator, None)],
+            Decoded::Invalid(i) => {
+                let current = self
+                    .conversations
+                    .get(&i.conversation)
+                    .and_then(|s| s.conversation.as_ref());
+                vec![invalid(current, &i, locator)]
+            }
+            Decoded::Message(message) => {
+                // Look up before inserting: the common case needs no key allocation.
+                if !self.conversations.contains_key(&message.conversation) {
+                    self.conversations
+                        .insert(message.conversation.clone(), Slot::default());
+                }
+                let slot = self
+                    .conversations
+                    .get_mut(&message.conversation)
+                    .expect("inserted above");
+                let env = Env {
+                    directory: &self.directory,
+                    dialect: self.dialect,
+                };
+                // Only a conversation that did not exist can be left absent (a refused first message).
+                let new_key = slot
+                    .conversation
+                    .is_none()
+                    .then(|| message.conversation.clone());
+                let transition = apply(slot.conversation.take(), &slot.log, message, &env);
+                slot.log.apply(transition.log);
+                slot.conversation = transition.conversation;
+                if let Some(key) = new_key.filter(|_| slot.conversation.is_none()) {
+                    self.conversations.remove(&key);
+                }
+                for block in transition.blocks {
+                    self.directory.block(&block);
+                }
+                transition.outputs
+            }
+        }
+    }
+
+    /// Applies every line of a trace, then the relay records it causes; returns every output.
+    pub fn run_trace(&mut self, input: &str) -> Vec<Output> {
+        let mut queue: VecDeque<(Vec<u8>, String)> = input
+            .lines()
+            .enumerate()
+            .filter(|(_, line)| !line.trim().is_empty())
+            .map(|(i, line)| (line.as_bytes().to_vec(), format!("line-{}", i + 1)))
+            .collect();
+        let mut outputs = Vec::new();
+        let mut relayed = 0usize;
+        while let Some((payload, locator)) = queue.pop_front() {
+            for output in self.process(&payload, &locator) {
+                if output.topic == Topic::Input {
+                    relayed += 1;
+                    let bytes = serde_json::to_vec(&output.value).expect("relay records serialise");
+                    queue.push_back((bytes, format!("relay-{relayed}")));
+                }
+                outputs.push(output);
+            }
+        }
+        outputs
+    }
+
+    pub fn conversation(&self, id: &str) -> Option<(&Conversation, &[StoredMessage])> {
+        self.conversations
+            .get(id)
+            .and_then(|s| s.conversation.as_ref().map(|c| (c, s.log.messages())))
+    }
+
+    /// Every conversation's `inspect` document, messages included, keyed by ID (in ID order:
+    /// serde_json's map is ordered, so the document is byte-stable).
+    pub fn state_document(&self) -> Value {
+        let map = self
+            .conversations
+            .iter()
+            .filter_map(|(id, s)| {
+                s.conversation
+                    .as_ref()
+                    .map(|c| (id.clone(), inspect_document(c, Some(s.log.messages()))))
+            })
+            .collect();
+        Value::Object(map)
+    }
+}
+
+/// What `inspect` prints: the conversation, with its messages when asked.
+pub fn inspect_document(conversation: &Conversation, messages: Option<&[StoredMessage]>) -> Value {
+    let mut doc = serde_json::to_value(conversation).expect("conversation serialises");
+    if let (Some(messages), Value::Object(map)) = (messages, &mut doc) {
+        map.insert(
+            "messages".into(),
+            serde_json::to_value(messages).expect("messages serialise"),
+        );
+    }
+    doc
+}
+
+/// One output record as `simulate` prints it: `{"topic": …, "key": …, "value": …}`.
+pub fn output_line(output: &Output) -> String {
+    #[derive(serde::Serialize)]
+    struct Line<'a> {
+        topic: &'a str,
+        key: &'a str,
+        value: &'a crate::core::event::Payload,
+    }
+    serde_json::to_string(&Line {
+        topic: output.topic.default_name(),
+        key: &output.key,
+        value: &output.value,
+    })
+    .expect("outputs serialise")
+}
