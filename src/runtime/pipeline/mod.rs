@@ -1,0 +1,204 @@
+//! One batch of input records, applied against a [`StateStore`]: the part of the stream runtime
+//! that is independent of Kafka (see `docs/architecture.md`, steps 1–3). It owns the batch's
+//! reads and writes of the state store and the calls into the core; it holds no Kafka client and
+//! reads no clock: the runtime consumes the records, and produces the outputs and commits the
+//! offsets of a [`BatchOutput`] in its transaction.
+//!
+//! For every record: decode it; if its conversation's stored offset already covers it (a
+//! replay after a failed or unknown commit), take its outputs from the stored outbox instead of
+//! applying it again; otherwise apply it with the core. Then write every touched conversation
+//! atomically and fenced by offset, together with the outbox of the batch.
+//!
+//! The stages, in order (one file each):
+//! 1. decode (`decode.rs`): `decode_all` checks each record's size and decodes it, then
+//!    `merge_by_time` interleaves the partitions;
+//! 2. reads (`reads.rs`): `Reads::of` names the conversations and the log messages to load;
+//! 3. load (`workset.rs`): `Workset::load` reads the headers and log messages in one round
+//!    trip, then whole logs, the outboxes of replayed conversations and the block lists;
+//! 4. decide and apply (`decide.rs`): `Workset::decide`, per record, comes to a `Disposition`
+//!    (dead letter, replayed, skipped, applied with the core's `apply`, invalid), which
+//!    `BatchOutput::count` counts; `Workset::into_writes` then gives the writes of a [`Prepared`];
+//! 5. write (`write.rs`): [`Prepared::write`] stores the block lists and the conversations;
+//! 6. produce: the runtime's, from [`BatchOutput::outputs`].
+//!
+//! [`prepare_batch`] runs stages 1–4 again while the directory cache lacks entries (see
+//! `DirectorySource`); [`process_batch`] is [`prepare_batch`] and then [`Prepared::write`].
+
+mod decide;
+mod decode;
+mod reads;
+mod view;
+mod workset;
+mod write;
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::core::Dialect;
+use crate::runtime::store::directory::{DirectorySource, Key};
+use crate::runtime::store::{OutRecord, StateStore, StoreError};
+
+use self::reads::Reads;
+use self::workset::Workset;
+pub use self::write::Prepared;
+
+/// One input record as consumed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InputRecord {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub payload: Vec<u8>,
+    /// The broker timestamp (RFC 3339), for dead letters.
+    pub timestamp: Option<String>,
+}
+
+/// What a batch produced.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BatchOutput {
+    /// Every output record, in input order.
+    pub outputs: Vec<OutRecord>,
+    /// Per partition, the offset to commit (last offset of the batch + 1).
+    pub next_offsets: BTreeMap<i32, i64>,
+    /// Records applied now, and records whose outputs came from the outbox.
+    pub applied: usize,
+    pub replayed: usize,
+    /// Records already applied and committed, met again because the consumer resumed from an
+    /// offset behind them: no outputs.
+    pub skipped: usize,
+    /// How many records of each (message type, outcome) the batch had; for metrics.
+    pub kinds: HashMap<(String, &'static str), u64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("conversation {0} was written by another instance meanwhile (stale write)")]
+    Stale(String),
+    #[error(
+        "conversation {conversation} holds offset {stored} but no outbox entry for offset {offset}"
+    )]
+    MissingOutbox {
+        conversation: String,
+        stored: i64,
+        offset: i64,
+    },
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("directory lookups did not settle after {0} rounds of fetching")]
+    DirectoryUnsettled(usize),
+}
+
+/// How many times a batch is run again for directory entries its cache lacked. Each round
+/// fetches every entry the previous one asked for, so more than a few means the lookups do not
+/// settle (an organization lineage deeper than this).
+const DIRECTORY_ROUNDS: usize = 16;
+
+/// Applies one batch and writes its state. `records` are in consumption order (each
+/// partition's in offset order).
+pub async fn process_batch<S, D>(
+    store: &S,
+    directory: &D,
+    dialect: Dialect,
+    max_record_bytes: usize,
+    records: Vec<InputRecord>,
+) -> Result<BatchOutput, PipelineError>
+where
+    S: StateStore,
+    D: DirectorySource,
+{
+    prepare_batch(store, directory, dialect, max_record_bytes, records)
+        .await?
+        .write(store)
+        .await
+}
+
+/// Applies one batch against the store's state without writing anything (see [`Prepared`]).
+pub async fn prepare_batch<S, D>(
+    store: &S,
+    directory: &D,
+    dialect: Dialect,
+    max_record_bytes: usize,
+    records: Vec<InputRecord>,
+) -> Result<Prepared, PipelineError>
+where
+    S: StateStore,
+    D: DirectorySource,
+{
+    directory.refresh().await?;
+    let mut records = records;
+    for _ in 0..DIRECTORY_ROUNDS {
+        match attempt(store, directory, dialect, max_record_bytes, records).await? {
+            Attempt::Done(prepared) => return Ok(prepared),
+            Attempt::Incomplete {
+                records: back,
+                missing,
+            } => {
+                directory.resolve(missing).await?;
+                records = back;
+            }
+        }
+    }
+    Err(PipelineError::DirectoryUnsettled(DIRECTORY_ROUNDS))
+}
+
+enum Attempt {
+    Done(Prepared),
+    /// The directory cache lacked these entries: run the batch again.
+    Incomplete {
+        records: Vec<InputRecord>,
+        missing: Vec<Key>,
+    },
+}
+
+/// Stages 1–4 once: decode, read, load, then decide and apply record by record.
+async fn attempt<S, D>(
+    store: &S,
+    directory: &D,
+    dialect: Dialect,
+    max_record_bytes: usize,
+    records: Vec<InputRecord>,
+) -> Result<Attempt, PipelineError>
+where
+    S: StateStore,
+    D: DirectorySource,
+{
+    directory.take_misses();
+    let mut out = BatchOutput {
+        next_offsets: next_offsets(&records),
+        ..BatchOutput::default()
+    };
+    let decoded = decode::merge_by_time(decode::decode_all(records, max_record_bytes));
+    let reads = Reads::of(&decoded);
+    let mut ws = Workset::load(store, directory, &reads, &decoded).await?;
+    let mut used: Vec<InputRecord> = Vec::with_capacity(decoded.len());
+    for (record, d) in decoded {
+        let disposition = ws.decide(&record, d, dialect, &mut out.outputs)?;
+        out.count(disposition);
+        used.push(record);
+    }
+
+    let missing = directory.take_misses();
+    if !missing.is_empty() {
+        return Ok(Attempt::Incomplete {
+            records: used,
+            missing,
+        });
+    }
+    let (blocks, writes) = ws.into_writes();
+    Ok(Attempt::Done(Prepared {
+        out,
+        blocks,
+        writes,
+    }))
+}
+
+/// Per partition, the offset to commit: the batch's last offset + 1.
+fn next_offsets(records: &[InputRecord]) -> BTreeMap<i32, i64> {
+    let mut next_offsets = BTreeMap::new();
+    for r in records {
+        let next = next_offsets.entry(r.partition).or_insert(r.offset + 1);
+        *next = (*next).max(r.offset + 1);
+    }
+    next_offsets
+}

@@ -1,0 +1,39 @@
+//! Stage 5: a prepared batch, and writing it: the block lists, then every touched conversation
+//! atomically and fenced by offset, together with the batch's outbox.
+
+use crate::core::directory::Block;
+use crate::runtime::store::{StateStore, Write, WriteOutcome};
+
+use super::{BatchOutput, PipelineError};
+
+/// A batch applied but not yet written: its outputs, and the state writes that must be stored
+/// before they may be produced.
+///
+/// Preparing only reads the store, so a runtime may prepare batch n+1 while batch n's outputs
+/// are still being committed, as long as it writes n+1 only once n is committed (the outbox
+/// holds one batch: a conversation's records older than its outbox must be committed ones).
+#[derive(Debug)]
+pub struct Prepared {
+    pub(super) out: BatchOutput,
+    pub(super) blocks: Vec<Block>,
+    pub(super) writes: Vec<Write>,
+}
+
+impl Prepared {
+    /// Writes the batch's block lists and conversations; fails if another instance wrote one of
+    /// them meanwhile.
+    pub async fn write<S: StateStore>(self, store: &S) -> Result<BatchOutput, PipelineError> {
+        store.block(&self.blocks).await?;
+        let names: Vec<String> = self
+            .writes
+            .iter()
+            .map(|w| w.conversation.id.clone())
+            .collect();
+        for (id, outcome) in names.into_iter().zip(store.write(self.writes).await?) {
+            if outcome == WriteOutcome::Stale {
+                return Err(PipelineError::Stale(id));
+            }
+        }
+        Ok(self.out)
+    }
+}
