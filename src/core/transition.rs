@@ -2,13 +2,22 @@
 //!
 //! [`apply`] is the only way state changes. It is pure: no IO, no clock (*now* is the message's
 //! `createdAt`), no randomness (new IDs are derived from the causing message). Handlers for each
-//! message kind and command family live in [`crate::core::chat`] and [`crate::core::command`]; they work on a
-//! [`Step`], validating everything before they mutate anything, so that a refused message leaves
-//! the state as it was.
+//! message kind and command family live in [`crate::core::chat`] and [`crate::core::command`]; a
+//! command is first parsed into a typed [`Command`], then applied. Handlers work on a [`Step`] and
+//! return a [`Handled`]:
+//!
+//! - `Err(refusal)`: nothing changed — the state, the log and the outputs are as they were, and
+//!   the result is the refusal (`rejected`, or `ignored` for a message that would change
+//!   nothing). Handlers check everything before they mutate anything; [`Step::finish`] asserts it
+//!   in debug builds.
+//! - `Ok(verdict)`: what was done, including the two refusals that still change something: a
+//!   message kept in the log although not applied ([`Verdict::Kept`]), and an `/import` ended by
+//!   a refusal ([`Verdict::ImportFailed`]).
 
 use std::sync::Arc;
 
 use crate::core::code::{reject, Code, Refusal};
+use crate::core::command::Command;
 use crate::core::directory::{lineage, Block, Directory, Organization, User};
 use crate::core::event::{DequeueReason, EventData, InboxReason, NotifyReason, Outcome, Output};
 use crate::core::log::{Log, LogWrite};
@@ -39,17 +48,25 @@ pub struct Transition {
     pub outcome: Option<Outcome>,
 }
 
-/// What a handler reports when it did not refuse the message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What a handler reports when it did not refuse the message outright.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
     /// The message changed the conversation: stored, version + 1, result `applied`.
     Applied,
+    /// The message is kept in the log (and its events go out), but it is not applied: the
+    /// result is the refusal (`ignored` or `rejected`) and the version is unchanged. A bot
+    /// command (`ignored`), and an agent message with no touchpoint to go out on (`rejected`).
+    Kept(Refusal),
     /// The result will come from a later relay step (`/import`, step 1).
     Deferred,
     /// A relay record was handled; relay records get no result of their own.
     Relayed { applied: bool },
+    /// A relay record ended a pending `/import` with a refusal (`/import`, step 3): the import
+    /// is no longer pending, and the `/import` gets the refusal as its result.
+    ImportFailed(Refusal),
 }
 
+/// `Err` means nothing changed (see the module docs).
 pub type Handled = Result<Verdict, Refusal>;
 
 /// What an adapter must have loaded from the log before calling [`apply`] for `message`.
@@ -68,13 +85,15 @@ pub fn needs(message: &Message) -> LogNeeds {
             message: None,
             all: true,
         },
-        Kind::Command if message.text.trim_start().starts_with("/action") => LogNeeds {
-            message: message
-                .meta
-                .get("message")
-                .and_then(|v| v.as_str())
-                .map(str::to_string),
-            all: false,
+        // The dialect changes which commands and properties exist, never what an `/action`
+        // is, so either serves; `apply` parses again, which for an `/action` borrows all it
+        // holds from the message.
+        Kind::Command => match Command::parse(message, Dialect::default()) {
+            Ok(Command::Action(action)) => LogNeeds {
+                message: Some(action.message().to_string()),
+                all: false,
+            },
+            _ => LogNeeds::default(),
         },
         _ => LogNeeds::default(),
     }
@@ -234,7 +253,12 @@ impl<'a> Step<'a> {
         }
         match self.msg.kind {
             Kind::Chat => crate::core::chat::apply(self),
-            Kind::Command => crate::core::command::apply(self),
+            // Parsed here, after the archived and sender checks, so that a malformed command
+            // from an outsider is `forbidden` and one to an archived conversation `archived`.
+            Kind::Command => {
+                let msg: &'a Message = self.msg;
+                Command::parse(msg, self.env.dialect)?.apply(self)
+            }
             Kind::Form => crate::core::command::forms::form(self),
             Kind::Field => crate::core::command::forms::field(self),
             Kind::Mention => crate::core::command::notify::mention(self),
@@ -244,50 +268,80 @@ impl<'a> Step<'a> {
     }
 
     fn finish(mut self, handled: Handled, existed: bool) -> (Transition, Option<usize>) {
-        // Borrowed from the message, not the step, so they outlive the moves below.
-        let msg: &'a Message = self.msg;
-        let now = msg.created_at.as_str();
-        let conv_id = msg.conversation.as_str();
-        let exists = existed || handled.is_ok() || !self.writes.is_empty();
+        let exists = existed || handled.is_ok();
         let result = match handled {
-            Ok(Verdict::Applied) => {
+            Ok(verdict) => self.conclude(verdict),
+            Err(refusal) => {
+                debug_assert!(
+                    self.writes.is_empty()
+                        && self.events.is_empty()
+                        && self.extra.is_empty()
+                        && self.blocks.is_empty(),
+                    "a refusal must change nothing: {refusal:?}"
+                );
+                Some(Reported::Refused(refusal))
+            }
+        };
+        let outcome = result.as_ref().map(Reported::outcome);
+        let outputs = self.outputs(result, exists);
+        let transition = Transition {
+            conversation: exists.then_some(self.conv),
+            log: self.writes,
+            outputs,
+            blocks: self.blocks,
+            outcome,
+        };
+        (transition, self.own_slot)
+    }
+
+    /// Completes what a handler did: stores the message where it stays, counts the version.
+    /// Returns the result to report, if the message gets one now.
+    fn conclude(&mut self, verdict: Verdict) -> Option<Reported> {
+        let touched = |step: &mut Self| step.conv.updated_at.clone_from(&step.msg.created_at);
+        match verdict {
+            Verdict::Applied => {
                 if !self.stored {
                     self.store();
                 }
                 self.conv.version += 1;
-                self.conv.updated_at.clone_from(&msg.created_at);
-                Some((Outcome::Applied, None))
+                touched(self);
+                Some(Reported::Applied)
             }
-            Ok(Verdict::Deferred) => None,
-            Ok(Verdict::Relayed { applied }) => {
+            Verdict::Kept(refusal) => {
+                if !self.stored {
+                    self.store();
+                }
+                touched(self);
+                Some(Reported::Refused(refusal))
+            }
+            Verdict::Deferred => None,
+            Verdict::Relayed { applied } => {
                 if applied {
                     self.conv.version += 1;
-                    self.conv.updated_at.clone_from(&msg.created_at);
+                    touched(self);
                 }
                 None
             }
-            Err(refusal) => {
-                if !self.writes.is_empty() {
-                    self.conv.updated_at.clone_from(&msg.created_at);
-                }
-                let outcome = if refusal.ignored {
-                    Outcome::Ignored
-                } else {
-                    Outcome::Rejected
-                };
-                Some((outcome, Some(refusal)))
-            }
-        };
+            Verdict::ImportFailed(refusal) => Some(Reported::Refused(refusal)),
+        }
+    }
+
+    /// The events in order, then the records for other conversations, then the result.
+    fn outputs(&mut self, result: Option<Reported>, exists: bool) -> Vec<Output> {
+        // Borrowed from the message, not the step, so they outlive the moves below.
+        let msg: &'a Message = self.msg;
+        let now = msg.created_at.as_str();
+        let conv_id = msg.conversation.as_str();
         let mut outputs: Vec<Output> = Vec::with_capacity(self.events.len() + self.extra.len() + 1);
-        for (position, data) in self.events.into_iter().enumerate() {
+        for (position, data) in std::mem::take(&mut self.events).into_iter().enumerate() {
             outputs.push(Output::event(&msg.id, position, Some(now), conv_id, data));
         }
         outputs.append(&mut self.extra);
-        let outcome = result.as_ref().map(|(o, _)| *o);
-        if let Some((outcome, refusal)) = result {
-            let (code, detail) = match refusal {
-                Some(r) => (Some(r.code), Some(r.detail)),
-                None => (None, None),
+        if let Some(result) = result {
+            let outcome = result.outcome();
+            let (code, detail) = match result {
+                Reported::Applied => (None, None),
+                Reported::Refused(r) => (Some(r.code), Some(r.detail)),
             };
             let data = EventData::CommandResult {
                 conversation: conv_id.to_string(),
@@ -305,14 +359,7 @@ impl<'a> Step<'a> {
                 data,
             ));
         }
-        let transition = Transition {
-            conversation: exists.then_some(self.conv),
-            log: self.writes,
-            outputs,
-            blocks: self.blocks,
-            outcome,
-        };
-        (transition, self.own_slot)
+        outputs
     }
 
     /// *now*: the message's `createdAt`.
@@ -479,5 +526,21 @@ impl<'a> Step<'a> {
         p.inbox = false;
         self.conv.accepted_since_queued = true;
         self.set_status(Status::Active, DequeueReason::Accept, Some(user));
+    }
+}
+
+/// The result a message gets.
+enum Reported {
+    Applied,
+    Refused(Refusal),
+}
+
+impl Reported {
+    fn outcome(&self) -> Outcome {
+        match self {
+            Reported::Applied => Outcome::Applied,
+            Reported::Refused(r) if r.ignored => Outcome::Ignored,
+            Reported::Refused(_) => Outcome::Rejected,
+        }
     }
 }
