@@ -223,7 +223,7 @@ pub fn field(step: &mut Step<'_>) -> Handled {
     Ok(Verdict::Applied)
 }
 
-/// `/send` [`meta.form`].
+/// `/send`, with an optional `meta.form`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SendForms<'m> {
     /// Only this form; without it, every completed form.

@@ -7,7 +7,7 @@
 //! file — its typed arguments with their `parse`, and its effect: [`notify`], [`participants`],
 //! [`block`], [`set`], [`action`], [`forms`] (`/send`), [`import`]. A refusal is an `Err` and
 //! changes nothing; a message kept although refused (a bot command) is a
-//! [`Verdict::Kept`](crate::core::transition::Verdict::Kept).
+//! [`Verdict::Kept`].
 
 pub mod action;
 pub mod block;
