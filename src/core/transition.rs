@@ -122,8 +122,18 @@ pub fn apply(
             },
         },
     };
+    // Debug builds check that a refusal left the conversation as it was (`finish` checks the rest).
+    #[cfg(debug_assertions)]
+    let before = conv.clone();
     let mut step = Step::new(conv, log, &message, env);
     let handled = step.run();
+    #[cfg(debug_assertions)]
+    if let Err(refusal) = &handled {
+        debug_assert!(
+            step.conv == before,
+            "a refusal must change nothing: {refusal:?}"
+        );
+    }
     let (mut transition, own_slot) = step.finish(handled, existed);
     // The handlers' borrows of the message have ended: move it into the slot it reserved.
     if let Some(LogWrite::Append(slot)) = own_slot.and_then(|at| transition.log.get_mut(at)) {
