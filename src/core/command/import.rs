@@ -92,6 +92,8 @@ impl<'m> Import<'m> {
     /// Step 1, on the target.
     pub fn apply(self, step: &mut Step<'_>) -> Handled {
         let origin = self.origin;
+        // Compared with the conversation, so checked here; it follows the argument checks, as
+        // it always did.
         if origin == step.conv.id {
             return Err(reject(
                 Code::SameConversation,

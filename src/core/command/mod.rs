@@ -32,8 +32,8 @@ use self::notify::Notify;
 use self::participants::Assign;
 use self::set::Set;
 
-/// A message of type `command`, parsed: the command word and its arguments, borrowed from the
-/// message.
+/// A message of type `command`, parsed: the command word and its typed arguments (text borrowed
+/// from the message).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command<'m> {
     Notify(Notify),
