@@ -102,11 +102,10 @@ fn agent(step: &mut Step<'_>) -> Handled {
     if !step.conv.is_team() {
         let Some(touchpoint) = delivery_touchpoint(&step.conv) else {
             // The message is kept (the agent wrote it) but could not go out.
-            step.store();
-            return Err(reject(
+            return Ok(Verdict::Kept(reject(
                 Code::NoTouchpoint,
                 "no touchpoint is available to deliver this message to the contact",
-            ));
+            )));
         };
         step.store();
         step.emit(EventData::MessageDelivery {

@@ -323,64 +323,93 @@ fn is_rfc3339(t: &str) -> bool {
 }
 
 fn validate(raw: Raw, conversation: String) -> Decoded {
-    // Only the failure path pays for copies and for re-checking the time.
-    let fail = |code: Code, detail: String| {
-        Decoded::Invalid(Invalid {
-            conversation: conversation.clone(),
-            message: raw.id.clone(),
+    match check(&raw, &conversation) {
+        Ok((role, created_at_nanos)) => {
+            Decoded::Message(message(raw, conversation, role, created_at_nanos))
+        }
+        // Only the failure path pays for re-checking the time.
+        Err((code, detail)) => Decoded::Invalid(Invalid {
+            conversation,
+            message: raw.id,
             code,
             detail,
-            time: raw.created_at.clone().filter(|t| is_rfc3339(t)),
-        })
-    };
-    let Some(message_id) = raw.id.as_deref() else {
-        return fail(Code::MissingField, "`id` is required".into());
-    };
-    if !is_object_id(message_id) {
-        return fail(
-            Code::InvalidId,
-            format!("`id` {message_id:?} is not an ObjectId"),
-        );
+            time: raw.created_at.filter(|t| is_rfc3339(t)),
+        }),
     }
-    if !is_object_id(&conversation) {
-        return fail(
-            Code::InvalidId,
-            format!("`conversation` {conversation:?} is not an ObjectId"),
-        );
-    }
-    if raw.kind.as_deref().is_none_or(str::is_empty) {
-        return fail(Code::MissingField, "`type` is required".into());
-    }
-    let role = match raw.role.as_deref() {
-        None => Role::Bot,
-        Some("contact" | "consumer") => Role::Contact,
-        Some("agent") => Role::Agent,
-        Some("bot") => Role::Bot,
-        Some(other) => {
-            return fail(
-                Code::InvalidRole,
-                format!("`role` {other:?} is not one of contact, consumer, agent, bot"),
-            );
-        }
-    };
-    let Some(created_at) = raw.created_at.as_deref() else {
-        return fail(Code::MissingField, "`createdAt` is required".into());
-    };
-    let created_at_nanos = chrono::DateTime::parse_from_rfc3339(created_at)
-        .ok()
-        .and_then(|t| t.timestamp_nanos_opt());
-    let Some(created_at_nanos) = created_at_nanos else {
-        return fail(
-            Code::InvalidTime,
-            format!("`createdAt` {created_at:?} is not an RFC 3339 time"),
-        );
-    };
+}
+
+/// The rule a record breaks, with the detail to report.
+type Broken = (Code, String);
+
+/// The rules of SPEC section 2, in the order they are reported; gives the role and `createdAt`
+/// in nanoseconds.
+fn check(raw: &Raw, conversation: &str) -> Result<(Role, i64), Broken> {
+    check_identity(raw, conversation)?;
+    let role = role(raw.role.as_deref())?;
+    let created_at_nanos = created_at(raw.created_at.as_deref())?;
     if role != Role::Contact && raw.sender.is_none() {
-        return fail(
+        return Err((
             Code::MissingSender,
             "`sender` is required for every message not from the contact".into(),
-        );
+        ));
     }
+    check_optional(raw).map(|()| (role, created_at_nanos))
+}
+
+/// `id`, `conversation` and `type`.
+fn check_identity(raw: &Raw, conversation: &str) -> Result<(), Broken> {
+    let Some(message_id) = raw.id.as_deref() else {
+        return Err((Code::MissingField, "`id` is required".into()));
+    };
+    if !is_object_id(message_id) {
+        return Err((
+            Code::InvalidId,
+            format!("`id` {message_id:?} is not an ObjectId"),
+        ));
+    }
+    if !is_object_id(conversation) {
+        return Err((
+            Code::InvalidId,
+            format!("`conversation` {conversation:?} is not an ObjectId"),
+        ));
+    }
+    if raw.kind.as_deref().is_none_or(str::is_empty) {
+        return Err((Code::MissingField, "`type` is required".into()));
+    }
+    Ok(())
+}
+
+fn role(given: Option<&str>) -> Result<Role, Broken> {
+    match given {
+        None => Ok(Role::Bot),
+        Some("contact" | "consumer") => Ok(Role::Contact),
+        Some("agent") => Ok(Role::Agent),
+        Some("bot") => Ok(Role::Bot),
+        Some(other) => Err((
+            Code::InvalidRole,
+            format!("`role` {other:?} is not one of contact, consumer, agent, bot"),
+        )),
+    }
+}
+
+/// `createdAt` in nanoseconds since the epoch.
+fn created_at(given: Option<&str>) -> Result<i64, Broken> {
+    let Some(created_at) = given else {
+        return Err((Code::MissingField, "`createdAt` is required".into()));
+    };
+    chrono::DateTime::parse_from_rfc3339(created_at)
+        .ok()
+        .and_then(|t| t.timestamp_nanos_opt())
+        .ok_or_else(|| {
+            (
+                Code::InvalidTime,
+                format!("`createdAt` {created_at:?} is not an RFC 3339 time"),
+            )
+        })
+}
+
+/// The optional fields, when given: IDs, `conversationType`, `touchpoint`.
+fn check_optional(raw: &Raw) -> Result<(), Broken> {
     for (field, value) in [
         ("sender", &raw.sender),
         ("user", &raw.user),
@@ -388,26 +417,31 @@ fn validate(raw: Raw, conversation: String) -> Decoded {
     ] {
         if let Some(v) = value {
             if !is_object_id(v) {
-                return fail(
+                return Err((
                     Code::InvalidId,
                     format!("`{field}` {v:?} is not an ObjectId"),
-                );
+                ));
             }
         }
     }
     if let Some(t) = &raw.conversation_type {
         if !CONVERSATION_TYPES.contains(&t.as_str()) {
-            return fail(
+            return Err((
                 Code::InvalidField,
                 format!("`conversationType` {t:?} is not one of {CONVERSATION_TYPES:?}"),
-            );
+            ));
         }
     }
     if raw.touchpoint.as_deref() == Some("") {
-        return fail(Code::InvalidField, "`touchpoint` must not be empty".into());
+        return Err((Code::InvalidField, "`touchpoint` must not be empty".into()));
     }
+    Ok(())
+}
+
+/// The message of a record that passed [`check`].
+fn message(raw: Raw, conversation: String, role: Role, created_at_nanos: i64) -> Message {
     let type_name = raw.kind.unwrap_or_default();
-    Decoded::Message(Message {
+    Message {
         id: raw.id.unwrap_or_default(),
         conversation,
         kind: Kind::of(&type_name),
@@ -424,7 +458,7 @@ fn validate(raw: Raw, conversation: String) -> Decoded {
         conversation_type: raw.conversation_type,
         touchpoint: raw.touchpoint,
         contact: raw.contact,
-    })
+    }
 }
 
 impl Message {

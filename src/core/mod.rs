@@ -15,7 +15,7 @@ pub mod id;
 pub mod log;
 pub mod message;
 pub mod names;
-pub mod routing;
+pub(crate) mod routing;
 pub mod state;
 pub mod transition;
 

@@ -2,20 +2,31 @@
 //!
 //! [`apply`] is the only way state changes. It is pure: no IO, no clock (*now* is the message's
 //! `createdAt`), no randomness (new IDs are derived from the causing message). Handlers for each
-//! message kind and command family live in [`crate::core::chat`] and [`crate::core::command`]; they work on a
-//! [`Step`], validating everything before they mutate anything, so that a refused message leaves
-//! the state as it was.
+//! message kind and command family live in [`crate::core::chat`] and [`crate::core::command`]; a
+//! command is first parsed into a typed [`Command`], then applied. Handlers work on a [`Step`] and
+//! return a [`Handled`]:
+//!
+//! - `Err(refusal)`: nothing changed. The state and the log are as they were, no event goes
+//!   out, and the result is the refusal: `rejected`, or `ignored` for a message that would change
+//!   nothing. Handlers check everything before they mutate anything; `Step::finish` asserts, in
+//!   debug builds, that a refusal left no log write, event, relay record or block.
+//! - `Ok(verdict)`: what was done, including the two refusals that still change something: a
+//!   message kept in the log although not applied ([`Verdict::Kept`]), and an `/import` ended by
+//!   a refusal ([`Verdict::ImportFailed`]).
 
 use std::sync::Arc;
 
 use crate::core::code::{reject, Code, Refusal};
+use crate::core::command::Command;
 use crate::core::directory::{lineage, Block, Directory, Organization, User};
-use crate::core::event::{DequeueReason, EventData, InboxReason, NotifyReason, Outcome, Output};
+use crate::core::event::{EventData, Outcome, Output};
 use crate::core::log::{Log, LogWrite};
 use crate::core::message::{Invalid, Kind, Message, Role};
-use crate::core::routing::{authorise, route};
-use crate::core::state::{Conversation, Participant, Status, StoredMessage};
+use crate::core::routing::authorise;
+use crate::core::state::{Conversation, Status, StoredMessage};
 use crate::core::Dialect;
+
+mod effects;
 
 /// What the core reads besides the conversation: reference data and the dialect.
 #[derive(Clone, Copy)]
@@ -39,17 +50,25 @@ pub struct Transition {
     pub outcome: Option<Outcome>,
 }
 
-/// What a handler reports when it did not refuse the message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What a handler reports when it did not refuse the message outright.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
     /// The message changed the conversation: stored, version + 1, result `applied`.
     Applied,
+    /// The message is kept in the log (and its events go out), but it is not applied: the
+    /// result is the refusal (`ignored` or `rejected`) and the version is unchanged. A bot
+    /// command (`ignored`), and an agent message with no touchpoint to go out on (`rejected`).
+    Kept(Refusal),
     /// The result will come from a later relay step (`/import`, step 1).
     Deferred,
     /// A relay record was handled; relay records get no result of their own.
     Relayed { applied: bool },
+    /// A relay record ended a pending `/import` with a refusal (`/import`, step 3): the import
+    /// is no longer pending, and the `/import` gets the refusal as its result.
+    ImportFailed(Refusal),
 }
 
+/// `Err` means nothing changed (see the module docs).
 pub type Handled = Result<Verdict, Refusal>;
 
 /// What an adapter must have loaded from the log before calling [`apply`] for `message`.
@@ -68,13 +87,15 @@ pub fn needs(message: &Message) -> LogNeeds {
             message: None,
             all: true,
         },
-        Kind::Command if message.text.trim_start().starts_with("/action") => LogNeeds {
-            message: message
-                .meta
-                .get("message")
-                .and_then(|v| v.as_str())
-                .map(str::to_string),
-            all: false,
+        // The dialect changes which commands and properties exist, never what an `/action`
+        // is, so either serves; `apply` parses again, which for an `/action` borrows all it
+        // holds from the message.
+        Kind::Command => match Command::parse(message, Dialect::default()) {
+            Ok(Command::Action(action)) => LogNeeds {
+                message: Some(action.message().to_string()),
+                all: false,
+            },
+            _ => LogNeeds::default(),
         },
         _ => LogNeeds::default(),
     }
@@ -101,8 +122,18 @@ pub fn apply(
             },
         },
     };
+    // Debug builds check that a refusal left the conversation as it was (`finish` checks the rest).
+    #[cfg(debug_assertions)]
+    let before = conv.clone();
     let mut step = Step::new(conv, log, &message, env);
     let handled = step.run();
+    #[cfg(debug_assertions)]
+    if let Err(refusal) = &handled {
+        debug_assert!(
+            step.conv == before,
+            "a refusal must change nothing: {refusal:?}"
+        );
+    }
     let (mut transition, own_slot) = step.finish(handled, existed);
     // The handlers' borrows of the message have ended: move it into the slot it reserved.
     if let Some(LogWrite::Append(slot)) = own_slot.and_then(|at| transition.log.get_mut(at)) {
@@ -234,7 +265,12 @@ impl<'a> Step<'a> {
         }
         match self.msg.kind {
             Kind::Chat => crate::core::chat::apply(self),
-            Kind::Command => crate::core::command::apply(self),
+            // Parsed here, after the archived and sender checks, so that a malformed command
+            // from an outsider is `forbidden` and one to an archived conversation `archived`.
+            Kind::Command => {
+                let msg: &'a Message = self.msg;
+                Command::parse(msg, self.env.dialect)?.apply(self)
+            }
             Kind::Form => crate::core::command::forms::form(self),
             Kind::Field => crate::core::command::forms::field(self),
             Kind::Mention => crate::core::command::notify::mention(self),
@@ -244,50 +280,80 @@ impl<'a> Step<'a> {
     }
 
     fn finish(mut self, handled: Handled, existed: bool) -> (Transition, Option<usize>) {
-        // Borrowed from the message, not the step, so they outlive the moves below.
-        let msg: &'a Message = self.msg;
-        let now = msg.created_at.as_str();
-        let conv_id = msg.conversation.as_str();
-        let exists = existed || handled.is_ok() || !self.writes.is_empty();
+        let exists = existed || handled.is_ok();
         let result = match handled {
-            Ok(Verdict::Applied) => {
+            Ok(verdict) => self.conclude(verdict),
+            Err(refusal) => {
+                debug_assert!(
+                    self.writes.is_empty()
+                        && self.events.is_empty()
+                        && self.extra.is_empty()
+                        && self.blocks.is_empty(),
+                    "a refusal must change nothing: {refusal:?}"
+                );
+                Some(Reported::Refused(refusal))
+            }
+        };
+        let outcome = result.as_ref().map(Reported::outcome);
+        let outputs = self.outputs(result, exists);
+        let transition = Transition {
+            conversation: exists.then_some(self.conv),
+            log: self.writes,
+            outputs,
+            blocks: self.blocks,
+            outcome,
+        };
+        (transition, self.own_slot)
+    }
+
+    /// Completes what a handler did: stores the message where it stays, counts the version.
+    /// Returns the result to report, if the message gets one now.
+    fn conclude(&mut self, verdict: Verdict) -> Option<Reported> {
+        let touched = |step: &mut Self| step.conv.updated_at.clone_from(&step.msg.created_at);
+        match verdict {
+            Verdict::Applied => {
                 if !self.stored {
                     self.store();
                 }
                 self.conv.version += 1;
-                self.conv.updated_at.clone_from(&msg.created_at);
-                Some((Outcome::Applied, None))
+                touched(self);
+                Some(Reported::Applied)
             }
-            Ok(Verdict::Deferred) => None,
-            Ok(Verdict::Relayed { applied }) => {
+            Verdict::Kept(refusal) => {
+                if !self.stored {
+                    self.store();
+                }
+                touched(self);
+                Some(Reported::Refused(refusal))
+            }
+            Verdict::Deferred => None,
+            Verdict::Relayed { applied } => {
                 if applied {
                     self.conv.version += 1;
-                    self.conv.updated_at.clone_from(&msg.created_at);
+                    touched(self);
                 }
                 None
             }
-            Err(refusal) => {
-                if !self.writes.is_empty() {
-                    self.conv.updated_at.clone_from(&msg.created_at);
-                }
-                let outcome = if refusal.ignored {
-                    Outcome::Ignored
-                } else {
-                    Outcome::Rejected
-                };
-                Some((outcome, Some(refusal)))
-            }
-        };
+            Verdict::ImportFailed(refusal) => Some(Reported::Refused(refusal)),
+        }
+    }
+
+    /// The events in order, then the records for other conversations, then the result.
+    fn outputs(&mut self, result: Option<Reported>, exists: bool) -> Vec<Output> {
+        // Borrowed from the message, not the step, so they outlive the moves below.
+        let msg: &'a Message = self.msg;
+        let now = msg.created_at.as_str();
+        let conv_id = msg.conversation.as_str();
         let mut outputs: Vec<Output> = Vec::with_capacity(self.events.len() + self.extra.len() + 1);
-        for (position, data) in self.events.into_iter().enumerate() {
+        for (position, data) in std::mem::take(&mut self.events).into_iter().enumerate() {
             outputs.push(Output::event(&msg.id, position, Some(now), conv_id, data));
         }
         outputs.append(&mut self.extra);
-        let outcome = result.as_ref().map(|(o, _)| *o);
-        if let Some((outcome, refusal)) = result {
-            let (code, detail) = match refusal {
-                Some(r) => (Some(r.code), Some(r.detail)),
-                None => (None, None),
+        if let Some(result) = result {
+            let outcome = result.outcome();
+            let (code, detail) = match result {
+                Reported::Applied => (None, None),
+                Reported::Refused(r) => (Some(r.code), Some(r.detail)),
             };
             let data = EventData::CommandResult {
                 conversation: conv_id.to_string(),
@@ -305,14 +371,7 @@ impl<'a> Step<'a> {
                 data,
             ));
         }
-        let transition = Transition {
-            conversation: exists.then_some(self.conv),
-            log: self.writes,
-            outputs,
-            blocks: self.blocks,
-            outcome,
-        };
-        (transition, self.own_slot)
+        outputs
     }
 
     /// *now*: the message's `createdAt`.
@@ -364,120 +423,20 @@ impl<'a> Step<'a> {
         self.authorise(user)?;
         Ok(user.to_string())
     }
+}
 
-    pub fn is_participant(&self, user: &str) -> bool {
-        self.conv.participant(user).is_some()
-    }
+/// The result a message gets.
+enum Reported {
+    Applied,
+    Refused(Refusal),
+}
 
-    /// The participant for `user`, added with no flags if absent.
-    pub fn participant_mut(&mut self, user: &str) -> &mut Participant {
-        let at = match self.conv.participants.iter().position(|p| p.user == user) {
-            Some(i) => i,
-            None => {
-                self.conv.participants.push(Participant::new(user));
-                self.conv.participants.len() - 1
-            }
-        };
-        &mut self.conv.participants[at]
-    }
-
-    /// Removes `user` if it is left with no flag set.
-    pub fn prune(&mut self, user: &str) {
-        self.conv
-            .participants
-            .retain(|p| p.user != user || p.has_any_flag());
-    }
-
-    /// Changes status; leaving `queued` dequeues every channel notified for the queued period.
-    pub fn set_status(&mut self, status: Status, reason: DequeueReason, user: Option<&str>) {
-        let old = self.conv.status;
-        if old == Status::Queued && status != Status::Queued {
-            let channels = std::mem::take(&mut self.conv.channels);
-            let offline = std::mem::take(&mut self.conv.channels_offline);
-            for channel in channels.into_iter().chain(offline) {
-                self.emit(EventData::ChannelDequeue {
-                    conversation: self.conv.id.clone(),
-                    channel,
-                    reason,
-                    user: user.map(str::to_string),
-                });
-            }
+impl Reported {
+    fn outcome(&self) -> Outcome {
+        match self {
+            Reported::Applied => Outcome::Applied,
+            Reported::Refused(r) if r.ignored => Outcome::Ignored,
+            Reported::Refused(_) => Outcome::Rejected,
         }
-        if status == Status::Queued && old != Status::Queued {
-            self.conv.accepted_since_queued = false;
-        }
-        self.conv.status = status;
-    }
-
-    /// Puts the conversation in `queued` (a new queued period when it was not).
-    pub fn enter_queue(&mut self) {
-        if self.conv.status != Status::Queued {
-            self.conv.accepted_since_queued = false;
-            self.conv.status = Status::Queued;
-        }
-    }
-
-    /// Queues the conversation and runs routing over `scope` (default: its organization and
-    /// ancestors), notifying the online channels found.
-    pub fn queue_and_route(&mut self, scope: Option<&[String]>, reason: NotifyReason) {
-        self.enter_queue();
-        let routed = route(&self.conv, scope, self.env.directory);
-        self.add_channels(routed.online, routed.offline, reason);
-    }
-
-    /// Adds channels to the queued period, notifying the online ones.
-    pub fn add_channels(
-        &mut self,
-        online: Vec<String>,
-        offline: Vec<String>,
-        reason: NotifyReason,
-    ) {
-        for channel in offline {
-            if !self.conv.channels_offline.contains(&channel) {
-                self.conv.channels_offline.push(channel);
-            }
-        }
-        for channel in online {
-            if !self.conv.channels.contains(&channel) {
-                self.conv.channels.push(channel.clone());
-            }
-            self.notify_channel(channel, reason);
-        }
-    }
-
-    /// Notifies every channel of the queued period again.
-    pub fn renotify(&mut self, reason: NotifyReason) {
-        for channel in self.conv.channels.clone() {
-            self.notify_channel(channel, reason);
-        }
-    }
-
-    fn notify_channel(&mut self, channel: String, reason: NotifyReason) {
-        self.emit(EventData::ChannelNotification {
-            conversation: self.conv.id.clone(),
-            organization: self.conv.organization.clone(),
-            channel,
-            reason,
-        });
-    }
-
-    /// Sets a user's inbox flag, adding the participant if needed, and notifies it.
-    pub fn inbox(&mut self, user: &str, reason: InboxReason) {
-        self.participant_mut(user).inbox = true;
-        self.emit(EventData::InboxNotification {
-            conversation: self.conv.id.clone(),
-            user: user.to_string(),
-            reason,
-        });
-    }
-
-    /// `/accept` for `user`: active, accepted, inbox cleared; the conversation becomes active.
-    pub fn accept(&mut self, user: &str) {
-        let p = self.participant_mut(user);
-        p.active = true;
-        p.accepted = true;
-        p.inbox = false;
-        self.conv.accepted_since_queued = true;
-        self.set_status(Status::Active, DequeueReason::Accept, Some(user));
     }
 }

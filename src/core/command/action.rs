@@ -2,6 +2,7 @@
 
 use crate::core::code::{ignore, reject, Code, Refusal};
 use crate::core::log::LogWrite;
+use crate::core::message::Message;
 use crate::core::state::Comment;
 use crate::core::transition::{Handled, Step, Verdict};
 
@@ -12,14 +13,15 @@ pub const MAX_LIKES: usize = 100;
 /// Most comments a message can hold.
 pub const MAX_COMMENTS: usize = 10;
 
+/// `/action like` or `/action comment <text>`, on the message `meta.message`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Action {
-    Like { message: String },
-    Comment { message: String, text: String },
+pub enum Action<'m> {
+    Like { message: &'m str },
+    Comment { message: &'m str, text: &'m str },
 }
 
-impl Action {
-    pub fn parse(step: &Step<'_>, args: &str) -> Result<Self, Refusal> {
+impl<'m> Action<'m> {
+    pub fn parse(msg: &'m Message, args: &'m str) -> Result<Self, Refusal> {
         let (sub, rest) = split_word(args);
         if sub.is_empty() {
             return Err(reject(
@@ -33,10 +35,9 @@ impl Action {
                 format!("/action {sub} is not an action"),
             ));
         }
-        let Some(message) = meta_str(&step.msg.meta, "message")? else {
+        let Some(message) = meta_str(&msg.meta, "message")? else {
             return Err(reject(Code::MissingArgument, "/action needs meta.message"));
         };
-        let message = message.to_string();
         if sub == "like" {
             return Ok(Action::Like { message });
         }
@@ -48,55 +49,59 @@ impl Action {
         }
         Ok(Action::Comment {
             message,
-            text: rest.to_string(),
+            text: rest,
         })
     }
-}
 
-pub fn action(step: &mut Step<'_>, args: &str) -> Handled {
-    let cmd = Action::parse(step, args)?;
-    let id = match &cmd {
-        Action::Like { message } | Action::Comment { message, .. } => message,
-    };
-    let Some(target) = step.log.get(id) else {
-        return Err(reject(
-            Code::UnknownMessage,
-            format!("message {id} is not in this conversation"),
-        ));
-    };
-    let sender = step.sender().to_string();
-    let mut edited = target.clone();
-    match cmd {
-        Action::Like { .. } => {
-            if edited.likes.contains(&sender) {
-                return Err(ignore(
-                    Code::AlreadyLiked,
-                    format!("user {sender} already likes message {id}"),
-                ));
-            }
-            if edited.likes.len() >= MAX_LIKES {
-                return Err(reject(
-                    Code::LimitReached,
-                    format!("a message holds at most {MAX_LIKES} likes"),
-                ));
-            }
-            edited.likes.push(sender);
-        }
-        Action::Comment { text, .. } => {
-            if edited.comments.len() >= MAX_COMMENTS {
-                return Err(reject(
-                    Code::LimitReached,
-                    format!("a message holds at most {MAX_COMMENTS} comments"),
-                ));
-            }
-            edited.comments.push(Comment {
-                user: sender,
-                message: step.msg.id.clone(),
-                text,
-            });
+    /// The ID of the message acted on.
+    pub fn message(&self) -> &'m str {
+        match self {
+            Action::Like { message } | Action::Comment { message, .. } => message,
         }
     }
-    edited.version += 1;
-    step.writes.push(LogWrite::Update(edited));
-    Ok(Verdict::Applied)
+
+    pub fn apply(self, step: &mut Step<'_>) -> Handled {
+        let id = self.message();
+        let Some(target) = step.log.get(id) else {
+            return Err(reject(
+                Code::UnknownMessage,
+                format!("message {id} is not in this conversation"),
+            ));
+        };
+        let sender = step.sender().to_string();
+        let mut edited = target.clone();
+        match self {
+            Action::Like { .. } => {
+                if edited.likes.contains(&sender) {
+                    return Err(ignore(
+                        Code::AlreadyLiked,
+                        format!("user {sender} already likes message {id}"),
+                    ));
+                }
+                if edited.likes.len() >= MAX_LIKES {
+                    return Err(reject(
+                        Code::LimitReached,
+                        format!("a message holds at most {MAX_LIKES} likes"),
+                    ));
+                }
+                edited.likes.push(sender);
+            }
+            Action::Comment { text, .. } => {
+                if edited.comments.len() >= MAX_COMMENTS {
+                    return Err(reject(
+                        Code::LimitReached,
+                        format!("a message holds at most {MAX_COMMENTS} comments"),
+                    ));
+                }
+                edited.comments.push(Comment {
+                    user: sender,
+                    message: step.msg.id.clone(),
+                    text: text.to_string(),
+                });
+            }
+        }
+        edited.version += 1;
+        step.writes.push(LogWrite::Update(edited));
+        Ok(Verdict::Applied)
+    }
 }

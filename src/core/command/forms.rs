@@ -10,7 +10,7 @@ use crate::core::code::{ignore, reject, Code, Refusal};
 use crate::core::directory::{Directory, Form};
 use crate::core::event::EventData;
 use crate::core::id::derive;
-use crate::core::message::Role;
+use crate::core::message::{Message, Role};
 use crate::core::state::{ActiveForm, FormResult, StoredMessage};
 use crate::core::transition::{Handled, Step, Verdict};
 
@@ -83,42 +83,15 @@ pub fn form(step: &mut Step<'_>) -> Handled {
             "forms are set by agents and automations",
         ));
     }
-    let text = step.msg.text.trim();
-    let (adding, name) = if let Some(n) = text.strip_prefix('+') {
-        (true, n.trim())
-    } else if let Some(n) = text.strip_prefix('-') {
-        (false, n.trim())
-    } else {
-        return Err(reject(
-            Code::InvalidArgument,
-            "a form message's text is +<name> or -<name>",
-        ));
-    };
+    let msg = step.msg;
+    let (adding, name) = form_text(msg.text.trim())?;
     let explicit = explicit_category(step)?;
     let category = explicit.or(step.conv.category_index);
-    let form_id = match meta_str(&step.msg.meta, "form")? {
-        Some(id) => id.to_string(),
-        None => {
-            // No ID: look the name up among the category's forms.
-            let slot =
-                category.and_then(|c| step.organization().and_then(|o| o.category(c).cloned()));
-            slot.and_then(|s| {
-                s.forms
-                    .iter()
-                    .find(|id| step.env.directory.form(id).is_some_and(|f| f.name == name))
-                    .cloned()
-            })
-            .ok_or_else(|| {
-                reject(
-                    Code::UnknownForm,
-                    format!("no form named {name:?} in the category"),
-                )
-            })?
-        }
-    };
+    let form_id = form_id(step, name, category)?;
     let def = form_def(step, &form_id)?;
-
-    if !adding {
+    if adding {
+        activate(step, form_id, &def, category)
+    } else {
         let Some(at) = find_active(step, &form_id, explicit) else {
             return Err(reject(
                 Code::FormNotActive,
@@ -126,8 +99,46 @@ pub fn form(step: &mut Step<'_>) -> Handled {
             ));
         };
         step.conv.forms.remove(at);
-        return Ok(Verdict::Applied);
+        Ok(Verdict::Applied)
     }
+}
+
+/// `+<name>` (activate) or `-<name>` (remove): whether it adds, and the name.
+fn form_text(text: &str) -> Result<(bool, &str), Refusal> {
+    if let Some(n) = text.strip_prefix('+') {
+        Ok((true, n.trim()))
+    } else if let Some(n) = text.strip_prefix('-') {
+        Ok((false, n.trim()))
+    } else {
+        Err(reject(
+            Code::InvalidArgument,
+            "a form message's text is +<name> or -<name>",
+        ))
+    }
+}
+
+/// `meta.form`, else the form named `name` among the category's forms.
+fn form_id(step: &Step<'_>, name: &str, category: Option<u8>) -> Result<String, Refusal> {
+    if let Some(id) = meta_str(&step.msg.meta, "form")? {
+        return Ok(id.to_string());
+    }
+    let slot = category.and_then(|c| step.organization().and_then(|o| o.category(c).cloned()));
+    slot.and_then(|s| {
+        s.forms
+            .iter()
+            .find(|id| step.env.directory.form(id).is_some_and(|f| f.name == name))
+            .cloned()
+    })
+    .ok_or_else(|| {
+        reject(
+            Code::UnknownForm,
+            format!("no form named {name:?} in the category"),
+        )
+    })
+}
+
+/// `+<name>`: the form becomes active in `category`, to which it must be assigned.
+fn activate(step: &mut Step<'_>, form_id: String, def: &Form, category: Option<u8>) -> Handled {
     let Some(category) = category else {
         return Err(reject(
             Code::FormNotInCategory,
@@ -212,104 +223,136 @@ pub fn field(step: &mut Step<'_>) -> Handled {
     Ok(Verdict::Applied)
 }
 
-/// `/send` [`meta.form`].
-pub fn send(step: &mut Step<'_>) -> Handled {
-    let directory = step.env.directory;
-    let chosen: Vec<usize> = match meta_str(&step.msg.meta, "form")? {
-        Some(id) => {
-            if !step.conv.forms.iter().any(|f| f.form == id) {
-                return Err(reject(
-                    Code::FormNotActive,
-                    format!("form {id} is not active"),
-                ));
-            }
-            let active_category = step.conv.category_index;
-            let Some(at) = step
-                .conv
-                .forms
-                .iter()
-                .position(|f| f.form == id && Some(f.category_index) == active_category)
-            else {
-                return Err(reject(
-                    Code::FormNotInCategory,
-                    format!("form {id} is not active in the conversation's active category"),
-                ));
-            };
-            if !is_completed(&step.conv.forms[at], directory) {
-                return Err(reject(
-                    Code::FormIncomplete,
-                    format!("form {id} has required fields without a value"),
-                ));
-            }
-            vec![at]
-        }
-        None => {
-            let done: Vec<usize> = (0..step.conv.forms.len())
-                .filter(|&i| is_completed(&step.conv.forms[i], directory))
-                .collect();
-            if done.is_empty() {
-                return Err(reject(Code::NothingToSend, "no form is completed"));
-            }
-            done
-        }
-    };
+/// `/send`, with an optional `meta.form`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendForms<'m> {
+    /// Only this form; without it, every completed form.
+    pub form: Option<&'m str>,
+}
 
-    step.store();
-    let org_emails = step
-        .organization()
-        .map(|o| o.emails.clone())
-        .unwrap_or_default();
-    let mut sent = Vec::with_capacity(chosen.len());
-    for &i in chosen.iter().rev() {
-        sent.push(step.conv.forms.remove(i));
+impl<'m> SendForms<'m> {
+    pub fn parse(msg: &'m Message) -> Result<Self, Refusal> {
+        Ok(SendForms {
+            form: meta_str(&msg.meta, "form")?,
+        })
     }
-    sent.reverse();
-    for form in sent {
-        let category = form.category_index.to_string();
-        let id = derive(&[&step.msg.id, "results", &form.form, &category]);
-        let mut meta = Map::new();
-        meta.insert("form".into(), json!(form.form));
-        meta.insert("categoryIndex".into(), json!(form.category_index));
-        meta.insert("fields".into(), json!(form.fields));
-        step.store_message(StoredMessage {
-            id: id.clone(),
-            index: 0,
-            kind: "results".into(),
-            role: Role::Bot,
-            sender: step.msg.sender.clone(),
-            text: form.name.clone(),
-            user: None,
-            is_backchannel: false,
-            touchpoint: None,
-            meta,
-            created_at: step.now().to_string(),
-            likes: Vec::new(),
-            comments: Vec::new(),
-            version: 0,
-        });
-        let recipients = directory
-            .form(&form.form)
-            .map(|d| d.emails.clone())
-            .filter(|e| !e.is_empty())
-            .unwrap_or_else(|| org_emails.clone());
-        if !recipients.is_empty() {
-            step.emit(EventData::EmailNotification {
-                conversation: step.conv.id.clone(),
-                to: recipients,
-                form: form.form.clone(),
-                form_name: form.name.clone(),
-                fields: form.fields.clone(),
-            });
+
+    pub fn apply(self, step: &mut Step<'_>) -> Handled {
+        let chosen = match self.form {
+            Some(id) => vec![sendable(step, id)?],
+            None => completed(step)?,
+        };
+        step.store();
+        let org_emails = step
+            .organization()
+            .map(|o| o.emails.clone())
+            .unwrap_or_default();
+        let mut sent = Vec::with_capacity(chosen.len());
+        for &i in chosen.iter().rev() {
+            sent.push(step.conv.forms.remove(i));
         }
-        let sent_at = step.now().to_string();
-        step.conv.results.push(FormResult {
-            form: form.form,
-            name: form.name,
-            category_index: form.category_index,
-            fields: form.fields,
-            message: id,
-            sent_at,
+        sent.reverse();
+        for form in sent {
+            send(step, form, &org_emails);
+        }
+        Ok(Verdict::Applied)
+    }
+}
+
+/// Where the form `id` is, if it can be sent: active in the active category, and completed.
+fn sendable(step: &Step<'_>, id: &str) -> Result<usize, Refusal> {
+    if !step.conv.forms.iter().any(|f| f.form == id) {
+        return Err(reject(
+            Code::FormNotActive,
+            format!("form {id} is not active"),
+        ));
+    }
+    let active_category = step.conv.category_index;
+    let Some(at) = step
+        .conv
+        .forms
+        .iter()
+        .position(|f| f.form == id && Some(f.category_index) == active_category)
+    else {
+        return Err(reject(
+            Code::FormNotInCategory,
+            format!("form {id} is not active in the conversation's active category"),
+        ));
+    };
+    if !is_completed(&step.conv.forms[at], step.env.directory) {
+        return Err(reject(
+            Code::FormIncomplete,
+            format!("form {id} has required fields without a value"),
+        ));
+    }
+    Ok(at)
+}
+
+/// Where every completed form is; at least one.
+fn completed(step: &Step<'_>) -> Result<Vec<usize>, Refusal> {
+    let done: Vec<usize> = (0..step.conv.forms.len())
+        .filter(|&i| is_completed(&step.conv.forms[i], step.env.directory))
+        .collect();
+    if done.is_empty() {
+        return Err(reject(Code::NothingToSend, "no form is completed"));
+    }
+    Ok(done)
+}
+
+/// Sends one form taken out of `forms`: a `results` message in the log, an email to the form's
+/// recipients (else the organization's), and an entry in `results`.
+fn send(step: &mut Step<'_>, form: ActiveForm, org_emails: &[String]) {
+    let category = form.category_index.to_string();
+    let id = derive(&[&step.msg.id, "results", &form.form, &category]);
+    let message = results_message(step, &id, &form);
+    step.store_message(message);
+    let recipients = step
+        .env
+        .directory
+        .form(&form.form)
+        .map(|d| d.emails.clone())
+        .filter(|e| !e.is_empty())
+        .unwrap_or_else(|| org_emails.to_vec());
+    if !recipients.is_empty() {
+        step.emit(EventData::EmailNotification {
+            conversation: step.conv.id.clone(),
+            to: recipients,
+            form: form.form.clone(),
+            form_name: form.name.clone(),
+            fields: form.fields.clone(),
         });
     }
-    Ok(Verdict::Applied)
+    let sent_at = step.now().to_string();
+    step.conv.results.push(FormResult {
+        form: form.form,
+        name: form.name,
+        category_index: form.category_index,
+        fields: form.fields,
+        message: id,
+        sent_at,
+    });
+}
+
+/// The `results` message `/send` adds to the log for `form`.
+fn results_message(step: &Step<'_>, id: &str, form: &ActiveForm) -> StoredMessage {
+    let mut meta = Map::new();
+    meta.insert("form".into(), json!(form.form));
+    meta.insert("categoryIndex".into(), json!(form.category_index));
+    meta.insert("fields".into(), json!(form.fields));
+    StoredMessage {
+        id: id.to_string(),
+        index: 0,
+        kind: "results".into(),
+        role: Role::Bot,
+        sender: step.msg.sender.clone(),
+        text: form.name.clone(),
+        user: None,
+        is_backchannel: false,
+        touchpoint: None,
+        meta,
+        created_at: step.now().to_string(),
+        likes: Vec::new(),
+        comments: Vec::new(),
+        version: 0,
+    }
 }

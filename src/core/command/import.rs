@@ -64,58 +64,74 @@ fn relay_meta<T: for<'de> Deserialize<'de>>(msg: &Message) -> Result<T, Refusal>
     })
 }
 
-/// Step 1, on the target: `/import <originId>`.
-pub fn request(step: &mut Step<'_>, args: &str) -> Handled {
-    let (origin, _) = split_word(args);
-    if origin.is_empty() {
-        return Err(reject(
-            Code::MissingArgument,
-            "/import needs the origin conversation ID",
-        ));
+/// `/import <originId>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Import<'m> {
+    /// An ObjectId.
+    pub origin: &'m str,
+}
+
+impl<'m> Import<'m> {
+    pub fn parse(args: &'m str) -> Result<Self, Refusal> {
+        let (origin, _) = split_word(args);
+        if origin.is_empty() {
+            return Err(reject(
+                Code::MissingArgument,
+                "/import needs the origin conversation ID",
+            ));
+        }
+        if !is_object_id(origin) {
+            return Err(reject(
+                Code::InvalidId,
+                format!("{origin:?} is not an ObjectId"),
+            ));
+        }
+        Ok(Import { origin })
     }
-    if !is_object_id(origin) {
-        return Err(reject(
-            Code::InvalidId,
-            format!("{origin:?} is not an ObjectId"),
-        ));
+
+    /// Step 1, on the target.
+    pub fn apply(self, step: &mut Step<'_>) -> Handled {
+        let origin = self.origin;
+        // Compared with the conversation, so checked here; it follows the argument checks, as
+        // it always did.
+        if origin == step.conv.id {
+            return Err(reject(
+                Code::SameConversation,
+                "a conversation cannot import itself",
+            ));
+        }
+        if let Some(p) = &step.conv.pending_import {
+            return Err(reject(
+                Code::ImportInProgress,
+                format!("the import of {} is still in progress", p.origin),
+            ));
+        }
+        step.conv.pending_import = Some(PendingImport {
+            command: step.msg.id.clone(),
+            origin: origin.to_string(),
+        });
+        let command = StoredMessage::from_message(step.msg, 0);
+        let record = json!({
+            "id": derive(&[&step.msg.id, IMPORT_REQUEST]),
+            "conversation": origin,
+            "type": IMPORT_REQUEST,
+            "role": "bot",
+            "sender": step.msg.sender,
+            "text": "",
+            "createdAt": step.now(),
+            "meta": {
+                "target": step.conv.id,
+                "organization": step.conv.organization,
+                "command": command,
+            },
+        });
+        step.extra.push(Output {
+            topic: Topic::Input,
+            key: origin.to_string(),
+            value: Payload::Message(record),
+        });
+        Ok(Verdict::Deferred)
     }
-    if origin == step.conv.id {
-        return Err(reject(
-            Code::SameConversation,
-            "a conversation cannot import itself",
-        ));
-    }
-    if let Some(p) = &step.conv.pending_import {
-        return Err(reject(
-            Code::ImportInProgress,
-            format!("the import of {} is still in progress", p.origin),
-        ));
-    }
-    step.conv.pending_import = Some(PendingImport {
-        command: step.msg.id.clone(),
-        origin: origin.to_string(),
-    });
-    let command = StoredMessage::from_message(step.msg, 0);
-    let record = json!({
-        "id": derive(&[&step.msg.id, IMPORT_REQUEST]),
-        "conversation": origin,
-        "type": IMPORT_REQUEST,
-        "role": "bot",
-        "sender": step.msg.sender,
-        "text": "",
-        "createdAt": step.now(),
-        "meta": {
-            "target": step.conv.id,
-            "organization": step.conv.organization,
-            "command": command,
-        },
-    });
-    step.extra.push(Output {
-        topic: Topic::Input,
-        key: origin.to_string(),
-        value: Payload::Message(record),
-    });
-    Ok(Verdict::Deferred)
 }
 
 /// The transfer record of step 2, carrying the copies or the refusal back to the target.
@@ -236,16 +252,18 @@ pub fn transfer(step: &mut Step<'_>) -> Handled {
             "no import is pending for this transfer",
         ));
     }
+    // From here on the import is over, merged or not: it is no longer pending, and the
+    // `/import` gets its one result.
     step.result_for = Some(t.command.id.clone());
     step.conv.pending_import = None;
     if let Some(e) = t.error {
-        return Err(reject(e.code, e.detail));
+        return Ok(Verdict::ImportFailed(reject(e.code, e.detail)));
     }
     if step.conv.status == Status::Archived {
-        return Err(reject(
+        return Ok(Verdict::ImportFailed(reject(
             Code::Archived,
             "the conversation is archived and accepts no change",
-        ));
+        )));
     }
 
     // Order: createdAt, then the target's own messages before copies, then ID.

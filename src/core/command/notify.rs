@@ -2,7 +2,7 @@
 
 use crate::core::code::{reject, Code, Refusal};
 use crate::core::event::{InboxReason, NotifyReason};
-use crate::core::message::Role;
+use crate::core::message::{Message, Role};
 use crate::core::state::Status;
 use crate::core::transition::{Handled, Step, Verdict};
 
@@ -18,47 +18,52 @@ pub struct Notify {
 }
 
 impl Notify {
-    pub fn parse(step: &Step<'_>, args: &str) -> Result<Self, Refusal> {
+    pub fn parse(msg: &Message, args: &str) -> Result<Self, Refusal> {
         Ok(Notify {
-            channels: id_list(&step.msg.meta, "channels", args)?,
-            organizations: id_list(&step.msg.meta, "organizations", "")?,
+            channels: id_list(&msg.meta, "channels", args)?,
+            organizations: id_list(&msg.meta, "organizations", "")?,
         })
+    }
+
+    pub fn apply(self, step: &mut Step<'_>) -> Handled {
+        if step.conv.status == Status::Active {
+            return Err(reject(
+                Code::AlreadyActive,
+                "an active conversation cannot be queued",
+            ));
+        }
+        if !self.channels.is_empty() {
+            let (online, offline) = channels(step, &self.channels)?;
+            step.enter_queue();
+            step.add_channels(online, offline, NotifyReason::Notify);
+        } else if !self.organizations.is_empty() {
+            check_organizations(step, &self.organizations)?;
+            step.queue_and_route(Some(&self.organizations), NotifyReason::Notify);
+        } else {
+            step.queue_and_route(None, NotifyReason::Notify);
+        }
+        Ok(Verdict::Applied)
     }
 }
 
-pub fn notify(step: &mut Step<'_>, args: &str) -> Handled {
-    let cmd = Notify::parse(step, args)?;
-    if step.conv.status == Status::Active {
-        return Err(reject(
-            Code::AlreadyActive,
-            "an active conversation cannot be queued",
-        ));
-    }
-    if !cmd.channels.is_empty() {
-        let mut online = Vec::new();
-        let mut offline = Vec::new();
-        for id in &cmd.channels {
-            let channel = step.env.directory.channel(id).ok_or_else(|| {
-                reject(
-                    Code::UnknownChannel,
-                    format!("channel {id} is not in the directory"),
-                )
-            })?;
-            if channel.online {
-                online.push(channel.id.clone());
-            } else {
-                offline.push(channel.id.clone());
-            }
+/// The given channels, looked up and split into (online, offline).
+fn channels(step: &Step<'_>, ids: &[String]) -> Result<(Vec<String>, Vec<String>), Refusal> {
+    let mut online = Vec::new();
+    let mut offline = Vec::new();
+    for id in ids {
+        let channel = step.env.directory.channel(id).ok_or_else(|| {
+            reject(
+                Code::UnknownChannel,
+                format!("channel {id} is not in the directory"),
+            )
+        })?;
+        if channel.online {
+            online.push(channel.id.clone());
+        } else {
+            offline.push(channel.id.clone());
         }
-        step.enter_queue();
-        step.add_channels(online, offline, NotifyReason::Notify);
-    } else if !cmd.organizations.is_empty() {
-        check_organizations(step, &cmd.organizations)?;
-        step.queue_and_route(Some(&cmd.organizations), NotifyReason::Notify);
-    } else {
-        step.queue_and_route(None, NotifyReason::Notify);
     }
-    Ok(Verdict::Applied)
+    Ok((online, offline))
 }
 
 fn check_organizations(step: &Step<'_>, ids: &[String]) -> Result<(), Refusal> {

@@ -1,8 +1,9 @@
 //! Participant commands: `/assign`, `/follow`, `/unfollow`, `/join`, `/accept`, `/leave`
 //! (alias `/close`).
 
-use crate::core::code::{ignore, reject, Code};
+use crate::core::code::{ignore, reject, Code, Refusal};
 use crate::core::event::{DequeueReason, InboxReason, NotifyReason};
+use crate::core::message::Message;
 use crate::core::state::Status;
 use crate::core::transition::{Handled, Step, Verdict};
 use crate::core::Dialect;
@@ -10,21 +11,33 @@ use crate::core::Dialect;
 use super::id_list;
 
 /// `/assign [userId …]` or `meta.users`: each user gets the inbox flag and a notification.
-pub fn assign(step: &mut Step<'_>, args: &str) -> Handled {
-    let users = id_list(&step.msg.meta, "users", args)?;
-    if users.is_empty() {
-        return Err(reject(
-            Code::MissingArgument,
-            "/assign needs meta.users or user IDs",
-        ));
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Assign {
+    /// Not empty.
+    pub users: Vec<String>,
+}
+
+impl Assign {
+    pub fn parse(msg: &Message, args: &str) -> Result<Self, Refusal> {
+        let users = id_list(&msg.meta, "users", args)?;
+        if users.is_empty() {
+            return Err(reject(
+                Code::MissingArgument,
+                "/assign needs meta.users or user IDs",
+            ));
+        }
+        Ok(Assign { users })
     }
-    for user in &users {
-        step.authorise(user)?;
+
+    pub fn apply(self, step: &mut Step<'_>) -> Handled {
+        for user in &self.users {
+            step.authorise(user)?;
+        }
+        for user in &self.users {
+            step.inbox(user, InboxReason::Assign);
+        }
+        Ok(Verdict::Applied)
     }
-    for user in &users {
-        step.inbox(user, InboxReason::Assign);
-    }
-    Ok(Verdict::Applied)
 }
 
 /// `/follow` (web1on1): inbox notifications on every new contact message.

@@ -5,78 +5,89 @@ use serde_json::{Map, Value};
 
 use crate::core::code::{ignore, reject, Code, Refusal};
 use crate::core::message::Role;
+use crate::core::state::Conversation;
 use crate::core::transition::{Handled, Step, Verdict};
 use crate::core::Dialect;
 
 use super::split_word;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Property {
-    Name(String),
-    Context(String),
-    Category(String),
-    Touchpoint(String),
-    Language(String),
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Property<'m> {
+    Name(&'m str),
+    Context(&'m str),
+    Category(&'m str),
+    Touchpoint(&'m str),
+    Language(&'m str),
+}
+
+impl<'m> Property<'m> {
+    /// `<name> <value>`, after the `@`.
+    fn parse(rest: &'m str, dialect: Dialect) -> Result<Self, Refusal> {
+        let (name, value) = split_word(rest);
+        let property = match name {
+            "name" => Property::Name(value),
+            "context" if dialect == Dialect::Web1on1 => Property::Context(value),
+            "category" => Property::Category(value),
+            "touchpoint" => Property::Touchpoint(value),
+            "language" => Property::Language(value),
+            _ => {
+                return Err(reject(
+                    Code::UnknownProperty,
+                    format!("@{name} is not a conversation property"),
+                ))
+            }
+        };
+        if property.value().is_empty() {
+            return Err(reject(
+                Code::MissingArgument,
+                format!("/set @{name} needs a value"),
+            ));
+        }
+        if let Property::Language(code) = property {
+            if !is_language_code(code) {
+                return Err(reject(
+                    Code::InvalidLanguage,
+                    format!("{code:?} is not a language code such as de or zh-CN"),
+                ));
+            }
+        }
+        Ok(property)
+    }
+
+    fn value(&self) -> &'m str {
+        match self {
+            Property::Name(v)
+            | Property::Context(v)
+            | Property::Category(v)
+            | Property::Touchpoint(v)
+            | Property::Language(v) => v,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct Set {
-    pub property: Option<Property>,
-    pub pair: Option<(String, String)>,
+pub struct Set<'m> {
+    pub property: Option<Property<'m>>,
+    /// `meta[key] = value`.
+    pub pair: Option<(&'m str, &'m str)>,
     /// Shallow merge into `meta`; `null` deletes.
-    pub merge: Map<String, Value>,
+    pub merge: &'m Map<String, Value>,
 }
 
-impl Set {
+impl<'m> Set<'m> {
     pub fn parse(
-        args: &str,
-        meta: &Map<String, Value>,
+        args: &'m str,
+        meta: &'m Map<String, Value>,
         dialect: Dialect,
         role: Role,
     ) -> Result<Self, Refusal> {
         let mut set = Set {
             property: None,
             pair: None,
-            merge: meta.clone(),
+            merge: meta,
         };
         if let Some(rest) = args.strip_prefix('@') {
-            let (name, value) = split_word(rest);
-            let value = value.to_string();
-            let property = match name {
-                "name" => Property::Name(value),
-                "context" if dialect == Dialect::Web1on1 => Property::Context(value),
-                "category" => Property::Category(value),
-                "touchpoint" => Property::Touchpoint(value),
-                "language" => Property::Language(value),
-                _ => {
-                    return Err(reject(
-                        Code::UnknownProperty,
-                        format!("@{name} is not a conversation property"),
-                    ))
-                }
-            };
-            let given = match &property {
-                Property::Name(v)
-                | Property::Context(v)
-                | Property::Category(v)
-                | Property::Touchpoint(v)
-                | Property::Language(v) => !v.is_empty(),
-            };
-            if !given {
-                return Err(reject(
-                    Code::MissingArgument,
-                    format!("/set @{name} needs a value"),
-                ));
-            }
-            if let Property::Language(code) = &property {
-                if !is_language_code(code) {
-                    return Err(reject(
-                        Code::InvalidLanguage,
-                        format!("{code:?} is not a language code such as de or zh-CN"),
-                    ));
-                }
-            }
-            set.property = Some(property);
+            set.property = Some(Property::parse(rest, dialect)?);
         } else if !args.is_empty() {
             let (key, value) = split_word(args);
             if value.is_empty() {
@@ -85,7 +96,7 @@ impl Set {
                     format!("/set {key} needs a value"),
                 ));
             }
-            set.pair = Some((key.to_string(), value.to_string()));
+            set.pair = Some((key, value));
         }
         if set.property.is_none() && set.pair.is_none() && set.merge.is_empty() {
             return Err(reject(
@@ -94,21 +105,102 @@ impl Set {
             ));
         }
         if role != Role::Bot {
-            let keys = set
-                .pair
-                .iter()
-                .map(|(k, _)| k.as_str())
-                .chain(set.merge.keys().map(String::as_str));
-            for key in keys {
-                if key.starts_with('_') {
-                    return Err(reject(
-                        Code::ReservedKey,
-                        format!("meta.{key} is a system key: only bots may set it"),
-                    ));
-                }
-            }
+            set.check_reserved()?;
         }
         Ok(set)
+    }
+
+    /// Keys beginning with `_` are for bots only.
+    fn check_reserved(&self) -> Result<(), Refusal> {
+        let keys = self
+            .pair
+            .iter()
+            .map(|(k, _)| *k)
+            .chain(self.merge.keys().map(String::as_str));
+        for key in keys {
+            if key.starts_with('_') {
+                return Err(reject(
+                    Code::ReservedKey,
+                    format!("meta.{key} is a system key: only bots may set it"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn apply(self, step: &mut Step<'_>) -> Handled {
+        // Validate, and work out whether anything changes, before touching the state.
+        let category = match self.property {
+            Some(Property::Category(value)) => Some(resolve_category(step, value)?),
+            _ => None,
+        };
+        if let Some(Property::Touchpoint(t)) = self.property {
+            if !step.conv.touchpoints.contains_key(t) {
+                return Err(reject(
+                    Code::InvalidTouchpoint,
+                    format!("touchpoint {t:?} is not available"),
+                ));
+            }
+        }
+        if !self.changes(&step.conv, category.as_ref()) {
+            return Err(ignore(Code::NoChange, "every value is already set"));
+        }
+        self.write(&mut step.conv, category);
+        Ok(Verdict::Applied)
+    }
+
+    /// Whether setting changes anything; `category` is the resolved `@category`.
+    fn changes(&self, conv: &Conversation, category: Option<&(u8, String)>) -> bool {
+        let property_changes = match self.property {
+            None => false,
+            Some(Property::Name(v)) => conv.name != v,
+            Some(Property::Context(v)) => conv.context.as_deref() != Some(v),
+            Some(Property::Category(_)) => category.is_some_and(|(index, name)| {
+                conv.category_index != Some(*index) || conv.category.as_deref() != Some(name)
+            }),
+            Some(Property::Touchpoint(v)) => conv.touchpoint.as_deref() != Some(v),
+            Some(Property::Language(v)) => conv.language.as_deref() != Some(v),
+        };
+        let pair_changes = self
+            .pair
+            .is_some_and(|(k, v)| conv.meta.get(k).and_then(Value::as_str) != Some(v));
+        let merge_changes = self.merge.iter().any(|(k, v)| match v {
+            Value::Null => conv.meta.contains_key(k),
+            v => conv.meta.get(k) != Some(v),
+        });
+        property_changes || pair_changes || merge_changes
+    }
+
+    fn write(self, conv: &mut Conversation, category: Option<(u8, String)>) {
+        match self.property {
+            None => {}
+            Some(Property::Name(v)) => conv.name = v.to_string(),
+            Some(Property::Context(v)) => conv.context = Some(v.to_string()),
+            Some(Property::Category(_)) => {
+                if let Some((index, name)) = category {
+                    conv.category_index = Some(index);
+                    conv.category = Some(name);
+                }
+            }
+            Some(Property::Touchpoint(v)) => {
+                for (name, t) in conv.touchpoints.iter_mut() {
+                    t.selected = *name == v;
+                }
+                conv.touchpoint = Some(v.to_string());
+            }
+            Some(Property::Language(v)) => conv.language = Some(v.to_string()),
+        }
+        if let Some((k, v)) = self.pair {
+            conv.meta
+                .insert(k.to_string(), Value::String(v.to_string()));
+        }
+        for (k, v) in self.merge {
+            if v.is_null() {
+                conv.meta.remove(k);
+            } else {
+                conv.meta.insert(k.clone(), v.clone());
+            }
+        }
     }
 }
 
@@ -125,77 +217,6 @@ pub fn is_language_code(code: &str) -> bool {
             || (r.len() == 3 && r.bytes().all(|b| b.is_ascii_digit()))
     });
     lang_ok && region_ok
-}
-
-pub fn set(step: &mut Step<'_>, args: &str) -> Handled {
-    let cmd = Set::parse(args, &step.msg.meta, step.env.dialect, step.msg.role)?;
-    let conv = &step.conv;
-
-    // Validate, and work out whether anything changes, before touching the state.
-    let category = match &cmd.property {
-        Some(Property::Category(value)) => Some(resolve_category(step, value)?),
-        _ => None,
-    };
-    if let Some(Property::Touchpoint(t)) = &cmd.property {
-        if !conv.touchpoints.contains_key(t) {
-            return Err(reject(
-                Code::InvalidTouchpoint,
-                format!("touchpoint {t:?} is not available"),
-            ));
-        }
-    }
-    let property_changes = match &cmd.property {
-        None => false,
-        Some(Property::Name(v)) => conv.name != *v,
-        Some(Property::Context(v)) => conv.context.as_deref() != Some(v),
-        Some(Property::Category(_)) => {
-            let (index, name) = category.as_ref().expect("resolved above");
-            conv.category_index != Some(*index) || conv.category.as_deref() != Some(name)
-        }
-        Some(Property::Touchpoint(v)) => conv.touchpoint.as_deref() != Some(v),
-        Some(Property::Language(v)) => conv.language.as_deref() != Some(v),
-    };
-    let pair_changes = cmd
-        .pair
-        .as_ref()
-        .is_some_and(|(k, v)| conv.meta.get(k).and_then(Value::as_str) != Some(v));
-    let merge_changes = cmd.merge.iter().any(|(k, v)| match v {
-        Value::Null => conv.meta.contains_key(k),
-        v => conv.meta.get(k) != Some(v),
-    });
-    if !(property_changes || pair_changes || merge_changes) {
-        return Err(ignore(Code::NoChange, "every value is already set"));
-    }
-
-    let conv = &mut step.conv;
-    match cmd.property {
-        None => {}
-        Some(Property::Name(v)) => conv.name = v,
-        Some(Property::Context(v)) => conv.context = Some(v),
-        Some(Property::Category(_)) => {
-            let (index, name) = category.expect("resolved above");
-            conv.category_index = Some(index);
-            conv.category = Some(name);
-        }
-        Some(Property::Touchpoint(v)) => {
-            for (name, t) in conv.touchpoints.iter_mut() {
-                t.selected = *name == v;
-            }
-            conv.touchpoint = Some(v);
-        }
-        Some(Property::Language(v)) => conv.language = Some(v),
-    }
-    if let Some((k, v)) = cmd.pair {
-        conv.meta.insert(k, Value::String(v));
-    }
-    for (k, v) in cmd.merge {
-        if v.is_null() {
-            conv.meta.remove(&k);
-        } else {
-            conv.meta.insert(k, v);
-        }
-    }
-    Ok(Verdict::Applied)
 }
 
 /// A category slot by zero-based index (an integer 0–9) or by name, in the conversation's
