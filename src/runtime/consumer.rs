@@ -1,6 +1,7 @@
 //! The input topic's consumer: its hooks into librdkafka (rebalances, statistics), collecting a
 //! batch, and rewinding to the last commit.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -173,9 +174,9 @@ impl Input {
     }
 
     /// The batch's next offsets, as the transaction commits them.
-    pub(super) fn offsets<'a>(
+    pub(super) fn offsets(
         &self,
-        next: impl IntoIterator<Item = (&'a i32, &'a i64)>,
+        next: &BTreeMap<i32, i64>,
     ) -> Result<TopicPartitionList, KafkaError> {
         let mut offsets = TopicPartitionList::new();
         for (partition, next) in next {

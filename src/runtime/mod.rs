@@ -4,9 +4,9 @@
 //! and its consumer offsets (see `docs/architecture.md`). It owns every side effect; the rules of
 //! the command language stay in [`crate::core`].
 //!
-//! [`Runtime::run`] is one loop over what the consumer brings ([`consumer::Polled`]); the
-//! transaction's state is one [`commit::Txn`]; what is done when something fails is one policy,
-//! in [`recovery`]. [`kafka`] holds the Kafka helpers the tools share.
+//! [`Runtime::run`] is one `match` over what the consumer brings (`consumer::Polled`); the
+//! transaction's state is one `commit::Txn`; what is done when something fails is one policy,
+//! in `recovery`. [`kafka`] holds the Kafka helpers the tools share.
 
 mod commit;
 mod consumer;
@@ -40,7 +40,7 @@ pub use kafka::{await_deliveries, client_config, send};
 /// With `idle_exit`, how long to wait for the first records (group join, assignment).
 const STARTUP_ALLOWANCE: Duration = Duration::from_secs(30);
 
-/// What went wrong; [`recovery`] says what is done about each.
+/// What went wrong; `recovery` says what is done about each.
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
     /// The consumer, or creating a client.
@@ -54,7 +54,7 @@ pub enum RuntimeError {
     Abort(KafkaError),
     #[error(transparent)]
     Pipeline(#[from] PipelineError),
-    /// Fenced more often than [`recovery`] allows: what the runtime exits with.
+    /// Fenced more often than `recovery` allows: what the runtime exits with.
     #[error("this instance was fenced by a newer one with the same transactional id, or lost its group membership: {0}")]
     Fenced(KafkaError),
     #[error("cannot start the commit thread: {0}")]
@@ -80,7 +80,7 @@ pub struct Runtime<S, D> {
     directory: D,
     io: tokio::runtime::Runtime,
     txn: Txn,
-    /// [`Txn::Committing`] as the consumer's rebalance callback sees it.
+    /// `Txn::Committing` as the consumer's rebalance callback sees it.
     committing: Arc<Gate>,
     recovery: Recovery,
     metrics: Arc<Metrics>,
@@ -146,13 +146,7 @@ impl<S: StateStore, D: DirectorySource> Runtime<S, D> {
                     if let Err(e) = self.settle() {
                         self.failed(e, stop)?;
                     }
-                    let idle = match last_activity {
-                        Some(t) => idle_exit.is_some_and(|d| t.elapsed() >= d),
-                        None => {
-                            idle_exit.is_some_and(|d| started.elapsed() >= d + STARTUP_ALLOWANCE)
-                        }
-                    };
-                    if idle {
+                    if idle(idle_exit, last_activity, started) {
                         break;
                     }
                 }
@@ -263,5 +257,14 @@ impl<S: StateStore, D: DirectorySource> Runtime<S, D> {
     /// Runs a future on the runtime that drives the store.
     pub fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
         self.io.block_on(f)
+    }
+}
+
+/// Nothing arrived for `idle_exit` since the last batch, or before the first one, since `started`
+/// plus [`STARTUP_ALLOWANCE`].
+fn idle(idle_exit: Option<Duration>, last_activity: Option<Instant>, started: Instant) -> bool {
+    match last_activity {
+        Some(t) => idle_exit.is_some_and(|d| t.elapsed() >= d),
+        None => idle_exit.is_some_and(|d| started.elapsed() >= d + STARTUP_ALLOWANCE),
     }
 }

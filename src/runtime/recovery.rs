@@ -10,7 +10,9 @@
 //!
 //! A rewind goes to whatever was committed, so a transaction the coordinator finished for a
 //! replaced producer is consistent either way, and the batches after the last commit replay
-//! exactly once (`docs/architecture.md`).
+//! exactly once (`docs/architecture.md`). A batch collected across a rebalance is dropped the
+//! same way ([`Runtime::rewind`]); at stop, the last batch's transaction is only ended
+//! ([`Runtime::abandon`]).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -75,13 +77,13 @@ impl Recovery {
         }
     }
 
-    /// Usually this instance was the zombie: frozen (a long GC-like pause, a stopped VM) past its
-    /// session and transaction timeouts, its transaction aborted by the coordinator and its
-    /// partitions given to others. Then the way on is a fresh producer (same transactional ID,
-    /// new epoch) and a rewind to what was committed; the state writes it may still attempt are
-    /// fenced by offset in Redis. But if another running instance shares the transactional ID
-    /// (a misconfiguration), the two would fence each other for ever: more than [`MAX_FENCES`]
-    /// fencings within [`FENCE_WINDOW`] end this instance instead.
+    /// The producer was fenced. Usually this instance was the zombie: frozen (a long GC-like
+    /// pause, a stopped VM) past its session and transaction timeouts, its transaction aborted by
+    /// the coordinator and its partitions given to others. Then the way on is a fresh producer
+    /// (same transactional ID, new epoch) and a rewind to what was committed; the state writes it
+    /// may still attempt are fenced by offset in Redis. But if another running instance shares
+    /// the transactional ID (a misconfiguration), the two would fence each other for ever: more
+    /// than [`MAX_FENCES`] fencings within [`FENCE_WINDOW`] end this instance instead.
     fn fenced(&mut self) -> Action {
         self.fences.retain(|t| t.elapsed() < FENCE_WINDOW);
         self.fences.push(Instant::now());
@@ -105,10 +107,22 @@ impl Recovery {
         ));
     }
 
-    fn next_retry_wait(&mut self) -> Duration {
-        let wait = self.retry_wait;
-        self.retry_wait = (wait * 2).min(MAX_RETRY_WAIT);
-        wait
+    /// What the policy says about a failed recovery step; a retry waits first, 200 ms and
+    /// doubling up to 5 s, for as long as the recovery goes on failing.
+    fn after_failed_step(&mut self, error: &RuntimeError, stop: &AtomicBool) -> Action {
+        let action = self.action(error, stop.load(Ordering::SeqCst));
+        if action == Action::Retry {
+            let wait = self.retry_wait;
+            self.retry_wait = (wait * 2).min(MAX_RETRY_WAIT);
+            warn!(error = %error, retry_in = ?wait, "recovery failed; retrying");
+            std::thread::sleep(wait);
+        }
+        action
+    }
+
+    /// Back at the last commit: the next failed recovery step waits the shortest again.
+    fn recovered(&mut self) {
+        self.retry_wait = FIRST_RETRY_WAIT;
     }
 }
 
@@ -138,12 +152,12 @@ impl RuntimeError {
 }
 
 impl<S: StateStore, D: DirectorySource> Runtime<S, D> {
-    /// A batch failed (to apply, to write or to commit): book it, and get back to the last
-    /// commit as the policy says.
+    /// A batch failed (to apply, to write or to commit): book it, get back to the last commit
+    /// as the policy says, and back off if it was retried.
     pub(super) fn failed(
         &mut self,
         error: RuntimeError,
-        stop: &Arc<AtomicBool>,
+        stop: &AtomicBool,
     ) -> Result<(), RuntimeError> {
         // A failure while preparing may leave the previous batch committing: settle it first.
         if let Err(e) = self.settle() {
@@ -152,35 +166,39 @@ impl<S: StateStore, D: DirectorySource> Runtime<S, D> {
         self.stats.aborted += 1;
         self.metrics.aborted.inc();
         self.metrics.batch_outcome(false);
-        self.recover(error, true, stop)
+        // Recovered even when a stop was asked: `run` then ends normally.
+        let action = self.recovery.action(&error, false);
+        if action == Action::Retry {
+            warn!(error = %error, "batch failed; aborting and replaying from the last commit");
+        }
+        self.recover(action, error, stop)?;
+        if action == Action::Retry {
+            self.recovery.back_off();
+        }
+        Ok(())
     }
 
     /// Back to the last commit after a batch was dropped (collected across a rebalance).
-    pub(super) fn rewind(&mut self, stop: &Arc<AtomicBool>) -> Result<(), RuntimeError> {
+    pub(super) fn rewind(&mut self, stop: &AtomicBool) -> Result<(), RuntimeError> {
         match self.end_transaction().and_then(|()| self.input.rewind()) {
             Ok(()) => Ok(()),
-            Err(e) => self.recover(e, false, stop),
+            Err(e) => {
+                let action = self.recovery.after_failed_step(&e, stop);
+                self.recover(action, e, stop)
+            }
         }
     }
 
-    /// Gets back to the last commit after `error`, doing what the policy says about it and then
-    /// about every failure on the way (the broker or Redis unavailable: a restart, a network
-    /// blip); `Err` is the error to exit with. `from_batch`: `error` is the batch's own, acted on
-    /// at once; a failed recovery step is tried again after a wait.
+    /// Does `action` about `error`, then what the policy says about each failure on the way
+    /// (the broker or Redis unavailable: a restart, a network blip), until the consumer is back
+    /// at the last commit; `Err` is the error to exit with.
     fn recover(
         &mut self,
+        mut action: Action,
         mut error: RuntimeError,
-        from_batch: bool,
-        stop: &Arc<AtomicBool>,
+        stop: &AtomicBool,
     ) -> Result<(), RuntimeError> {
-        self.recovery.retry_wait = FIRST_RETRY_WAIT;
-        let mut retrying = !from_batch;
-        let mut first = None;
         loop {
-            let action = self
-                .recovery
-                .action(&error, retrying && stop.load(Ordering::SeqCst));
-            let first = *first.get_or_insert(action);
             let step = match action {
                 Action::Exit => return Err(error.into_exit()),
                 Action::ReplaceProducer { fenced: true } => {
@@ -191,26 +209,16 @@ impl<S: StateStore, D: DirectorySource> Runtime<S, D> {
                     warn!(error = %error, "abort failed; replacing the transactional producer");
                     self.replace_producer()
                 }
-                Action::Retry if retrying => {
-                    let wait = self.recovery.next_retry_wait();
-                    warn!(error = %error, retry_in = ?wait, "recovery failed; retrying");
-                    std::thread::sleep(wait);
-                    self.end_transaction()
-                }
-                Action::Retry => {
-                    warn!(error = %error, "batch failed; aborting and replaying from the last commit");
-                    self.end_transaction()
-                }
+                Action::Retry => self.end_transaction(),
             };
             match step.and_then(|()| self.input.rewind()) {
-                Ok(()) if from_batch && first == Action::Retry => {
-                    self.recovery.back_off();
+                Ok(()) => {
+                    self.recovery.recovered();
                     return Ok(());
                 }
-                Ok(()) => return Ok(()),
                 Err(e) => error = e,
             }
-            retrying = true;
+            action = self.recovery.after_failed_step(&error, stop);
         }
     }
 
