@@ -39,106 +39,123 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// Bucket bounds (seconds) of the latency histograms.
+const LATENCY: [f64; 13] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+/// A metric, registered with `registry`.
+fn registered<C>(registry: &Registry, metric: prometheus::Result<C>) -> C
+where
+    C: prometheus::core::Collector + Clone + 'static,
+{
+    let metric = metric.expect("valid metric");
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("metrics register once");
+    metric
+}
+
+fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
+    registered(registry, IntCounter::new(name, help))
+}
+
+fn counters(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    registered(registry, IntCounterVec::new(Opts::new(name, help), labels))
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
+    registered(registry, IntGauge::new(name, help))
+}
+
+fn gauges(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    registered(registry, IntGaugeVec::new(Opts::new(name, help), labels))
+}
+
+fn histogram(registry: &Registry, name: &str, help: &str, buckets: &[f64]) -> Histogram {
+    let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
+    registered(registry, Histogram::with_opts(opts))
+}
+
+fn histograms(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> HistogramVec {
+    let opts = HistogramOpts::new(name, help).buckets(LATENCY.to_vec());
+    registered(registry, HistogramVec::new(opts, labels))
+}
+
 impl Metrics {
     pub fn new() -> Arc<Metrics> {
         let registry = Registry::new();
-        let latency = vec![
-            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-        ];
+        let r = &registry;
         let m = Metrics {
-            messages: IntCounterVec::new(
-                Opts::new(
-                    "switchboard_messages_total",
-                    "Input records by message type and outcome",
-                ),
+            // Batches and their messages.
+            messages: counters(
+                r,
+                "switchboard_messages_total",
+                "Input records by message type and outcome",
                 &["type", "outcome"],
-            )
-            .expect("valid metric"),
-            batches: IntCounter::new("switchboard_batches_total", "Batches committed")
-                .expect("valid metric"),
-            batch_size: Histogram::with_opts(
-                HistogramOpts::new("switchboard_batch_records", "Records per committed batch")
-                    .buckets(vec![1.0, 5.0, 10.0, 50.0, 100.0, 500.0, 1000.0, 5000.0]),
-            )
-            .expect("valid metric"),
-            apply_seconds: Histogram::with_opts(
-                HistogramOpts::new(
-                    "switchboard_apply_seconds",
-                    "Decoding, loading, applying and writing a batch",
-                )
-                .buckets(latency.clone()),
-            )
-            .expect("valid metric"),
-            produce_seconds: Histogram::with_opts(
-                HistogramOpts::new(
-                    "switchboard_produce_seconds",
-                    "Producing a batch's outputs and committing its transaction",
-                )
-                .buckets(latency.clone()),
-            )
-            .expect("valid metric"),
-            redis_seconds: HistogramVec::new(
-                HistogramOpts::new(
-                    "switchboard_redis_seconds",
-                    "Redis round trips by operation",
-                )
-                .buckets(latency),
-                &["op"],
-            )
-            .expect("valid metric"),
-            aborted: IntCounter::new(
+            ),
+            batches: counter(r, "switchboard_batches_total", "Batches committed"),
+            batch_size: histogram(
+                r,
+                "switchboard_batch_records",
+                "Records per committed batch",
+                &[1.0, 5.0, 10.0, 50.0, 100.0, 500.0, 1000.0, 5000.0],
+            ),
+            apply_seconds: histogram(
+                r,
+                "switchboard_apply_seconds",
+                "Decoding, loading, applying and writing a batch",
+                &LATENCY,
+            ),
+            produce_seconds: histogram(
+                r,
+                "switchboard_produce_seconds",
+                "Producing a batch's outputs and committing its transaction",
+                &LATENCY,
+            ),
+            aborted: counter(
+                r,
                 "switchboard_batches_aborted_total",
                 "Batches aborted and replayed",
-            )
-            .expect("valid metric"),
-            dead_letters: IntCounter::new(
+            ),
+            dead_letters: counter(
+                r,
                 "switchboard_dead_letters_total",
                 "Records committed to the dead-letter topic",
-            )
-            .expect("valid metric"),
-            outputs: IntCounter::new(
+            ),
+            outputs: counter(
+                r,
                 "switchboard_output_records_total",
                 "Records committed to the output topics (and relay records to the input topic)",
-            )
-            .expect("valid metric"),
-            rebalances: IntCounter::new(
+            ),
+            // The store.
+            redis_seconds: histograms(
+                r,
+                "switchboard_redis_seconds",
+                "Redis round trips by operation",
+                &["op"],
+            ),
+            // The consumer group.
+            rebalances: counter(
+                r,
                 "switchboard_rebalances_total",
                 "Consumer group rebalances",
-            )
-            .expect("valid metric"),
-            assigned_partitions: IntGauge::new(
+            ),
+            assigned_partitions: gauge(
+                r,
                 "switchboard_assigned_partitions",
                 "Input partitions assigned",
-            )
-            .expect("valid metric"),
-            consumer_lag: IntGaugeVec::new(
-                Opts::new(
-                    "switchboard_consumer_lag",
-                    "Records behind the end of each input partition",
-                ),
+            ),
+            consumer_lag: gauges(
+                r,
+                "switchboard_consumer_lag",
+                "Records behind the end of each input partition",
                 &["partition"],
-            )
-            .expect("valid metric"),
+            ),
             registry,
             last_poll_ms: AtomicU64::new(now_ms()),
             last_batch_ok: AtomicBool::new(true),
         };
-        for c in [
-            Box::new(m.messages.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(m.batches.clone()),
-            Box::new(m.batch_size.clone()),
-            Box::new(m.apply_seconds.clone()),
-            Box::new(m.produce_seconds.clone()),
-            Box::new(m.redis_seconds.clone()),
-            Box::new(m.aborted.clone()),
-            Box::new(m.dead_letters.clone()),
-            Box::new(m.outputs.clone()),
-            Box::new(m.rebalances.clone()),
-            Box::new(m.assigned_partitions.clone()),
-            Box::new(m.consumer_lag.clone()),
-        ] {
-            m.registry.register(c).expect("metrics register once");
-        }
         Arc::new(m)
     }
 

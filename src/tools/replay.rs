@@ -21,6 +21,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::core::id::is_object_id;
+use crate::runtime::kafka::{client_config, send};
 
 /// How fast to produce.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -180,7 +181,7 @@ impl Target {
     /// `topic`, with the configuration's client settings and partitioner: records land where
     /// the platform's own producers would put them.
     pub fn new(config: &crate::config::Config, topic: &str) -> Target {
-        let mut client = crate::runtime::client_config(config);
+        let mut client = client_config(config);
         client.set("partitioner", &config.kafka.partitioner);
         Target {
             topic: topic.to_string(),
@@ -288,7 +289,7 @@ where
             }
             None => summary.unkeyed += 1,
         }
-        crate::runtime::send(&producer, record)?;
+        send(&producer, record)?;
         producer.poll(Duration::ZERO);
         summary.produced += 1;
         progress.inc(1);

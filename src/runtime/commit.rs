@@ -1,0 +1,159 @@
+//! A batch's transaction: where it stands ([`Txn`]), the commit thread that carries it
+//! ([`Commit`]), and the [`Gate`] through which a rebalance waits for that thread.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::ConsumerGroupMetadata;
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::TopicPartitionList;
+use tracing::warn;
+
+use super::kafka::{await_deliveries, send, TIMEOUT};
+use super::RuntimeError;
+use crate::config::Topics;
+use crate::runtime::store::OutRecord;
+
+/// How many times a commit that timed out is resumed before the batch is given up.
+const COMMIT_ATTEMPTS: u32 = 3;
+
+/// Where the producer's transaction stands. One at a time: a batch's transaction begins only
+/// once the one before it has committed or been ended, so "open and committing" has no value.
+pub(super) enum Txn {
+    /// No transaction: the next batch may begin one.
+    Idle,
+    /// The commit thread is carrying a batch's transaction (begun there, committed there).
+    Committing(InFlight),
+    /// A transaction was begun and did not commit: it must be aborted before the next.
+    Open,
+}
+
+impl Txn {
+    /// The commit thread is still at work.
+    pub(super) fn committing(&self) -> bool {
+        matches!(self, Txn::Committing(f) if !f.thread.is_finished())
+    }
+
+    /// The batch in flight, if any, leaving `Idle` in its place; any other state stays.
+    pub(super) fn take_in_flight(&mut self) -> Option<InFlight> {
+        match std::mem::replace(self, Txn::Idle) {
+            Txn::Committing(f) => Some(f),
+            other => {
+                *self = other;
+                None
+            }
+        }
+    }
+}
+
+/// A batch written to the store, its transaction committing on a thread of its own while the
+/// next batch is prepared.
+pub(super) struct InFlight {
+    pub(super) thread: JoinHandle<Result<Duration, Failed>>,
+    pub(super) records: u64,
+    pub(super) outputs: u64,
+    pub(super) dead_letters: u64,
+    pub(super) kinds: HashMap<(String, &'static str), u64>,
+}
+
+/// A transaction that did not commit, by whether it is still open (to be aborted).
+pub(super) enum Failed {
+    /// It could not even begin.
+    NotBegun(RuntimeError),
+    Open(RuntimeError),
+}
+
+/// What one batch's transaction carries.
+pub(super) struct Commit {
+    pub(super) producer: Arc<BaseProducer>,
+    pub(super) topics: Topics,
+    pub(super) outputs: Vec<OutRecord>,
+    pub(super) offsets: TopicPartitionList,
+    pub(super) group: ConsumerGroupMetadata,
+}
+
+impl Commit {
+    /// Runs the commit on a thread of its own, `gate` busy until it is done.
+    pub(super) fn spawn(
+        self,
+        gate: &Arc<Gate>,
+    ) -> Result<JoinHandle<Result<Duration, Failed>>, RuntimeError> {
+        gate.set(true);
+        let done = Arc::clone(gate);
+        std::thread::Builder::new()
+            .name("commit".into())
+            .spawn(move || {
+                let result = self.run();
+                done.set(false);
+                result
+            })
+            .map_err(|e| {
+                gate.set(false);
+                RuntimeError::Thread(e)
+            })
+    }
+
+    /// Produces the outputs and commits them with the offsets, in one transaction; returns how
+    /// long that took.
+    fn run(self) -> Result<Duration, Failed> {
+        let started = Instant::now();
+        let p = &self.producer;
+        p.begin_transaction()
+            .map_err(|e| Failed::NotBegun(RuntimeError::Producer(e)))?;
+        let open = |e: KafkaError| Failed::Open(RuntimeError::Producer(e));
+        for record in &self.outputs {
+            let pending = BaseRecord::to(self.topics.name(record.topic))
+                .key(record.key.as_str())
+                .payload(record.value.as_str());
+            send(p, pending).map_err(open)?;
+        }
+        p.send_offsets_to_transaction(&self.offsets, &self.group, TIMEOUT)
+            .map_err(open)?;
+        await_deliveries(p, TIMEOUT);
+        // A commit that timed out (a broker restarting) is still under way: librdkafka asks for
+        // the call to be repeated to learn its outcome. Giving up instead left the abort that
+        // followed failing as "conflicting", and the producer replaced, every time.
+        let mut attempts = 1;
+        loop {
+            match p.commit_transaction(TIMEOUT) {
+                Ok(()) => return Ok(started.elapsed()),
+                Err(KafkaError::Transaction(e))
+                    if e.is_retriable() && attempts < COMMIT_ATTEMPTS =>
+                {
+                    warn!(error = %e, attempts, "commit not finished yet; asking again");
+                    attempts += 1;
+                }
+                Err(e) => return Err(open(e)),
+            }
+        }
+    }
+}
+
+/// The rebalance callback's view of [`Txn::Committing`]: whether the commit thread is at work.
+/// Partitions are given up only once it is done: their next owner then starts from offsets that
+/// are settled, committed or aborted.
+#[derive(Default)]
+pub(super) struct Gate {
+    busy: Mutex<bool>,
+    idle: Condvar,
+}
+
+impl Gate {
+    fn set(&self, busy: bool) {
+        *self.busy.lock().expect("gate lock") = busy;
+        if !busy {
+            self.idle.notify_all();
+        }
+    }
+
+    pub(super) fn wait_idle(&self, timeout: Duration) {
+        let busy = self.busy.lock().expect("gate lock");
+        let _ = self
+            .idle
+            .wait_timeout_while(busy, timeout, |busy| *busy)
+            .expect("gate lock");
+    }
+}

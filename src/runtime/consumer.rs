@@ -1,0 +1,225 @@
+//! The input topic's consumer: its hooks into librdkafka (rebalances, statistics), collecting a
+//! batch, and rewinding to the last commit.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{
+    BaseConsumer, Consumer, ConsumerContext, ConsumerGroupMetadata, Rebalance,
+};
+use rdkafka::error::KafkaError;
+use rdkafka::statistics::Statistics;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use tracing::{info, warn};
+
+use super::commit::{Gate, Txn};
+use super::kafka::{client_config, TIMEOUT};
+use super::RuntimeError;
+use crate::config::Config;
+use crate::runtime::metrics::Metrics;
+use crate::runtime::pipeline::InputRecord;
+
+/// The consumer's context: notes rebalances, so that a batch collected across one is dropped
+/// rather than processed, holds a rebalance until the commit in flight is done, and feeds the
+/// group's metrics.
+pub(super) struct ConsumerHooks {
+    rebalanced: AtomicBool,
+    metrics: Arc<Metrics>,
+    input: String,
+    committing: Arc<Gate>,
+}
+
+impl ClientContext for ConsumerHooks {
+    fn stats(&self, statistics: Statistics) {
+        if let Some(topic) = statistics.topics.get(&self.input) {
+            for (partition, p) in &topic.partitions {
+                // librdkafka reports -1 for partitions it is not consuming.
+                if *partition >= 0 && p.consumer_lag >= 0 {
+                    self.metrics
+                        .consumer_lag
+                        .with_label_values(&[&partition.to_string()])
+                        .set(p.consumer_lag);
+                }
+            }
+        }
+    }
+}
+
+impl ConsumerContext for ConsumerHooks {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, _: &Rebalance<'_>) {
+        let assigned = consumer.assignment().map(|a| a.count()).unwrap_or(0);
+        self.metrics.assigned_partitions.set(assigned as i64);
+    }
+
+    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        self.committing.wait_idle(TIMEOUT);
+        self.rebalanced.store(true, Ordering::SeqCst);
+        self.metrics.rebalances.inc();
+        match rebalance {
+            Rebalance::Assign(tpl) => info!(partitions = tpl.count(), "partitions assigned"),
+            Rebalance::Revoke(tpl) => info!(partitions = tpl.count(), "partitions revoked"),
+            Rebalance::Error(e) => warn!(error = %e, "rebalance error"),
+        }
+    }
+}
+
+/// What [`Input::collect`] came back with.
+pub(super) enum Polled {
+    Batch(Vec<InputRecord>),
+    /// Nothing arrived.
+    Empty,
+    /// Records arrived, but across a rebalance: they may belong to partitions given up, so they
+    /// were dropped, to be replayed from the last commit.
+    Rebalanced,
+    /// A stop was asked.
+    Stopping,
+}
+
+/// The consumer group member on the input topic.
+pub(super) struct Input {
+    consumer: BaseConsumer<ConsumerHooks>,
+    topic: String,
+    max: usize,
+    linger: Duration,
+}
+
+impl Input {
+    /// A consumer whose rebalances wait while `committing` is busy.
+    pub(super) fn new(
+        config: &Config,
+        metrics: Arc<Metrics>,
+        committing: Arc<Gate>,
+    ) -> Result<Self, KafkaError> {
+        let consumer = client_config(config)
+            .set("group.id", &config.kafka.group_id)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            // Relay records are written transactionally by Switchboard itself.
+            .set("isolation.level", "read_committed")
+            .set(
+                "session.timeout.ms",
+                config.kafka.session_timeout_ms.to_string(),
+            )
+            .set("statistics.interval.ms", "5000")
+            .create_with_context(ConsumerHooks {
+                rebalanced: AtomicBool::new(false),
+                metrics,
+                input: config.topics.input.clone(),
+                committing,
+            })?;
+        Ok(Input {
+            consumer,
+            topic: config.topics.input.clone(),
+            max: config.kafka.batch_max_messages,
+            linger: Duration::from_millis(config.kafka.batch_linger_ms),
+        })
+    }
+
+    pub(super) fn subscribe(&self) -> Result<(), KafkaError> {
+        self.consumer.subscribe(&[&self.topic])
+    }
+
+    /// Up to `batch_max_messages` records, waiting at most `batch_linger_ms` after the first,
+    /// and for as long as the previous batch is still committing (`txn`).
+    ///
+    /// The batch may be written only once the previous one has committed, so a batch closed
+    /// before then would leave out what arrives meanwhile and wait all the same: at moderate
+    /// rates that doubled the latency. A full batch does not wait; it is applied while the
+    /// previous one commits.
+    pub(super) fn collect(&self, stop: &AtomicBool, txn: &Txn) -> Polled {
+        if stop.load(Ordering::SeqCst) {
+            return Polled::Stopping;
+        }
+        let mut batch = Vec::new();
+        let mut first: Option<Instant> = None;
+        loop {
+            let committing = txn.committing();
+            let wait = match (first, committing) {
+                (_, true) => Duration::from_millis(1),
+                (None, false) => Duration::from_millis(100),
+                (Some(t), false) => self.linger.saturating_sub(t.elapsed()),
+            };
+            match self.consumer.poll(wait) {
+                Some(Ok(m)) => {
+                    first.get_or_insert_with(Instant::now);
+                    batch.push(record(&m));
+                    if batch.len() >= self.max {
+                        break;
+                    }
+                }
+                Some(Err(e)) => warn!(error = %e, "consumer error"),
+                None if committing => {}
+                None => {
+                    if first.is_none_or(|t| t.elapsed() >= self.linger) {
+                        break;
+                    }
+                }
+            }
+        }
+        let rebalanced = self
+            .consumer
+            .context()
+            .rebalanced
+            .swap(false, Ordering::SeqCst);
+        if batch.is_empty() {
+            Polled::Empty
+        } else if rebalanced {
+            Polled::Rebalanced
+        } else {
+            Polled::Batch(batch)
+        }
+    }
+
+    /// The batch's next offsets, as the transaction commits them.
+    pub(super) fn offsets(
+        &self,
+        next: &BTreeMap<i32, i64>,
+    ) -> Result<TopicPartitionList, KafkaError> {
+        let mut offsets = TopicPartitionList::new();
+        for (partition, next) in next {
+            offsets.add_partition_offset(&self.topic, *partition, Offset::Offset(*next))?;
+        }
+        Ok(offsets)
+    }
+
+    pub(super) fn group_metadata(&self) -> ConsumerGroupMetadata {
+        self.consumer
+            .group_metadata()
+            .expect("a group consumer has group metadata")
+    }
+
+    /// Moves every assigned partition back to its last committed offset.
+    pub(super) fn rewind(&self) -> Result<(), RuntimeError> {
+        let committed = self.consumer.committed(TIMEOUT)?;
+        for e in committed.elements() {
+            let offset = match e.offset() {
+                Offset::Offset(o) => Offset::Offset(o),
+                _ => Offset::Beginning,
+            };
+            if let Err(err) = self
+                .consumer
+                .seek(e.topic(), e.partition(), offset, TIMEOUT)
+            {
+                warn!(partition = e.partition(), error = %err, "seek failed");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The pipeline's view of a consumed record.
+fn record<M: rdkafka::message::Message>(m: &M) -> InputRecord {
+    InputRecord {
+        partition: m.partition(),
+        offset: m.offset(),
+        key: m.key().map(<[u8]>::to_vec),
+        payload: m.payload().unwrap_or_default().to_vec(),
+        timestamp: m.timestamp().to_millis().and_then(|ms| {
+            chrono::DateTime::from_timestamp_millis(ms)
+                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        }),
+    }
+}

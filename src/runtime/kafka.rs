@@ -1,0 +1,106 @@
+//! The Kafka helpers the runtime shares with the tools (`replay`, the benches): the clients'
+//! common settings, the transactional producer, and sending, draining and aborting without the
+//! stalls rust-rdkafka's defaults cost.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+
+use crate::config::Config;
+
+/// How long any one call to the broker may take.
+pub(crate) const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The client settings every Switchboard Kafka client shares: brokers and the pass-through
+/// `kafka.properties` (security, tuning).
+pub fn client_config(config: &Config) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &config.kafka.brokers);
+    for (k, v) in &config.kafka.properties {
+        c.set(k, v);
+    }
+    c
+}
+
+/// The runtime's transactional producer (its transactions not yet initialised).
+pub(crate) fn new_producer(config: &Config) -> Result<BaseProducer, KafkaError> {
+    client_config(config)
+        .set("transactional.id", config.transactional_id())
+        .set("enable.idempotence", "true")
+        .set(
+            "transaction.timeout.ms",
+            config.kafka.transaction_timeout_ms.to_string(),
+        )
+        // Everything a transaction holds is flushed at its commit anyway; lingering only
+        // delays that flush (5 ms here cost a third of the latency at moderate rates).
+        .set("linger.ms", config.kafka.linger_ms.to_string())
+        .set("partitioner", &config.kafka.partitioner)
+        .create()
+}
+
+/// Enqueues a record, waiting for room while the producer's queue is full.
+pub fn send<C, K, P>(
+    producer: &BaseProducer<C>,
+    mut record: BaseRecord<'_, K, P, C::DeliveryOpaque>,
+) -> Result<(), KafkaError>
+where
+    C: rdkafka::producer::ProducerContext,
+    K: rdkafka::message::ToBytes + ?Sized,
+    P: rdkafka::message::ToBytes + ?Sized,
+{
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                producer.poll(Duration::from_millis(10));
+                record = back;
+            }
+            Err((e, _)) => return Err(e),
+        }
+    }
+}
+
+/// Serves delivery reports until nothing is in flight (or `timeout` passes).
+///
+/// rust-rdkafka's `flush`, which `commit_transaction` calls first, polls in slices of 100 ms and
+/// each slice runs to its end even once everything is delivered: every transaction would take at
+/// least 100 ms, capping a processor at ten batches a second. Draining first leaves `flush`
+/// nothing to wait for. Short `poll` timeouts spin (a sub-millisecond remainder polls with a zero
+/// timeout, again and again), which took a third of the processor's CPU in a profile; so this
+/// serves what is there without waiting and sleeps briefly in between.
+pub fn await_deliveries<C: rdkafka::producer::ProducerContext>(
+    producer: &BaseProducer<C>,
+    timeout: Duration,
+) {
+    let start = Instant::now();
+    loop {
+        producer.poll(Duration::ZERO);
+        if producer.in_flight_count() == 0 || start.elapsed() >= timeout {
+            return;
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+}
+
+/// Aborts the open transaction while another thread serves delivery reports.
+///
+/// librdkafka's abort first waits until every message of the transaction has been reported, and
+/// reports only arrive through `poll`; unserved, the abort waited out its whole timeout (30 s,
+/// seen after every broker restart) before the producer was replaced anyway.
+pub(crate) fn abort_serving_deliveries(producer: &BaseProducer) -> Result<(), KafkaError> {
+    let aborted = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            while !aborted.load(Ordering::SeqCst) {
+                producer.poll(Duration::ZERO);
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        });
+        let result = producer.abort_transaction(TIMEOUT);
+        aborted.store(true, Ordering::SeqCst);
+        result
+    })
+}

@@ -1,0 +1,259 @@
+//! What the runtime does when something fails. One policy, [`Recovery::action`], maps every
+//! [`RuntimeError`] to an [`Action`]; its match follows this table row for row:
+//!
+//! | error | action |
+//! |---|---|
+//! | a producer call (begin, produce, send offsets, commit, abort, init) failed as fenced: `Fenced`, `ProducerFenced`, `InvalidProducerEpoch` or `Fatal` | `ReplaceProducer { fenced: true }`: a new producer (same transactional ID, new epoch), then rewind. The fourth fencing within 10 minutes: `Exit` |
+//! | the abort failed otherwise | `ReplaceProducer { fenced: false }`: a new producer with the same ID fences the old one and the coordinator finishes whatever it had begun; then rewind |
+//! | anything else, from a recovery step, once a stop was asked | `Exit` with that error |
+//! | anything else: Redis, the broker, a stale write, a commit that failed (a timed-out one after 3 resumes), the commit thread | `Retry`: abort the open transaction, rewind to the last commit. A failed batch then backs off 100 ms × the failures in a row (at most 3 s); a failed recovery step is retried after 200 ms, doubling up to 5 s |
+//!
+//! A rewind goes to whatever was committed, so a transaction the coordinator finished for a
+//! replaced producer is consistent either way, and the batches after the last commit replay
+//! exactly once (`docs/architecture.md`). A batch collected across a rebalance is dropped the
+//! same way ([`Runtime::rewind`]); at stop, the last batch's transaction is only ended
+//! ([`Runtime::abandon`]).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{Producer, PurgeConfig};
+use tracing::warn;
+
+use super::commit::Txn;
+use super::kafka::{abort_serving_deliveries, new_producer, TIMEOUT};
+use super::{Runtime, RuntimeError};
+use crate::runtime::store::{DirectorySource, StateStore};
+
+/// More fencings than this within [`FENCE_WINDOW`] mean another live instance shares the
+/// transactional ID: exit rather than fight it.
+const MAX_FENCES: usize = 3;
+const FENCE_WINDOW: Duration = Duration::from_secs(600);
+const FIRST_RETRY_WAIT: Duration = Duration::from_millis(200);
+const MAX_RETRY_WAIT: Duration = Duration::from_secs(5);
+
+/// What is done about an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Action {
+    /// Abort the open transaction, rewind to the last commit, back off.
+    Retry,
+    /// Start a new transactional producer, then rewind. `fenced`: this one was fenced (and it
+    /// counts towards [`MAX_FENCES`]), rather than unable to abort.
+    ReplaceProducer { fenced: bool },
+    /// Give up: `run` returns the error.
+    Exit,
+}
+
+/// What the policy remembers between errors.
+pub(super) struct Recovery {
+    /// When this instance was fenced, within the last [`FENCE_WINDOW`].
+    fences: Vec<Instant>,
+    /// Batches failed in a row.
+    failures: u32,
+    /// How long to wait before the next try of a failed recovery step.
+    retry_wait: Duration,
+}
+
+impl Recovery {
+    pub(super) fn new() -> Self {
+        Recovery {
+            fences: Vec::new(),
+            failures: 0,
+            retry_wait: FIRST_RETRY_WAIT,
+        }
+    }
+
+    /// The policy: the table above, row for row. `stopping`: a stop was asked and `error` came
+    /// from a recovery step (a failed batch is recovered even when stopping: `run` then ends
+    /// normally).
+    pub(super) fn action(&mut self, error: &RuntimeError, stopping: bool) -> Action {
+        match error {
+            RuntimeError::Producer(e) | RuntimeError::Abort(e) if fencing(e) => self.fenced(),
+            RuntimeError::Abort(_) => Action::ReplaceProducer { fenced: false },
+            _ if stopping => Action::Exit,
+            _ => Action::Retry,
+        }
+    }
+
+    /// The producer was fenced. Usually this instance was the zombie: frozen (a long GC-like
+    /// pause, a stopped VM) past its session and transaction timeouts, its transaction aborted by
+    /// the coordinator and its partitions given to others. Then the way on is a fresh producer
+    /// (same transactional ID, new epoch) and a rewind to what was committed; the state writes it
+    /// may still attempt are fenced by offset in Redis. But if another running instance shares
+    /// the transactional ID (a misconfiguration), the two would fence each other for ever: more
+    /// than [`MAX_FENCES`] fencings within [`FENCE_WINDOW`] end this instance instead.
+    fn fenced(&mut self) -> Action {
+        self.fences.retain(|t| t.elapsed() < FENCE_WINDOW);
+        self.fences.push(Instant::now());
+        if self.fences.len() > MAX_FENCES {
+            Action::Exit
+        } else {
+            Action::ReplaceProducer { fenced: true }
+        }
+    }
+
+    /// A batch went through.
+    pub(super) fn succeeded(&mut self) {
+        self.failures = 0;
+    }
+
+    /// After a failed batch was recovered: the longer failures go on, the longer the wait.
+    fn back_off(&mut self) {
+        self.failures += 1;
+        std::thread::sleep(Duration::from_millis(
+            100 * u64::from(self.failures.min(30)),
+        ));
+    }
+
+    /// What the policy says about a failed recovery step; a retry waits first, 200 ms and
+    /// doubling up to 5 s, for as long as the recovery goes on failing.
+    fn after_failed_step(&mut self, error: &RuntimeError, stop: &AtomicBool) -> Action {
+        let action = self.action(error, stop.load(Ordering::SeqCst));
+        if action == Action::Retry {
+            let wait = self.retry_wait;
+            self.retry_wait = (wait * 2).min(MAX_RETRY_WAIT);
+            warn!(error = %error, retry_in = ?wait, "recovery failed; retrying");
+            std::thread::sleep(wait);
+        }
+        action
+    }
+
+    /// Back at the last commit: the next failed recovery step waits the shortest again.
+    fn recovered(&mut self) {
+        self.retry_wait = FIRST_RETRY_WAIT;
+    }
+}
+
+/// Row 1's error codes: the producer was fenced, or is otherwise beyond use.
+fn fencing(e: &KafkaError) -> bool {
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::Fenced
+                | RDKafkaErrorCode::ProducerFenced
+                | RDKafkaErrorCode::InvalidProducerEpoch
+                | RDKafkaErrorCode::Fatal
+        )
+    )
+}
+
+impl RuntimeError {
+    /// The error `run` exits with: a fencing says what it means.
+    fn into_exit(self) -> Self {
+        match self {
+            RuntimeError::Producer(e) | RuntimeError::Abort(e) if fencing(&e) => {
+                RuntimeError::Fenced(e)
+            }
+            other => other,
+        }
+    }
+}
+
+impl<S: StateStore, D: DirectorySource> Runtime<S, D> {
+    /// A batch failed (to apply, to write or to commit): book it, get back to the last commit
+    /// as the policy says, and back off if it was retried.
+    pub(super) fn failed(
+        &mut self,
+        error: RuntimeError,
+        stop: &AtomicBool,
+    ) -> Result<(), RuntimeError> {
+        // A failure while preparing may leave the previous batch committing: settle it first.
+        if let Err(e) = self.settle() {
+            warn!(error = %e, "the batch before the failed one did not commit either");
+        }
+        self.stats.aborted += 1;
+        self.metrics.aborted.inc();
+        self.metrics.batch_outcome(false);
+        // Recovered even when a stop was asked: `run` then ends normally.
+        let action = self.recovery.action(&error, false);
+        if action == Action::Retry {
+            warn!(error = %error, "batch failed; aborting and replaying from the last commit");
+        }
+        self.recover(action, error, stop)?;
+        if action == Action::Retry {
+            self.recovery.back_off();
+        }
+        Ok(())
+    }
+
+    /// Back to the last commit after a batch was dropped (collected across a rebalance).
+    pub(super) fn rewind(&mut self, stop: &AtomicBool) -> Result<(), RuntimeError> {
+        match self.end_transaction().and_then(|()| self.input.rewind()) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let action = self.recovery.after_failed_step(&e, stop);
+                self.recover(action, e, stop)
+            }
+        }
+    }
+
+    /// Does `action` about `error`, then what the policy says about each failure on the way
+    /// (the broker or Redis unavailable: a restart, a network blip), until the consumer is back
+    /// at the last commit; `Err` is the error to exit with.
+    fn recover(
+        &mut self,
+        mut action: Action,
+        mut error: RuntimeError,
+        stop: &AtomicBool,
+    ) -> Result<(), RuntimeError> {
+        loop {
+            let step = match action {
+                Action::Exit => return Err(error.into_exit()),
+                Action::ReplaceProducer { fenced: true } => {
+                    warn!(error = %error, "fenced: starting a new transactional producer and replaying from the last commit");
+                    self.replace_producer()
+                }
+                Action::ReplaceProducer { fenced: false } => {
+                    warn!(error = %error, "abort failed; replacing the transactional producer");
+                    self.replace_producer()
+                }
+                Action::Retry => self.end_transaction(),
+            };
+            match step.and_then(|()| self.input.rewind()) {
+                Ok(()) => {
+                    self.recovery.recovered();
+                    return Ok(());
+                }
+                Err(e) => error = e,
+            }
+            action = self.recovery.after_failed_step(&error, stop);
+        }
+    }
+
+    /// At stop, when the last batch did not commit: its transaction is ended as in a recovery,
+    /// but nothing is retried or rewound; whoever resumes replays the batch.
+    pub(super) fn abandon(&mut self) {
+        if let Err(e) = self.end_transaction() {
+            if self.recovery.action(&e, true) == (Action::ReplaceProducer { fenced: false }) {
+                let _ = self.replace_producer();
+            }
+        }
+    }
+
+    /// Ends an open transaction without committing it. When the abort itself fails — after a
+    /// broker restart the producer can be left waiting on requests that will never be answered —
+    /// the policy replaces the producer.
+    fn end_transaction(&mut self) -> Result<(), RuntimeError> {
+        if !matches!(self.txn, Txn::Open) {
+            return Ok(());
+        }
+        abort_serving_deliveries(&self.producer).map_err(RuntimeError::Abort)?;
+        self.txn = Txn::Idle;
+        Ok(())
+    }
+
+    /// A new transactional producer with the same ID: it fences the old one, and the coordinator
+    /// finishes or aborts whatever that one had begun.
+    fn replace_producer(&mut self) -> Result<(), RuntimeError> {
+        self.producer
+            .purge(PurgeConfig::default().queue().inflight());
+        self.producer = Arc::new(new_producer(&self.config)?);
+        self.producer
+            .init_transactions(TIMEOUT)
+            .map_err(RuntimeError::Producer)?;
+        self.txn = Txn::Idle;
+        Ok(())
+    }
+}
