@@ -6,6 +6,7 @@
 
 pub mod metrics;
 pub mod pipeline;
+pub mod serve;
 pub mod store;
 
 use std::collections::HashMap;
