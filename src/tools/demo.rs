@@ -29,8 +29,8 @@ use crate::tools::simulate::inspect_document;
 
 const PARTITIONS: i32 = 12;
 
-// No doc comment: clap would take it for the command's help, which the variant of the
-// command line's `Command` gives.
+/// The arguments of `switchboard demo` (its help text is the subcommand's doc, in the
+/// binary's command line).
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {
     /// Input messages, one JSON object per line.

@@ -9,8 +9,8 @@ use anyhow::Context;
 use crate::config::Config;
 use crate::runtime::store::{RedisDirectory, RedisStore};
 
-// No doc comment: clap would take it for the command's help, which the variant of the
-// command line's `DirectoryCommand` gives.
+/// The arguments of `switchboard directory load` (its help text is the subcommand's doc, in the
+/// binary's command line).
 #[derive(Debug, Clone, clap::Args)]
 pub struct LoadArgs {
     /// The directory file.

@@ -9,8 +9,8 @@ use crate::config::Config;
 use crate::runtime::store::RedisStore;
 use crate::tools::simulate::inspect_document;
 
-// No doc comment: clap would take it for the command's help, which the variant of the
-// command line's `Command` gives.
+/// The arguments of `switchboard inspect` (its help text is the subcommand's doc, in the
+/// binary's command line).
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {
     /// The conversation ID.

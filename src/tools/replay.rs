@@ -338,8 +338,8 @@ fn delivered(deliveries: &Deliveries, mut summary: Summary) -> Result<Summary, R
     Ok(summary)
 }
 
-// No doc comment: clap would take it for the command's help, which the variant of the
-// command line's `Command` gives.
+/// The arguments of `switchboard replay` (its help text is the subcommand's doc, in the
+/// binary's command line).
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {
     /// A JSON-lines file (`-`: standard input); or use --from-topic.

@@ -165,8 +165,8 @@ pub fn output_line(output: &Output) -> String {
     .expect("outputs serialise")
 }
 
-// No doc comment: clap would take it for the command's help, which the variant of the
-// command line's `Command` gives.
+/// The arguments of `switchboard simulate` (its help text is the subcommand's doc, in the
+/// binary's command line).
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {
     /// Directory file (YAML or JSON): organizations, channels, users, forms.

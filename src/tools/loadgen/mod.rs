@@ -14,7 +14,8 @@
 //!
 //! This module owns the command (`Args`, [`run`]); [`Model`] and the IDs are in `model`, the
 //! directory in `directory`, one conversation's life in `conversation`, the interleaving in
-//! `generator`. Production to a topic goes through [`crate::tools::replay`].
+//! `generator`. Those four are pure (seeded, no clock, no IO); only [`run`] writes files, and it
+//! produces to a topic through [`crate::tools::replay`], never with a client of its own.
 
 mod conversation;
 mod directory;
@@ -32,8 +33,8 @@ pub use self::model::{conversation_id, organization_id, Model};
 use crate::config::Config;
 use crate::tools::replay::{self, Options, Pace, Target};
 
-// No doc comment: clap would take it for the command's help, which the variant of the
-// command line's `Command` gives.
+/// The arguments of `switchboard loadgen` (its help text is the subcommand's doc, in the
+/// binary's command line).
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {
     #[arg(long, default_value_t = 1000, value_parser = at_least_one)]
