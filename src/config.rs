@@ -182,82 +182,15 @@ impl Config {
         Ok(config)
     }
 
+    /// Checks what the types cannot: the first setting found wrong is the error.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |setting, reason: &str| {
-            Err(ConfigError::Invalid {
-                setting,
-                reason: reason.to_string(),
-            })
-        };
-        let k = &self.kafka;
-        if k.brokers.split(',').any(|b| b.trim().is_empty()) {
-            return invalid(
-                "kafka.brokers",
-                "must list at least one host:port, comma-separated, none empty",
-            );
-        }
-        if k.group_id.trim().is_empty() {
-            return invalid("kafka.group_id", "must not be empty");
-        }
-        if k.batch_max_messages == 0 {
-            return invalid("kafka.batch_max_messages", "must be at least 1");
-        }
-        if k.max_record_bytes < 1024 {
-            return invalid("kafka.max_record_bytes", "must be at least 1024");
-        }
-        if k.transaction_timeout_ms < 1000 || k.session_timeout_ms < 1000 {
-            return invalid(
-                "kafka.transaction_timeout_ms",
-                "timeouts must be at least 1000 ms",
-            );
-        }
-        for key in k.properties.keys() {
-            if [
-                "bootstrap.servers",
-                "group.id",
-                "transactional.id",
-                "enable.auto.commit",
-                "isolation.level",
-            ]
-            .contains(&key.as_str())
-            {
-                return invalid(
-                    "kafka.properties",
-                    &format!(
-                        "{key:?} is set by Switchboard itself; use the kafka section's own keys"
-                    ),
-                );
-            }
-        }
-        let names: Vec<&str> = Topic::ALL.iter().map(|t| self.topics.name(*t)).collect();
-        if names.iter().any(|n| n.trim().is_empty()) {
-            return invalid("topics", "no topic name may be empty");
-        }
-        let mut distinct = names.clone();
-        distinct.sort_unstable();
-        distinct.dedup();
-        if distinct.len() != names.len() {
-            return invalid("topics", "every topic needs its own name");
-        }
-        let scheme_ok = ["redis://", "rediss://", "unix://", "redis+unix://"]
-            .iter()
-            .any(|s| self.redis.url.starts_with(s));
-        if !scheme_ok {
-            return invalid(
-                "redis.url",
-                "must start with redis://, rediss:// (TLS) or unix://",
-            );
-        }
-        if self.redis.key_prefix.is_empty() || self.redis.key_prefix.contains(['{', '}']) {
-            return invalid(
-                "redis.key_prefix",
-                "must be non-empty and free of { and } (they mark hash tags)",
-            );
-        }
+        self.kafka.validate()?;
+        self.topics.validate()?;
+        self.redis.validate_location()?;
         if !PARTITIONERS.contains(&self.kafka.partitioner.as_str()) {
             return invalid(
                 "kafka.partitioner",
-                &format!("must be one of {}", PARTITIONERS.join(", ")),
+                format!("must be one of {}", PARTITIONERS.join(", ")),
             );
         }
         if self.redis.response_timeout_ms == 0 {
@@ -300,6 +233,91 @@ impl Config {
             .filter(|h| !h.is_empty())
             .unwrap_or_else(|| "local".into());
         format!("switchboard-{host}")
+    }
+}
+
+fn invalid(setting: &'static str, reason: impl Into<String>) -> Result<(), ConfigError> {
+    Err(ConfigError::Invalid {
+        setting,
+        reason: reason.into(),
+    })
+}
+
+impl Kafka {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.brokers.split(',').any(|b| b.trim().is_empty()) {
+            return invalid(
+                "kafka.brokers",
+                "must list at least one host:port, comma-separated, none empty",
+            );
+        }
+        if self.group_id.trim().is_empty() {
+            return invalid("kafka.group_id", "must not be empty");
+        }
+        if self.batch_max_messages == 0 {
+            return invalid("kafka.batch_max_messages", "must be at least 1");
+        }
+        if self.max_record_bytes < 1024 {
+            return invalid("kafka.max_record_bytes", "must be at least 1024");
+        }
+        if self.transaction_timeout_ms < 1000 || self.session_timeout_ms < 1000 {
+            return invalid(
+                "kafka.transaction_timeout_ms",
+                "timeouts must be at least 1000 ms",
+            );
+        }
+        const OWN: [&str; 5] = [
+            "bootstrap.servers",
+            "group.id",
+            "transactional.id",
+            "enable.auto.commit",
+            "isolation.level",
+        ];
+        if let Some(key) = self.properties.keys().find(|k| OWN.contains(&k.as_str())) {
+            return invalid(
+                "kafka.properties",
+                format!("{key:?} is set by Switchboard itself; use the kafka section's own keys"),
+            );
+        }
+        Ok(())
+    }
+}
+
+impl Topics {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let names: Vec<&str> = Topic::ALL.iter().map(|t| self.name(*t)).collect();
+        if names.iter().any(|n| n.trim().is_empty()) {
+            return invalid("topics", "no topic name may be empty");
+        }
+        let mut distinct = names.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        if distinct.len() != names.len() {
+            return invalid("topics", "every topic needs its own name");
+        }
+        Ok(())
+    }
+}
+
+impl Redis {
+    /// The URL's scheme and the key prefix.
+    fn validate_location(&self) -> Result<(), ConfigError> {
+        let scheme_ok = ["redis://", "rediss://", "unix://", "redis+unix://"]
+            .iter()
+            .any(|s| self.url.starts_with(s));
+        if !scheme_ok {
+            return invalid(
+                "redis.url",
+                "must start with redis://, rediss:// (TLS) or unix://",
+            );
+        }
+        if self.key_prefix.is_empty() || self.key_prefix.contains(['{', '}']) {
+            return invalid(
+                "redis.key_prefix",
+                "must be non-empty and free of { and } (they mark hash tags)",
+            );
+        }
+        Ok(())
     }
 }
 

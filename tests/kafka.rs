@@ -14,25 +14,6 @@ use rdkafka::config::ClientConfig;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use switchboard::core::event::Topic;
 
-/// A plain HTTP/1.0 GET: (status, body).
-fn http_get(port: u16, path: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
-    let mut response = String::new();
-    s.read_to_string(&mut response).unwrap();
-    let status = response
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_run_commits_exactly_what_the_core_computes() {
     let setup = Setup::create("plain").await;
@@ -278,22 +259,12 @@ fn run_refuses_to_start_without_a_directory_and_load_refuses_a_bad_file() {
     assert!(loaded.contains("version 1"), "{loaded}");
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// `switchboard_assigned_partitions` of the instance serving /metrics on `port`.
+/// `switchboard_assigned_partitions` of the instance serving /metrics on `port` (none while
+/// it starts and is not listening yet).
 fn assigned(port: u16) -> Option<i64> {
-    // Not listening yet while the process starts.
-    std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    let (_, body) = http_get(port, "/metrics");
-    body.lines()
-        .find(|l| l.starts_with("switchboard_assigned_partitions "))
-        .and_then(|l| l.split(' ').nth(1)?.parse().ok())
+    metrics(port)
+        .get("switchboard_assigned_partitions")
+        .map(|n| *n as i64)
 }
 
 /// Notes the partition each delivered record landed on, by key.
@@ -409,11 +380,7 @@ async fn import_between_conversations_held_by_different_instances() {
 }
 
 fn signal(proc: &Proc, sig: &str) {
-    let status = std::process::Command::new("kill")
-        .args([sig, &proc.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    assert!(proc.signal(sig), "kill {sig} {}", proc.id());
 }
 
 /// A zombie: instance b is frozen (SIGSTOP) mid-stream, past its session timeout, so that its

@@ -14,6 +14,7 @@ pub mod kafka;
 pub mod metrics;
 pub mod pipeline;
 mod recovery;
+pub mod serve;
 pub mod store;
 
 use std::sync::atomic::AtomicBool;
@@ -33,9 +34,6 @@ use commit::{Commit, Failed, Gate, InFlight, Txn};
 use consumer::{Input, Polled};
 use kafka::{new_producer, TIMEOUT};
 use recovery::Recovery;
-
-/// The helpers `main` and the benches have always found here.
-pub use kafka::{await_deliveries, client_config, send};
 
 /// With `idle_exit`, how long to wait for the first records (group join, assignment).
 const STARTUP_ALLOWANCE: Duration = Duration::from_secs(30);

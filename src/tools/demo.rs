@@ -1,8 +1,12 @@
 //! `switchboard demo`: the whole pipeline on embedded defaults — librdkafka's in-process mock
 //! cluster and the in-memory store — fed with the example traffic.
+//!
+//! It owns the command (`Args`, [`run`]) and [`read_committed`], which the real-broker tests
+//! share; the processor it runs is [`crate::runtime::Runtime`], unchanged.
 
 use std::collections::HashSet;
-use std::path::Path;
+use std::io::{BufWriter, Write};
+use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,27 +29,62 @@ use crate::tools::simulate::inspect_document;
 
 const PARTITIONS: i32 = 12;
 
-/// Runs the demo, writing every output record as a JSON line and then the final state to `out`.
-pub fn run(
-    trace: &Path,
-    directory: &Path,
-    dialect: Dialect,
-    out: &mut dyn std::io::Write,
-) -> anyhow::Result<()> {
-    let directory = crate::directory_file::load(directory)?;
-    let trace =
-        std::fs::read_to_string(trace).with_context(|| format!("reading {}", trace.display()))?;
+/// The arguments of `switchboard demo` (its help text is the subcommand's doc, in the
+/// binary's command line).
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    /// Input messages, one JSON object per line.
+    #[arg(long, default_value = "examples/trace.jsonl")]
+    pub trace: PathBuf,
+    /// Directory file (YAML or JSON).
+    #[arg(long, default_value = "examples/directory.yaml")]
+    pub directory: PathBuf,
+    #[arg(long, default_value = "web1on1")]
+    pub dialect: Dialect,
+}
+
+/// Runs the demo, writing every output record as a JSON line and then the final state to
+/// standard output.
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let mut out = BufWriter::new(std::io::stdout().lock());
+    demo(&args, &mut out)?;
+    out.flush()?;
+    Ok(())
+}
+
+fn demo(args: &Args, out: &mut dyn Write) -> anyhow::Result<()> {
+    let directory = crate::directory_file::load(&args.directory)?;
+    let trace = std::fs::read_to_string(&args.trace)
+        .with_context(|| format!("reading {}", args.trace.display()))?;
     let mut config = Config::load(None)?;
     let cluster = MockCluster::new(1).context("starting the in-process Kafka cluster")?;
     config.kafka.brokers = cluster.bootstrap_servers();
     config.kafka.transactional_id = "switchboard-demo".into();
     config.kafka.group_id = "switchboard-demo".into();
-    config.dialect = dialect;
+    config.dialect = args.dialect;
     for topic in Topic::ALL {
         cluster.create_topic(config.topics.name(topic), PARTITIONS, 1)?;
     }
+    produce(&config, &trace)?;
+    let topics = config.topics.clone();
+    let runtime = process(config, directory)?;
+    for topic in Topic::ALL.into_iter().filter(|t| *t != Topic::Input) {
+        for (key, value) in
+            read_committed(&cluster.bootstrap_servers(), topics.name(topic), PARTITIONS)?
+        {
+            writeln!(
+                out,
+                "{}",
+                serde_json::json!({"topic": topics.name(topic), "key": key, "value": value})
+            )?;
+        }
+    }
+    write_state(runtime.store(), out)
+}
 
-    // Keyed as Switchboard's relay records are, as the platform's producers must be.
+/// The trace to the input topic, keyed as Switchboard's relay records are, as the platform's
+/// producers must be.
+fn produce(config: &Config, trace: &str) -> anyhow::Result<()> {
     let producer: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", &config.kafka.brokers)
         .set("partitioner", &config.kafka.partitioner)
@@ -68,15 +107,20 @@ pub fn run(
         "demo: produced {produced} example messages to {}",
         config.topics.input
     );
+    Ok(())
+}
 
-    let store = MemoryStore::new();
-    let topics = config.topics.clone();
+/// The processor over the input topic until it has been idle for 3 s.
+fn process(
+    config: Config,
+    directory: crate::core::directory::MemoryDirectory,
+) -> anyhow::Result<Runtime<MemoryStore, crate::core::directory::MemoryDirectory>> {
     let io = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let mut runtime = Runtime::new(
         config,
-        store,
+        MemoryStore::new(),
         directory,
         io,
         crate::runtime::metrics::Metrics::new(),
@@ -89,19 +133,11 @@ pub fn run(
         "demo: {} batches, {} records in, {} records out, {} aborted",
         stats.batches, stats.records, stats.outputs, stats.aborted
     );
+    Ok(runtime)
+}
 
-    for topic in Topic::ALL.into_iter().filter(|t| *t != Topic::Input) {
-        for (key, value) in
-            read_committed(&cluster.bootstrap_servers(), topics.name(topic), PARTITIONS)?
-        {
-            writeln!(
-                out,
-                "{}",
-                serde_json::json!({"topic": topics.name(topic), "key": key, "value": value})
-            )?;
-        }
-    }
-    let store = runtime.store();
+/// Every conversation's final state (messages included), as one pretty JSON object.
+fn write_state(store: &MemoryStore, out: &mut dyn Write) -> anyhow::Result<()> {
     let mut state = serde_json::Map::new();
     let io = tokio::runtime::Builder::new_current_thread().build()?;
     for id in store.conversation_ids() {

@@ -7,14 +7,24 @@
 //! be replayed many times into the same system without collisions; relay records Switchboard
 //! wrote itself (`import.request`, `import.transfer`) are skipped, since the processor will
 //! write them again.
+//!
+//! This module owns the command (`Args`, [`run`]) and the production; reading a topic is in
+//! `source`. It produces only: the processor and its state are not its concern.
+
+mod source;
+
+pub use self::source::read_topic;
 
 use std::collections::HashMap;
+use std::io::BufRead;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use rdkafka::config::ClientConfig;
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{DeliveryResult, Message as _};
+use rdkafka::error::KafkaError;
+use rdkafka::message::DeliveryResult;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer, ProducerContext};
 use rdkafka::ClientContext;
 use serde_json::Value;
@@ -238,43 +248,17 @@ where
             continue;
         }
         let mut parsed: Option<Value> = serde_json::from_str(&line).ok();
-        if let Some(v) = &parsed {
-            if matches!(
-                v["type"].as_str(),
-                Some(crate::core::message::IMPORT_REQUEST | crate::core::message::IMPORT_TRANSFER)
-            ) {
-                summary.relays_skipped += 1;
-                progress.inc(1);
-                continue;
-            }
+        if parsed.as_ref().is_some_and(is_relay) {
+            summary.relays_skipped += 1;
+            progress.inc(1);
+            continue;
         }
-        if let (Pace::Recorded { .. }, Some(created)) = (
-            options.pace,
-            parsed
-                .as_ref()
-                .and_then(|v| v["createdAt"].as_str())
-                .and_then(micros),
-        ) {
-            let first = *first.get_or_insert(created);
-            let wait = due(options.pace, first, created).saturating_sub(started.elapsed());
-            if !wait.is_zero() {
-                producer.poll(Duration::ZERO);
-                std::thread::sleep(wait);
-            }
+        let wait = turn(options.pace, parsed.as_ref(), &mut first, started);
+        if !wait.is_zero() {
+            producer.poll(Duration::ZERO);
+            std::thread::sleep(wait);
         }
-        let mut payload = None;
-        if let Some(v) = &mut parsed {
-            if let Some(r) = &mut remap {
-                r.apply(v);
-            }
-            if options.retime && v.get("createdAt").is_some() {
-                v["createdAt"] = now_rfc3339().into();
-            }
-            if remap.is_some() || options.retime {
-                payload = Some(v.to_string());
-            }
-        }
-        let payload = payload.unwrap_or(line);
+        let payload = rewrite(parsed.as_mut(), remap.as_mut(), options.retime).unwrap_or(line);
         let key = parsed
             .as_ref()
             .and_then(|v| v["conversation"].as_str())
@@ -297,7 +281,47 @@ where
     producer.flush(Duration::from_secs(60))?;
     summary.elapsed = started.elapsed();
     summary.conversations = conversations.len() as u64;
-    let deliveries = producer.context();
+    delivered(producer.context(), summary)
+}
+
+/// Relay records are Switchboard's own (`/import`): the processor writes them again.
+fn is_relay(v: &Value) -> bool {
+    matches!(
+        v["type"].as_str(),
+        Some(crate::core::message::IMPORT_REQUEST | crate::core::message::IMPORT_TRANSFER)
+    )
+}
+
+/// How long a record must wait for its turn at `pace`, measured from `started`; the first
+/// record with a `createdAt` sets `first`. Records without one go at once.
+fn turn(pace: Pace, parsed: Option<&Value>, first: &mut Option<i64>, started: Instant) -> Duration {
+    let created = parsed
+        .and_then(|v| v["createdAt"].as_str())
+        .and_then(micros);
+    match (pace, created) {
+        (Pace::Recorded { .. }, Some(created)) => {
+            let first = *first.get_or_insert(created);
+            due(pace, first, created).saturating_sub(started.elapsed())
+        }
+        _ => Duration::ZERO,
+    }
+}
+
+/// The payload to produce instead of the line, when remapping or retiming changed it.
+fn rewrite(parsed: Option<&mut Value>, remap: Option<&mut Remap>, retime: bool) -> Option<String> {
+    let v = parsed?;
+    let changed = remap.is_some() || retime;
+    if let Some(r) = remap {
+        r.apply(v);
+    }
+    if retime && v.get("createdAt").is_some() {
+        v["createdAt"] = now_rfc3339().into();
+    }
+    changed.then(|| v.to_string())
+}
+
+/// The summary, unless some records could not be delivered.
+fn delivered(deliveries: &Deliveries, mut summary: Summary) -> Result<Summary, ReplayError> {
     summary.failed = deliveries.failed.load(Ordering::Relaxed);
     if summary.failed > 0 {
         let first = deliveries
@@ -315,74 +339,108 @@ where
     Ok(summary)
 }
 
-/// Every record of a topic, from the beginning to its end when called, interleaved across
-/// partitions by `createdAt` (each partition in offset order).
-pub fn read_topic(client: &ClientConfig, topic: &str) -> Result<Vec<String>, ReplayError> {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    use rdkafka::{Offset, TopicPartitionList};
+/// The arguments of `switchboard replay` (its help text is the subcommand's doc, in the
+/// binary's command line).
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    /// A JSON-lines file (`-`: standard input); or use --from-topic.
+    #[arg(required_unless_present = "from_topic")]
+    pub input: Option<PathBuf>,
+    /// Read this topic from its beginning to its current end instead of a file.
+    #[arg(long, conflicts_with = "input")]
+    pub from_topic: Option<String>,
+    /// The topic to produce to; default: the configured input topic.
+    #[arg(long)]
+    pub topic: Option<String>,
+    /// Pace: the recorded `createdAt` spacing divided by this factor.
+    #[arg(long, default_value_t = 1.0, conflicts_with = "fastest", value_parser = positive_speed)]
+    pub speed: f64,
+    /// As fast as the broker takes them.
+    #[arg(long)]
+    pub fastest: bool,
+    /// Give every conversation and message ID a fresh substitute derived from this salt, so
+    /// a trace can be replayed many times without collisions.
+    #[arg(long)]
+    pub remap: Option<String>,
+    /// Set `createdAt` to the moment each record is produced.
+    #[arg(long)]
+    pub retime: bool,
+    /// Configuration file (TOML), for the Kafka settings; SWITCHBOARD_* variables win.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
 
-    let consumer: BaseConsumer = client
-        .clone()
-        .set("group.id", "switchboard-replay")
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "true")
-        .set("isolation.level", "read_committed")
-        .create()?;
-    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(30))?;
-    let partitions: Vec<i32> = metadata
-        .topics()
-        .iter()
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect();
-    let mut tpl = TopicPartitionList::new();
-    let mut queues: std::collections::BTreeMap<i32, std::collections::VecDeque<(i64, String)>> =
-        std::collections::BTreeMap::new();
-    let mut open = std::collections::HashSet::new();
-    for p in &partitions {
-        let (low, high) = consumer.fetch_watermarks(topic, *p, Duration::from_secs(30))?;
-        queues.insert(*p, Default::default());
-        if high > low {
-            tpl.add_partition_offset(topic, *p, Offset::Beginning)?;
-            open.insert(*p);
+fn positive_speed(s: &str) -> Result<f64, String> {
+    let speed = s.parse::<f64>().map_err(|e| e.to_string())?;
+    if speed > 0.0 && speed.is_finite() {
+        Ok(speed)
+    } else {
+        Err("must be a positive factor".into())
+    }
+}
+
+/// `switchboard replay`: a file, standard input or a topic to the target topic.
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let config = crate::config::Config::load(args.config.as_deref())?;
+    let target = Target::new(
+        &config,
+        args.topic.as_deref().unwrap_or(&config.topics.input),
+    );
+    let options = Options {
+        pace: if args.fastest {
+            Pace::Fastest
+        } else {
+            Pace::Recorded { speed: args.speed }
+        },
+        remap: args.remap,
+        retime: args.retime,
+    };
+    let summary = match (args.input, args.from_topic) {
+        (_, Some(source)) => {
+            let client = client_config(&config);
+            let lines = read_topic(&client, &source)?;
+            let total = lines.len() as u64;
+            produce(lines.into_iter().map(Ok), Some(total), &target, &options)?
         }
-    }
-    consumer.assign(&tpl)?;
-    while !open.is_empty() {
-        match consumer.poll(Duration::from_secs(10)) {
-            Some(Ok(m)) => {
-                let text = String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned();
-                let created = serde_json::from_str::<Value>(&text)
-                    .ok()
-                    .and_then(|v| v["createdAt"].as_str().and_then(micros))
-                    .unwrap_or(i64::MIN);
-                queues
-                    .get_mut(&m.partition())
-                    .expect("assigned")
-                    .push_back((created, text));
-            }
-            Some(Err(KafkaError::PartitionEOF(p))) => {
-                open.remove(&p);
-            }
-            Some(Err(e)) => return Err(e.into()),
-            None => {
-                return Err(ReplayError::Kafka(KafkaError::MessageConsumption(
-                    RDKafkaErrorCode::OperationTimedOut,
-                )))
-            }
+        (Some(path), None) if path.as_os_str() == "-" => {
+            produce(std::io::stdin().lock().lines(), None, &target, &options)?
         }
-    }
-    let total = queues.values().map(|q| q.len()).sum();
-    let mut out = Vec::with_capacity(total);
-    while let Some((_, p)) = queues
-        .iter()
-        .filter_map(|(p, q)| q.front().map(|(t, _)| (*t, *p)))
-        .min()
-    {
-        let (_, text) = queues
-            .get_mut(&p)
-            .and_then(|q| q.pop_front())
-            .expect("non-empty");
-        out.push(text);
-    }
-    Ok(out)
+        (Some(path), None) => {
+            let open = || {
+                std::fs::File::open(&path)
+                    .map(std::io::BufReader::new)
+                    .with_context(|| format!("opening {}", path.display()))
+            };
+            let total = open()?.lines().count() as u64;
+            produce(open()?.lines(), Some(total), &target, &options)?
+        }
+        (None, None) => anyhow::bail!("give a file to replay, or --from-topic"),
+    };
+    eprintln!("replay: {summary}");
+    Ok(())
+}
+
+/// [`replay`] behind a progress bar on standard error (of `total` records, when known).
+pub fn produce<I>(
+    lines: I,
+    total: Option<u64>,
+    target: &Target,
+    options: &Options,
+) -> Result<Summary, ReplayError>
+where
+    I: IntoIterator<Item = Result<String, std::io::Error>>,
+{
+    let bar = match total {
+        Some(n) => indicatif::ProgressBar::new(n),
+        None => indicatif::ProgressBar::no_length(),
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} {elapsed_precise} [{wide_bar}] {human_pos}/{human_len} records, {per_sec}",
+        )
+        .expect("a valid template"),
+    );
+    let summary = replay(lines, target, options, &bar)?;
+    bar.finish_and_clear();
+    Ok(summary)
 }

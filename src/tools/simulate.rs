@@ -3,8 +3,16 @@
 //! Each line is one input record, keyed by its `conversation`. Records the core addresses to the
 //! input topic (the `/import` relay) are appended to the end of the input and applied in turn,
 //! as the stream would deliver them.
+//!
+//! It owns the command (`Args`, [`run`]), the [`Simulator`] the other tests and tools judge the
+//! stream against, and the documents both print ([`inspect_document`], [`output_line`]). It
+//! reads files and writes standard output in [`run`] only; the simulator itself does no IO.
 
 use std::collections::VecDeque;
+use std::io::{BufWriter, Read, Write};
+use std::path::PathBuf;
+
+use anyhow::Context;
 
 use foldhash::HashMap;
 
@@ -155,4 +163,50 @@ pub fn output_line(output: &Output) -> String {
         value: &output.value,
     })
     .expect("outputs serialise")
+}
+
+/// The arguments of `switchboard simulate` (its help text is the subcommand's doc, in the
+/// binary's command line).
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    /// Directory file (YAML or JSON): organizations, channels, users, forms.
+    #[arg(long)]
+    pub directory: PathBuf,
+    /// Input messages, one JSON object per line; `-` reads standard input.
+    #[arg(long)]
+    pub input: PathBuf,
+    /// Write the final state of every conversation (messages included) to this file.
+    #[arg(long)]
+    pub state: Option<PathBuf>,
+    /// Command language: web1on1 (default) or chatshipper.
+    #[arg(long, default_value = "web1on1")]
+    pub dialect: Dialect,
+}
+
+/// `switchboard simulate`: every output record to standard output, the state to `--state`.
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let directory = crate::directory_file::load(&args.directory)?;
+    let trace = if args.input.as_os_str() == "-" {
+        let mut s = String::new();
+        std::io::stdin()
+            .read_to_string(&mut s)
+            .context("reading standard input")?;
+        s
+    } else {
+        std::fs::read_to_string(&args.input)
+            .with_context(|| format!("reading input {}", args.input.display()))?
+    };
+    let mut simulator = Simulator::new(directory, args.dialect);
+    let outputs = simulator.run_trace(&trace);
+    let mut out = BufWriter::new(std::io::stdout().lock());
+    for output in &outputs {
+        writeln!(out, "{}", output_line(output))?;
+    }
+    out.flush()?;
+    if let Some(path) = args.state {
+        let doc = serde_json::to_string_pretty(&simulator.state_document())?;
+        std::fs::write(&path, doc + "\n")
+            .with_context(|| format!("writing state {}", path.display()))?;
+    }
+    Ok(())
 }

@@ -1,22 +1,24 @@
 //! Shared by the real-broker tests: isolated topics and Redis prefixes per test, scaled example
-//! traffic, processes, and the comparison with `switchboard simulate` (the oracle).
+//! traffic, processes, and the comparison with `switchboard simulate` (the oracle). What the
+//! end-to-end benchmark shares with them (servers, processes, topics) is in [`process`].
 #![allow(dead_code)]
 
+pub mod process;
+
 use std::collections::HashMap;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use rdkafka::admin::{NewTopic, TopicReplication};
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use serde_json::Value;
 use switchboard::core::event::Topic;
 use switchboard::runtime::store::RedisStore;
-use switchboard::tools::demo::read_committed;
 use switchboard::tools::simulate::inspect_document;
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
+pub use self::process::*;
+
 pub const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/directory.yaml");
 pub const TRACE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/trace.jsonl");
 pub const PARTITIONS: i32 = 4;
@@ -81,42 +83,7 @@ pub fn remap(line: &str, copy: u32) -> String {
     out
 }
 
-pub fn bootstrap() -> String {
-    std::env::var("KAFKA_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:19092".into())
-}
-
-pub fn redis_url() -> String {
-    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:16379/".into())
-}
-
 /// One isolated setup: topics, group, transactional ID and Redis prefix of its own.
-/// A processor process, killed when dropped: a failing test must not leave it running.
-pub struct Proc(Option<Child>);
-
-impl Proc {
-    pub fn id(&self) -> u32 {
-        self.0.as_ref().expect("running").id()
-    }
-
-    /// SIGKILL, and wait for it to be gone.
-    pub fn kill(&mut self) {
-        if let Some(mut c) = self.0.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    fn take(&mut self) -> Child {
-        self.0.take().expect("running")
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
 pub struct Setup {
     pub name: String,
 }
@@ -129,27 +96,14 @@ impl Drop for Setup {
         if std::thread::panicking() {
             return;
         }
-        let names: Vec<String> = Topic::ALL.iter().map(|t| self.topic(*t)).collect();
-        // Dropped inside the tests' own runtime, which cannot be blocked on: a thread of its own.
-        let _ = std::thread::spawn(move || {
-            let io = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-                .set("bootstrap.servers", bootstrap())
-                .create()
-                .unwrap();
-            let topics: Vec<&str> = names.iter().map(String::as_str).collect();
-            let _ = io.block_on(admin.delete_topics(&topics, &AdminOptions::new()));
-        })
-        .join();
+        // Dropped inside the tests' own runtime: `delete_topics` works on a thread of its own.
+        delete_topics(Topic::ALL.iter().map(|t| self.topic(*t)).collect());
     }
 }
 
 impl Setup {
     pub fn topic(&self, t: Topic) -> String {
-        format!("{}.{}", t.default_name(), self.name)
+        topic_name(t, &self.name)
     }
 
     pub async fn create(test: &str) -> Setup {
@@ -161,10 +115,6 @@ impl Setup {
         let setup = Setup {
             name: format!("{test}-{}", std::process::id()),
         };
-        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-            .set("bootstrap.servers", bootstrap())
-            .create()
-            .unwrap();
         let names: Vec<String> = Topic::ALL.iter().map(|t| setup.topic(*t)).collect();
         let input = setup.topic(Topic::Input);
         let topics: Vec<NewTopic> = names
@@ -179,21 +129,12 @@ impl Setup {
                 t
             })
             .collect();
-        let results = admin
-            .create_topics(
-                &topics,
-                &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
+        create_topics(&topics).await.unwrap_or_else(|e| {
+            panic!(
+                "Kafka at {} is not reachable ({e}); start it with deploy/local/up",
+                bootstrap()
             )
-            .await
-            .unwrap_or_else(|e| {
-                panic!(
-                    "Kafka at {} is not reachable ({e}); start it with deploy/local/up",
-                    bootstrap()
-                )
-            });
-        for r in results {
-            r.unwrap();
-        }
+        });
         setup.load_directory(DIR);
         setup
     }
@@ -238,28 +179,21 @@ impl Setup {
             )
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());
-        Proc(Some(cmd.spawn().unwrap()))
+        Proc::spawn(&mut cmd)
     }
 
-    /// `switchboard <args>` configured for this setup (topics, group, Redis prefix).
+    /// `switchboard <args>` configured for this setup (topics, group, Redis prefix), with short
+    /// timeouts and small batches, so that failures show within a test's patience.
     pub fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(BIN);
-        cmd.args(args)
-            .env("SWITCHBOARD_KAFKA__BROKERS", bootstrap())
-            .env("SWITCHBOARD_KAFKA__GROUP_ID", format!("sb-{}", self.name))
+        let mut cmd = switchboard(args, &self.name);
+        cmd.env("SWITCHBOARD_KAFKA__GROUP_ID", format!("sb-{}", self.name))
             .env("SWITCHBOARD_KAFKA__TRANSACTION_TIMEOUT_MS", "10000")
             .env("SWITCHBOARD_KAFKA__SESSION_TIMEOUT_MS", "6000")
             .env("SWITCHBOARD_KAFKA__BATCH_MAX_MESSAGES", "7")
-            .env("SWITCHBOARD_REDIS__URL", redis_url())
             .env(
                 "SWITCHBOARD_REDIS__KEY_PREFIX",
                 format!("sbk:{}", self.name),
-            )
-            .env("SWITCHBOARD_LOG__LEVEL", "warn");
-        for t in Topic::ALL {
-            let key = format!("SWITCHBOARD_TOPICS__{}", topic_key(t).to_uppercase());
-            cmd.env(key, self.topic(t));
-        }
+            );
         cmd
     }
 
@@ -278,17 +212,7 @@ impl Setup {
 
     /// The committed records of a topic; retried while the broker is unavailable.
     pub fn committed(&self, t: Topic) -> Vec<(String, Value)> {
-        let start = Instant::now();
-        loop {
-            match read_committed(&bootstrap(), &self.topic(t), PARTITIONS) {
-                Ok(records) => return records,
-                Err(e) if start.elapsed() < Duration::from_secs(90) => {
-                    eprintln!("reading {}: {e}; retrying", self.topic(t));
-                    std::thread::sleep(Duration::from_secs(1));
-                }
-                Err(e) => panic!("reading {}: {e}", self.topic(t)),
-            }
-        }
+        committed(&self.topic(t), PARTITIONS)
     }
 
     /// Waits until `n` results are committed (or panics after `deadline`).
@@ -305,20 +229,6 @@ impl Setup {
             );
             std::thread::sleep(Duration::from_millis(300));
         }
-    }
-}
-
-pub fn topic_key(t: Topic) -> &'static str {
-    match t {
-        Topic::Input => "input",
-        Topic::ChannelNotifications => "channel_notifications",
-        Topic::ChannelDequeues => "channel_dequeues",
-        Topic::InboxNotifications => "inbox_notifications",
-        Topic::EmailNotifications => "email_notifications",
-        Topic::MessageDeliveries => "message_deliveries",
-        Topic::CommandResults => "command_results",
-        Topic::BotCommands => "bot_commands",
-        Topic::DeadLetters => "dead_letters",
     }
 }
 
@@ -450,16 +360,9 @@ pub fn expected_results(trace: &std::path::Path) -> usize {
         .count()
 }
 
-pub fn terminate(mut proc: Proc) {
-    let mut child = proc.take();
-    let pid = child.id() as i32;
+pub fn terminate(proc: Proc) {
     // SIGTERM: finish the batch in flight, commit, exit 0.
-    let status = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let exit = child.wait().unwrap();
+    let exit = proc.terminate().expect("SIGTERM sent");
     assert!(
         exit.success(),
         "SIGTERM must end the processor cleanly, got {exit:?}"

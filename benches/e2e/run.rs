@@ -1,0 +1,129 @@
+//! One measurement's isolated world on the real servers: its topics, group, transactional ID
+//! and key prefix, the directory loaded, the input preloaded, the processor started; all of it
+//! removed again when dropped.
+
+use std::process::{Command, Stdio};
+
+use rdkafka::admin::{NewTopic, TopicReplication};
+use rdkafka::config::ClientConfig;
+use switchboard::core::event::Topic;
+use switchboard::tools::loadgen::{directory, Generator, Model};
+use switchboard::tools::replay::{Options, Pace, Target};
+
+use crate::process::{self, bootstrap, Proc};
+use crate::PARTITIONS;
+
+/// Topics, group, transactional ID and key prefix of one measurement.
+pub struct Run {
+    pub name: String,
+}
+
+impl Run {
+    pub fn new(what: &str) -> Run {
+        Run {
+            name: format!("bench-{what}-{}", std::process::id()),
+        }
+    }
+
+    /// Switchboard's topics, and the sinks of the passthrough and the naive consumer.
+    fn topic_names(&self) -> Vec<String> {
+        Topic::ALL
+            .iter()
+            .map(|t| self.topic(*t))
+            .chain([
+                format!("passthrough.{}", self.name),
+                format!("naive.{}", self.name),
+            ])
+            .collect()
+    }
+
+    pub fn topic(&self, t: Topic) -> String {
+        process::topic_name(t, &self.name)
+    }
+
+    pub fn create_topics(&self, io: &tokio::runtime::Runtime) {
+        let names = self.topic_names();
+        let topics: Vec<NewTopic> = names
+            .iter()
+            .map(|n| NewTopic::new(n, PARTITIONS, TopicReplication::Fixed(1)))
+            .collect();
+        io.block_on(process::create_topics(&topics))
+            .unwrap_or_else(|e| panic!("Kafka at {}: {e}; run scripts/bench", bootstrap()));
+    }
+
+    /// `switchboard <args>` on this measurement's topics and keys, with the shipped defaults
+    /// otherwise (batching, timeouts: what is measured).
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = process::switchboard(args, &self.name);
+        cmd.env("SWITCHBOARD_KAFKA__GROUP_ID", &self.name)
+            .env("SWITCHBOARD_KAFKA__TRANSACTIONAL_ID", &self.name)
+            .env("SWITCHBOARD_REDIS__KEY_PREFIX", &self.name);
+        cmd
+    }
+
+    pub fn load_directory(&self, model: &Model) {
+        let path = std::env::temp_dir().join(format!("{}.yaml", self.name));
+        std::fs::write(&path, serde_yaml_ng::to_string(&directory(model)).unwrap()).unwrap();
+        let out = self
+            .command(&["directory", "load", path.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Produces a model's traffic as fast as the broker takes it; returns the record count.
+    pub fn preload(&self, model: &Model) -> u64 {
+        let summary = self
+            .produce(model.clone(), Pace::Fastest)
+            .expect("preloading the input topic");
+        summary.produced
+    }
+
+    /// A model's traffic to the input topic at `pace`, keyed as the platform keys it.
+    pub fn produce(
+        &self,
+        model: Model,
+        pace: Pace,
+    ) -> Result<switchboard::tools::replay::Summary, switchboard::tools::replay::ReplayError> {
+        let mut client = ClientConfig::new();
+        client
+            .set("bootstrap.servers", bootstrap())
+            .set("partitioner", "murmur2_random");
+        switchboard::tools::replay::replay(
+            Generator::new(model).map(|m| Ok(m.to_string())),
+            &Target {
+                topic: self.topic(Topic::Input),
+                client,
+            },
+            &Options {
+                pace,
+                remap: None,
+                retime: false,
+            },
+            &indicatif::ProgressBar::hidden(),
+        )
+    }
+
+    /// `switchboard run`, serving /metrics on `port`.
+    pub fn spawn(&self, port: u16) -> Proc {
+        Proc::spawn(
+            self.command(&["run"])
+                .env("SWITCHBOARD_HTTP__LISTEN", format!("127.0.0.1:{port}"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit()),
+        )
+    }
+}
+
+/// A measurement leaves the servers as it found them: its topics and keys run to gigabytes, and a
+/// Redis that keeps growing (rewriting its append-only file) slows the runs after it.
+impl Drop for Run {
+    fn drop(&mut self) {
+        process::delete_topics(self.topic_names());
+        process::forget_keys(&self.name);
+    }
+}

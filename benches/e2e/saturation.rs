@@ -1,0 +1,118 @@
+//! Saturation: a topic preloaded with loadgen traffic, drained by `switchboard run` as fast as
+//! it goes (messages/s, CPU seconds per million messages, RSS sampled throughout). The scale
+//! measurements are the same over other models.
+
+use std::time::{Duration, Instant};
+
+use switchboard::tools::loadgen::Model;
+
+use crate::probe::{breakdown, processed, usage};
+use crate::process::{free_port, metrics, Proc};
+use crate::run::Run;
+
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Sample {
+    pub t: f64,
+    pub processed: f64,
+    pub rss_mib: f64,
+}
+
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Saturation {
+    pub conversations: u64,
+    pub messages: u64,
+    pub seconds: f64,
+    pub rate: f64,
+    pub cpu_seconds_per_million: f64,
+    pub peak_rss_mib: f64,
+    pub outputs: f64,
+    pub samples: Vec<Sample>,
+}
+
+/// Preloads the model's traffic, then drains it with `switchboard run`.
+pub fn saturate(io: &tokio::runtime::Runtime, what: &str, model: &Model) -> (Run, Saturation) {
+    let run = Run::new(what);
+    run.create_topics(io);
+    run.load_directory(model);
+    let produced_at = Instant::now();
+    let n = run.preload(model);
+    eprintln!(
+        "  {what}: {n} records preloaded in {:.1} s",
+        produced_at.elapsed().as_secs_f64()
+    );
+    let port = free_port();
+    let mut child = run.spawn(port);
+    let d = drain(what, &mut child, port, n);
+    eprintln!("  {what}: {}", breakdown(&metrics(port)));
+    let _ = child.terminate();
+    let ((t0, cpu0), (t1, cpu1)) = (d.start, d.end);
+    let seconds = (t1 - t0).max(0.2);
+    let result = Saturation {
+        conversations: model.conversations,
+        messages: n,
+        seconds,
+        rate: n as f64 / seconds,
+        cpu_seconds_per_million: (cpu1 - cpu0) / n as f64 * 1e6,
+        peak_rss_mib: d.peak,
+        outputs: d.outputs,
+        samples: d.samples,
+    };
+    eprintln!(
+        "  {what}: {:.0} messages/s, {:.1} CPU s per million, peak RSS {:.0} MiB",
+        result.rate, result.cpu_seconds_per_million, result.peak_rss_mib
+    );
+    (run, result)
+}
+
+/// What sampling the processor every 200 ms saw while it drained the input.
+struct Drained {
+    samples: Vec<Sample>,
+    /// (seconds since start, CPU seconds) at the first processed message and at the last.
+    start: (f64, f64),
+    end: (f64, f64),
+    peak: f64,
+    outputs: f64,
+}
+
+fn drain(what: &str, child: &mut Proc, port: u16, n: u64) -> Drained {
+    let pid = child.id();
+    let begun = Instant::now();
+    let mut samples = Vec::new();
+    let mut start: Option<(f64, f64)> = None;
+    let mut peak = 0.0f64;
+    loop {
+        std::thread::sleep(Duration::from_millis(200));
+        let m = metrics(port);
+        let t = begun.elapsed().as_secs_f64();
+        let (cpu, rss, hwm) = usage(pid);
+        peak = peak.max(hwm).max(rss);
+        let p = processed(&m);
+        samples.push(Sample {
+            t,
+            processed: p,
+            rss_mib: rss,
+        });
+        if p > 0.0 && start.is_none() {
+            start = Some((t, cpu));
+        }
+        if p >= n as f64 {
+            return Drained {
+                samples,
+                start: start.expect("started"),
+                end: (t, cpu),
+                peak,
+                outputs: m
+                    .get("switchboard_output_records_total")
+                    .copied()
+                    .unwrap_or(0.0),
+            };
+        }
+        assert!(
+            t < 1800.0,
+            "{what}: only {p} of {n} processed after {t:.0} s"
+        );
+        if let Some(status) = child.try_wait() {
+            panic!("{what}: switchboard run exited ({status}) after {p} of {n}");
+        }
+    }
+}

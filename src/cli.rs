@@ -1,0 +1,63 @@
+//! The command line's shape: which subcommands there are, and their help.
+//!
+//! Each subcommand's arguments are a `clap::Args` struct beside the tool that runs them (in the
+//! library, since the tool's `run` takes them whole); this module only assembles them, so it
+//! lives in the binary, which alone parses a command line.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use switchboard::tools::{demo, directory, inspect, loadgen, replay, simulate};
+
+#[derive(Parser)]
+#[command(
+    name = "switchboard",
+    version,
+    about = "Conversation-command stream processor"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Print one conversation's state from Redis (the document of SPEC section 3).
+    Inspect(inspect::Args),
+    /// The stream processor: consumes the input topic, keeps state in Redis, produces the
+    /// output topics, exactly once. Stops cleanly on SIGTERM or SIGINT.
+    ///
+    /// The directory is read from Redis: write it there first with `switchboard directory load`.
+    Run(RunArgs),
+    /// Synthetic traffic from a seeded model of conversation lifecycles, to a JSON-lines file
+    /// (or standard output) or to a topic, with the directory it is written against.
+    Loadgen(loadgen::Args),
+    /// Re-produce a JSON-lines file or a topic to a topic, keeping each conversation's order.
+    Replay(replay::Args),
+    /// The directory (organizations, channels, users, forms, blocked IPs) in Redis.
+    Directory {
+        #[command(subcommand)]
+        command: DirectoryCommand,
+    },
+    /// The whole pipeline on embedded defaults: an in-process Kafka cluster and an in-memory
+    /// store, fed with the example traffic; prints every output record and the final state.
+    Demo(demo::Args),
+    /// Apply a JSON-lines trace with the domain core alone (no Kafka, no Redis) and print every
+    /// output record as one JSON line {"topic", "key", "value"}.
+    Simulate(simulate::Args),
+}
+
+#[derive(Subcommand)]
+pub enum DirectoryCommand {
+    /// Validate a directory file (YAML or JSON) and write it to Redis, replacing the previous
+    /// load atomically. Running processors pick it up within `directory.version_check_ms`.
+    Load(directory::LoadArgs),
+}
+
+/// `run`'s one argument: the processor's settings all come from the configuration.
+#[derive(clap::Args)]
+pub struct RunArgs {
+    /// Configuration file (TOML), over config/default.toml; SWITCHBOARD_* variables win.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
