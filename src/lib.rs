@@ -8,7 +8,7 @@
 //! - [`runtime`]: the adapters that run the core on a stream: the Kafka consumer and
 //!   transactional producer, the batch pipeline, the state stores (Redis, memory) and metrics.
 //! - [`tools`]: what operators and load testers run beside it: `simulate` (the core over a
-//!   file, the oracle), `demo`, `loadgen`, `replay`.
+//!   file, the oracle), `demo`, `loadgen`, `replay`, `inspect`, `directory` (load).
 //! - [`config`] and [`directory_file`]: the typed, validated settings and the directory file
 //!   every entry point reads at start-up.
 

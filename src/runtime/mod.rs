@@ -1,8 +1,8 @@
 //! The stream runtime: the adapters that run the core on Kafka and Redis. A consumer group on
 //! the input topic feeds batches to the [`pipeline`] (`prepare_batch` reads and applies,
 //! `Prepared::write` writes), and one producer transaction per batch carries the batch's outputs
-//! and its consumer offsets (see `docs/architecture.md`). It owns every side effect; the rules of
-//! the command language stay in [`crate::core`].
+//! and its consumer offsets (see `docs/architecture.md`). It owns every side effect; it may not
+//! hold a rule of the command language: those stay in [`crate::core`], which it only calls.
 //!
 //! [`Runtime::run`] is one `match` over what the consumer brings (`consumer::Polled`); the
 //! transaction's state is one `commit::Txn`; what is done when something fails is one policy,

@@ -4,6 +4,10 @@
 //! the outbox of outputs not yet known to be committed to Kafka, and the message log. Writes
 //! are atomic per conversation and fenced by the offset: a write whose offset is not above the
 //! stored one changes nothing and is reported [`WriteOutcome::Stale`].
+//!
+//! This folder owns the storage formats and keys (Redis hashes, the outbox encoding, the
+//! directory's keys and cache); it may not decide anything a command means (that is the core's)
+//! nor touch Kafka (the runtime's).
 
 pub mod directory;
 mod memory;
