@@ -17,6 +17,7 @@ use serde_json::Value as Json;
 use serde_yaml_ng::Value as Yaml;
 
 use switchboard::config::Config;
+use switchboard::runtime::metrics::Committed;
 
 const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
 const RELEASE: &str = "switchboard";
@@ -406,7 +407,9 @@ fn exported_metrics() -> BTreeSet<String> {
         .with_label_values(&["chat", "committed"])
         .inc_by(0);
     m.redis_seconds.with_label_values(&["load"]);
-    m.consumer_lag.with_label_values(&["0"]);
+    m.consumer_lag
+        .assigned("conversation.messages", [(0, Committed::At(0))]);
+    m.consumer_lag.ends([(0, 0, 0)]);
     let mut names = BTreeSet::new();
     for line in m.render().lines() {
         let Some(rest) = line.strip_prefix("# TYPE ") else {
