@@ -146,6 +146,58 @@ fn the_registry_exports_process_and_build_series_that_promtool_accepts() {
     );
 }
 
+/// `docs/metrics.md` lists every metric the binary exports, and nothing else but the pending
+/// ones it says are not exported yet.
+#[test]
+fn the_reference_lists_exactly_the_exported_metrics() {
+    let m = Metrics::new();
+    m.consumer_lag.assigned("in", [(0, Committed::At(0))]);
+    m.consumer_lag.ends([(0, 0, 0)]);
+    m.messages.with_label_values(&["chat", "applied"]).inc();
+    m.redis_seconds.with_label_values(&["load"]).observe(0.0);
+    let exported: BTreeSet<String> = m
+        .render()
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .map(|l| l.split(' ').next().unwrap().to_string())
+        .collect();
+    let doc =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/metrics.md")).unwrap();
+    // Names in backquotes, as the tables give them.
+    let documented: BTreeSet<String> = doc
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .filter(|w| {
+            (w.starts_with("switchboard_") || w.starts_with("process_"))
+                && w.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        })
+        .map(String::from)
+        .collect();
+    let pending = BTreeSet::from(["switchboard_halted_partitions".to_string()]);
+    let undocumented: Vec<_> = exported.difference(&documented).collect();
+    assert!(
+        undocumented.is_empty(),
+        "not in docs/metrics.md: {undocumented:?}"
+    );
+    let unknown: Vec<_> = documented
+        .difference(&exported)
+        .filter(|n| !pending.contains(*n))
+        // The process collector reads /proc.
+        .filter(|n| cfg!(target_os = "linux") || !n.starts_with("process_"))
+        .collect();
+    assert!(
+        unknown.is_empty(),
+        "documented but not exported: {unknown:?}"
+    );
+    for name in &pending {
+        assert!(
+            !exported.contains(name),
+            "{name} is exported now: document it"
+        );
+    }
+}
+
 /// Messages of a known conversation with producer-chosen types, after the trace.
 fn random_types(n: usize) -> Vec<(String, String)> {
     (0..n)

@@ -177,7 +177,7 @@ impl Metrics {
             rebalances: counter(
                 r,
                 "switchboard_rebalances_total",
-                "Consumer group rebalances",
+                "Rebalance callbacks: partitions assigned or revoked (an eager rebalance is one of each)",
             ),
             fencings: counter(
                 r,
