@@ -81,39 +81,32 @@ impl ConsumerContext for ConsumerHooks {
 
 impl ConsumerHooks {
     /// What the group has committed for newly assigned partitions, for the lag: the consumer
-    /// never learns of the offsets the producer's transactions commit, so it is asked here. It
-    /// is the same offset fetch librdkafka makes before it fetches a partition, so the
-    /// partitions deliver nothing sooner while this waits. On failure the lag of these
-    /// partitions is unknown until a batch commits on them.
+    /// never learns of the offsets the producer's transactions commit, so it asks. librdkafka
+    /// sends the same request before it fetches a newly assigned partition, so both wait on the
+    /// same answer and the first records are hardly delayed. When the request fails, the lag of
+    /// these partitions is unknown until a batch commits on them.
     fn committed(
         &self,
         consumer: &BaseConsumer<Self>,
         assigned: &TopicPartitionList,
     ) -> Vec<(i32, Committed)> {
-        let mine = assigned
-            .elements()
-            .into_iter()
-            .filter(|e| e.topic() == self.input)
-            .map(|e| e.partition());
-        match consumer.committed_offsets(assigned.clone(), COMMITTED_TIMEOUT) {
-            Ok(tpl) => tpl
-                .elements()
-                .iter()
-                .filter(|e| e.topic() == self.input)
-                .map(|e| {
-                    let committed = match e.offset() {
-                        Offset::Offset(o) if e.error().is_ok() => Committed::At(o),
-                        Offset::Invalid if e.error().is_ok() => Committed::Nothing,
-                        _ => Committed::Unknown,
-                    };
-                    (e.partition(), committed)
-                })
-                .collect(),
-            Err(error) => {
-                warn!(%error, "cannot fetch the group's committed offsets; the lag of the partitions just assigned is unknown until a batch commits on them");
-                mine.map(|p| (p, Committed::Unknown)).collect()
-            }
+        let fetched = consumer.committed_offsets(assigned.clone(), COMMITTED_TIMEOUT);
+        if let Err(error) = &fetched {
+            warn!(%error, "cannot fetch the group's committed offsets; the lag of the partitions just assigned is unknown until a batch commits on them");
         }
+        let tpl = fetched.as_ref().unwrap_or(assigned);
+        tpl.elements()
+            .iter()
+            .filter(|e| e.topic() == self.input)
+            .map(|e| {
+                let committed = match (&fetched, e.offset(), e.error()) {
+                    (Ok(_), Offset::Offset(o), Ok(())) => Committed::At(o),
+                    (Ok(_), Offset::Invalid, Ok(())) => Committed::Nothing,
+                    _ => Committed::Unknown,
+                };
+                (e.partition(), committed)
+            })
+            .collect()
     }
 }
 

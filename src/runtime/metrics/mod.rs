@@ -99,8 +99,16 @@ const REVISION: &str = match option_env!("SWITCHBOARD_REVISION") {
 };
 
 /// `switchboard_build_info{version, revision, librdkafka}`, always 1: joined on to other series
-/// to tell which build each instance runs.
-fn build_info(registry: &Registry) {
+/// to tell which build each instance runs. And on Linux the `process_*` series
+/// (`process_cpu_seconds_total`, `process_resident_memory_bytes`, `process_open_fds`…), which
+/// the process collector reads from `/proc`.
+fn process_and_build(registry: &Registry) {
+    #[cfg(target_os = "linux")]
+    registry
+        .register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))
+        .expect("metrics register once");
     let info = gauges(
         registry,
         "switchboard_build_info",
@@ -112,18 +120,20 @@ fn build_info(registry: &Registry) {
         .set(1);
 }
 
+fn consumer_lag(registry: &Registry) -> ConsumerLag {
+    ConsumerLag::new(gauges(
+        registry,
+        "switchboard_consumer_lag",
+        "Records of each assigned input partition not yet committed by the group: last stable offset minus committed offset",
+        &["topic", "partition"],
+    ))
+}
+
 impl Metrics {
     pub fn new() -> Arc<Metrics> {
         let registry = Registry::new();
         let r = &registry;
-        build_info(r);
-        // process_cpu_seconds_total, process_resident_memory_bytes, process_open_fds… (procfs).
-        #[cfg(target_os = "linux")]
-        registry
-            .register(Box::new(
-                prometheus::process_collector::ProcessCollector::for_self(),
-            ))
-            .expect("metrics register once");
+        process_and_build(r);
         let m = Metrics {
             // Batches and their messages.
             messages: counters(
@@ -189,12 +199,7 @@ impl Metrics {
                 "switchboard_assigned_partitions",
                 "Input partitions assigned",
             ),
-            consumer_lag: ConsumerLag::new(gauges(
-                r,
-                "switchboard_consumer_lag",
-                "Records of each assigned input partition not yet committed by the group: last stable offset minus committed offset",
-                &["topic", "partition"],
-            )),
+            consumer_lag: consumer_lag(r),
             registry,
             last_poll_ms: AtomicU64::new(now_ms()),
             last_batch_ok: AtomicBool::new(true),
