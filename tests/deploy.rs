@@ -17,6 +17,7 @@ use serde_json::Value as Json;
 use serde_yaml_ng::Value as Yaml;
 
 use switchboard::config::Config;
+use switchboard::runtime::metrics::Committed;
 
 const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
 const RELEASE: &str = "switchboard";
@@ -29,10 +30,7 @@ const WORST_COMMIT_SECS: i64 = 150;
 const HEALTHZ_STALL_SECS: i64 = 60;
 /// Metrics the alerts name that the binary does not export yet (see deploy/README.md). When one
 /// appears, this test says so, and it comes off the list.
-const PENDING_METRICS: [&str; 2] = [
-    "switchboard_fencings_total",
-    "switchboard_halted_partitions",
-];
+const PENDING_METRICS: [&str; 1] = ["switchboard_halted_partitions"];
 /// Series Prometheus makes itself for every target.
 const PROMETHEUS_SERIES: [&str; 1] = ["up"];
 
@@ -399,14 +397,21 @@ fn the_settings_the_chart_renders_load_in_the_binary() {
 // What the binary exports, and the names PromQL expressions use
 
 /// Every series name the binary's registry exports, histograms with their suffixes.
-fn exported_metrics() -> BTreeSet<String> {
+/// The binary's metrics, each labelled family with a child, so that all of them are exported.
+fn exporting_every_family() -> std::sync::Arc<switchboard::runtime::metrics::Metrics> {
     let m = switchboard::runtime::metrics::Metrics::new();
-    // A labelled family is exported once it has a child: give each one.
     m.messages
         .with_label_values(&["chat", "committed"])
         .inc_by(0);
     m.redis_seconds.with_label_values(&["load"]);
-    m.consumer_lag.with_label_values(&["0"]);
+    m.consumer_lag
+        .assigned("conversation.messages", [(0, Committed::At(0))]);
+    m.consumer_lag.ends([(0, 0, 0)]);
+    m
+}
+
+fn exported_metrics() -> BTreeSet<String> {
+    let m = exporting_every_family();
     let mut names = BTreeSet::new();
     for line in m.render().lines() {
         let Some(rest) = line.strip_prefix("# TYPE ") else {
@@ -431,6 +436,82 @@ fn exported_metrics() -> BTreeSet<String> {
         "{names:?}"
     );
     names
+}
+
+/// The label names of every series name the binary exports (histogram buckets with `le`).
+fn exported_labels() -> BTreeMap<String, BTreeSet<String>> {
+    let m = exporting_every_family();
+    let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for line in m.render().lines().filter(|l| !l.starts_with('#')) {
+        let series = line.rsplit_once(' ').map_or(line, |(s, _)| s);
+        let (name, labels) = series.split_once('{').unwrap_or((series, ""));
+        let entry = out.entry(name.to_string()).or_default();
+        for pair in labels
+            .trim_end_matches('}')
+            .split(',')
+            .filter(|p| !p.is_empty())
+        {
+            entry.insert(pair.split_once('=').expect("label=value").0.to_string());
+        }
+    }
+    out
+}
+
+/// The label names an expression groups by (`by (…)`), outside quoted text.
+fn grouping_labels(expr: &str) -> BTreeSet<String> {
+    // Quoted text (label values, strings) blanked out first.
+    let mut unquoted = String::with_capacity(expr.len());
+    let mut quote: Option<char> = None;
+    let mut escaped = false;
+    for c in expr.chars() {
+        match quote {
+            Some(q) => {
+                if !escaped && c == q {
+                    quote = None;
+                }
+                escaped = !escaped && c == '\\';
+            }
+            None if matches!(c, '"' | '\'' | '`') => quote = Some(c),
+            None => unquoted.push(c),
+        }
+    }
+    let mut out = BTreeSet::new();
+    let mut rest = unquoted.as_str();
+    while let Some(at) = rest.find("by") {
+        let before = rest[..at].chars().next_back();
+        let after = rest[at + 2..].trim_start();
+        let word = before.is_none_or(|c| !c.is_alphanumeric() && c != '_');
+        if let (true, Some(list)) = (word, after.strip_prefix('(')) {
+            let list = list.split(')').next().unwrap_or_default();
+            out.extend(
+                list.split(',')
+                    .map(|l| l.trim().to_string())
+                    .filter(|l| !l.is_empty()),
+            );
+        }
+        rest = &rest[at + 2..];
+    }
+    out
+}
+
+/// Labels Prometheus (and the Prometheus Operator) put on every scraped series.
+const TARGET_LABELS: [&str; 5] = ["job", "instance", "namespace", "pod", "service"];
+
+/// Every `by (…)` label in `expr` is one its metrics carry (or the target's).
+fn assert_groups_by_existing_labels(at: &str, expr: &str) {
+    let exported = exported_labels();
+    let mut have: BTreeSet<String> = TARGET_LABELS.iter().map(|s| s.to_string()).collect();
+    for name in promql_metrics(expr) {
+        have.extend(exported.get(&name).into_iter().flatten().cloned());
+    }
+    let missing: Vec<_> = grouping_labels(expr)
+        .into_iter()
+        .filter(|l| !have.contains(l))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{at}: groups by {missing:?}, which no series in {expr} has"
+    );
 }
 
 /// Aggregations, operators and modifiers: words in PromQL that are not metric names.
@@ -578,6 +659,12 @@ fn promql_metric_names_are_found_and_nothing_else() {
         BTreeSet::from(["m".to_string()])
     );
     assert!(grafana_query_metrics("label_values(namespace)").is_empty());
+    assert_eq!(
+        grouping_labels(
+            r#"max by(topic, partition) (x{a="by (q)"}) / sum by (le, op) (rate(m_bytes[5m])) / sum without (w) (y)"#
+        ),
+        BTreeSet::from(["le", "op", "partition", "topic"].map(String::from))
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -609,6 +696,8 @@ fn the_alerts_pass_promtool_and_name_exported_metrics() {
     for group in rule["spec"]["groups"].as_sequence().expect("groups") {
         for r in group["rules"].as_sequence().expect("rules") {
             alerts += 1;
+            let expr = r["expr"].as_str().expect("an expression");
+            assert_groups_by_existing_labels(r["alert"].as_str().unwrap_or("?"), expr);
             unknown.extend(
                 promql_metrics(r["expr"].as_str().expect("an expression"))
                     .into_iter()
@@ -693,6 +782,9 @@ fn the_dashboard_queries_only_metrics_the_binary_exports() {
             promql_metrics(q)
         };
         assert!(!names.is_empty(), "{at}: no metric in {q}");
+        if !at.starts_with("variable ") {
+            assert_groups_by_existing_labels(at, q);
+        }
         for n in names {
             assert!(
                 exported.contains(&n) || PROMETHEUS_SERIES.contains(&n.as_str()),
@@ -712,6 +804,10 @@ fn the_dashboard_queries_only_metrics_the_binary_exports() {
         "switchboard_rebalances_total",
         "switchboard_dead_letters_total",
         "switchboard_batch_records_bucket",
+        "switchboard_fencings_total",
+        "switchboard_build_info",
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
     ] {
         assert!(used.contains(family), "no panel shows {family}");
     }
@@ -870,6 +966,40 @@ fn the_build_context_leaves_out_build_output_and_keeps_the_sources() {
         );
     }
     assert!(!ignored(&ignore, "src/main.rs"));
+}
+
+/// The revision given to the image build reaches `switchboard_build_info{revision}`: the build
+/// stage declares the argument and hands it to cargo as `SWITCHBOARD_REVISION`, which the
+/// binary reads at compile time.
+#[test]
+fn the_image_build_compiles_its_revision_in() {
+    let all = dockerfile();
+    let build_stage: Vec<&(String, String)> = all
+        .iter()
+        .skip_while(|(op, _)| op != "FROM")
+        .take_while(|(op, args)| op != "FROM" || args.contains(" AS build"))
+        .collect();
+    assert!(
+        build_stage
+            .iter()
+            .any(|(op, args)| op == "ARG" && args.starts_with("REVISION")),
+        "the build stage does not declare ARG REVISION"
+    );
+    let cargo = build_stage
+        .iter()
+        .find(|(op, args)| op == "RUN" && args.contains("cargo build"))
+        .expect("the build stage runs cargo build");
+    assert!(
+        cargo
+            .1
+            .contains("SWITCHBOARD_REVISION=\"${REVISION}\" cargo build"),
+        "cargo build does not get the revision: {}",
+        cargo.1
+    );
+    assert!(
+        read("src/runtime/metrics/mod.rs").contains("option_env!(\"SWITCHBOARD_REVISION\")"),
+        "the binary no longer reads SWITCHBOARD_REVISION"
+    );
 }
 
 #[test]

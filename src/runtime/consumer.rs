@@ -18,8 +18,11 @@ use super::commit::{Gate, Txn};
 use super::kafka::{client_config, TIMEOUT};
 use super::RuntimeError;
 use crate::config::Config;
-use crate::runtime::metrics::Metrics;
+use crate::runtime::metrics::{Committed, Metrics};
 use crate::runtime::pipeline::InputRecord;
+
+/// How long a rebalance waits for the group's committed offsets (for the lag only).
+const COMMITTED_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The consumer's context: notes rebalances, so that a batch collected across one is dropped
 /// rather than processed, holds a rebalance until the commit in flight is done, and feeds the
@@ -32,25 +35,36 @@ pub(super) struct ConsumerHooks {
 }
 
 impl ClientContext for ConsumerHooks {
+    /// Every `statistics.interval.ms`: the input partitions' ends, for the lag.
     fn stats(&self, statistics: Statistics) {
         if let Some(topic) = statistics.topics.get(&self.input) {
-            for (partition, p) in &topic.partitions {
-                // librdkafka reports -1 for partitions it is not consuming.
-                if *partition >= 0 && p.consumer_lag >= 0 {
-                    self.metrics
-                        .consumer_lag
-                        .with_label_values(&[&partition.to_string()])
-                        .set(p.consumer_lag);
-                }
-            }
+            self.metrics.consumer_lag.ends(
+                topic
+                    .partitions
+                    .values()
+                    // -1 is librdkafka's internal "unassigned" partition.
+                    .filter(|p| p.partition >= 0)
+                    .map(|p| (p.partition, p.lo_offset, p.ls_offset)),
+            );
         }
     }
 }
 
 impl ConsumerContext for ConsumerHooks {
-    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, _: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         let assigned = consumer.assignment().map(|a| a.count()).unwrap_or(0);
         self.metrics.assigned_partitions.set(assigned as i64);
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                let committed = self.committed(consumer, tpl);
+                self.metrics.consumer_lag.assigned(&self.input, committed);
+            }
+            Rebalance::Revoke(tpl) => self
+                .metrics
+                .consumer_lag
+                .revoked(tpl.elements().iter().map(|e| e.partition())),
+            Rebalance::Error(_) => {}
+        }
     }
 
     fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -62,6 +76,37 @@ impl ConsumerContext for ConsumerHooks {
             Rebalance::Revoke(tpl) => info!(partitions = tpl.count(), "partitions revoked"),
             Rebalance::Error(e) => warn!(error = %e, "rebalance error"),
         }
+    }
+}
+
+impl ConsumerHooks {
+    /// What the group has committed for newly assigned partitions, for the lag: the consumer
+    /// never learns of the offsets the producer's transactions commit, so it asks. librdkafka
+    /// sends the same request before it fetches a newly assigned partition, so both wait on the
+    /// same answer and the first records are hardly delayed. When the request fails, the lag of
+    /// these partitions is unknown until a batch commits on them.
+    fn committed(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        assigned: &TopicPartitionList,
+    ) -> Vec<(i32, Committed)> {
+        let fetched = consumer.committed_offsets(assigned.clone(), COMMITTED_TIMEOUT);
+        if let Err(error) = &fetched {
+            warn!(%error, "cannot fetch the group's committed offsets; the lag of the partitions just assigned is unknown until a batch commits on them");
+        }
+        let tpl = fetched.as_ref().unwrap_or(assigned);
+        tpl.elements()
+            .iter()
+            .filter(|e| e.topic() == self.input)
+            .map(|e| {
+                let committed = match (&fetched, e.offset(), e.error()) {
+                    (Ok(_), Offset::Offset(o), Ok(())) => Committed::At(o),
+                    (Ok(_), Offset::Invalid, Ok(())) => Committed::Nothing,
+                    _ => Committed::Unknown,
+                };
+                (e.partition(), committed)
+            })
+            .collect()
     }
 }
 

@@ -106,7 +106,7 @@ impl<S: StateStore, D: DirectorySource> Runtime<S, D> {
             io,
             txn: Txn::Idle,
             committing,
-            recovery: Recovery::new(),
+            recovery: Recovery::new(metrics.fencings.clone()),
             metrics,
             stats: Stats::default(),
         })
@@ -189,6 +189,7 @@ impl<S: StateStore, D: DirectorySource> Runtime<S, D> {
 
     /// Hands a written batch's outputs and offsets to the commit thread.
     fn start_commit(&mut self, out: BatchOutput, records: u64) -> Result<(), RuntimeError> {
+        self.metrics.consumer_lag.committing(&out.next_offsets);
         let commit = Commit {
             producer: Arc::clone(&self.producer),
             topics: self.config.topics.clone(),
@@ -231,6 +232,7 @@ impl<S: StateStore, D: DirectorySource> Runtime<S, D> {
             }
         };
         self.metrics.produce_seconds.observe(took.as_secs_f64());
+        self.metrics.consumer_lag.committed();
         self.metrics.batch_outcome(true);
         self.metrics.batches.inc();
         self.metrics.batch_size.observe(f.records as f64);

@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use prometheus::IntCounter;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{Producer, PurgeConfig};
 use tracing::warn;
@@ -54,11 +55,14 @@ pub(super) struct Recovery {
     failures: u32,
     /// How long to wait before the next try of a failed recovery step.
     retry_wait: Duration,
+    /// `switchboard_fencings_total`.
+    fencings: IntCounter,
 }
 
 impl Recovery {
-    pub(super) fn new() -> Self {
+    pub(super) fn new(fencings: IntCounter) -> Self {
         Recovery {
+            fencings,
             fences: Vec::new(),
             failures: 0,
             retry_wait: FIRST_RETRY_WAIT,
@@ -85,6 +89,7 @@ impl Recovery {
     /// the transactional ID (a misconfiguration), the two would fence each other for ever: more
     /// than [`MAX_FENCES`] fencings within [`FENCE_WINDOW`] end this instance instead.
     fn fenced(&mut self) -> Action {
+        self.fencings.inc();
         self.fences.retain(|t| t.elapsed() < FENCE_WINDOW);
         self.fences.push(Instant::now());
         if self.fences.len() > MAX_FENCES {
@@ -255,5 +260,38 @@ impl<S: StateStore, D: DirectorySource> Runtime<S, D> {
             .map_err(RuntimeError::Producer)?;
         self.txn = Txn::Idle;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_fencing_recognised_is_counted_and_nothing_else() {
+        let counter = IntCounter::new("fencings", "fencings").unwrap();
+        let mut recovery = Recovery::new(counter.clone());
+        let fenced =
+            || RuntimeError::Producer(KafkaError::MessageProduction(RDKafkaErrorCode::Fenced));
+        let other = || {
+            RuntimeError::Producer(KafkaError::MessageProduction(
+                RDKafkaErrorCode::MessageTimedOut,
+            ))
+        };
+        assert_eq!(recovery.action(&other(), false), Action::Retry);
+        assert_eq!(
+            recovery.action(&RuntimeError::Abort(KafkaError::Canceled), false),
+            Action::ReplaceProducer { fenced: false }
+        );
+        assert_eq!(counter.get(), 0);
+        for _ in 0..MAX_FENCES {
+            assert_eq!(
+                recovery.action(&fenced(), false),
+                Action::ReplaceProducer { fenced: true }
+            );
+        }
+        // The one too many is counted too, as the instance exits.
+        assert_eq!(recovery.action(&fenced(), true), Action::Exit);
+        assert_eq!(counter.get(), MAX_FENCES as u64 + 1);
     }
 }

@@ -4,7 +4,9 @@
 
 use crate::core::directory::{Block, Directory};
 use crate::core::event::{Outcome, Output};
-use crate::core::message::{DeadLetter, Decoded, Invalid, Message, IMPORT_REQUEST};
+use crate::core::message::{
+    DeadLetter, Decoded, Invalid, Message, IMPORT_REQUEST, IMPORT_TRANSFER,
+};
 use crate::core::transition::{apply, invalid, Env};
 use crate::core::Dialect;
 use crate::runtime::store::{OutRecord, Pending};
@@ -31,8 +33,22 @@ pub(super) enum Disposition {
     Invalid,
 }
 
+/// The message types counted under their own name: SPEC section 2's, and the `/import` relay
+/// records Switchboard writes itself. Any other `type` is the producer's to choose, so as a
+/// label it would make one series per value sent: it is counted as `other`.
+const COUNTED_TYPES: [&str; 7] = [
+    "chat",
+    "command",
+    "form",
+    "field",
+    "mention",
+    IMPORT_REQUEST,
+    IMPORT_TRANSFER,
+];
+
 impl Disposition {
-    /// The (message type, outcome) pair it is counted under in [`BatchOutput::kinds`].
+    /// The (message type, outcome) pair it is counted under in [`BatchOutput::kinds`]: both
+    /// from fixed lists (`switchboard_messages_total`'s labels).
     fn into_label(self) -> (String, &'static str) {
         let (kind, outcome) = match self {
             Disposition::DeadLetter => ("unreadable", "dead_letter"),
@@ -49,7 +65,11 @@ impl Disposition {
                     None if kind == IMPORT_REQUEST => "relayed",
                     None => "deferred",
                 };
-                return (kind, outcome);
+                let kind = COUNTED_TYPES
+                    .into_iter()
+                    .find(|t| *t == kind)
+                    .unwrap_or("other");
+                (kind, outcome)
             }
         };
         (kind.to_string(), outcome)
@@ -197,5 +217,39 @@ fn out_record(o: Output) -> OutRecord {
         topic: o.topic,
         value: serde_json::to_string(&o.value).expect("outputs serialise"),
         key: o.key,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn applied(kind: &str) -> (String, &'static str) {
+        Disposition::Applied {
+            kind: kind.to_string(),
+            outcome: Some(Outcome::Applied),
+        }
+        .into_label()
+    }
+
+    #[test]
+    fn message_types_are_counted_under_a_fixed_list_of_labels() {
+        for known in COUNTED_TYPES {
+            assert_eq!(applied(known).0, known);
+        }
+        for unknown in [
+            "attacker-type-15738",
+            "",
+            "Chat",
+            "chat ",
+            "conversation.status",
+        ] {
+            assert_eq!(applied(unknown), ("other".to_string(), "applied"));
+        }
+        let relay = Disposition::Applied {
+            kind: IMPORT_REQUEST.to_string(),
+            outcome: None,
+        };
+        assert_eq!(relay.into_label(), (IMPORT_REQUEST.to_string(), "relayed"));
     }
 }

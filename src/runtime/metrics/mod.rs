@@ -1,4 +1,8 @@
 //! Operations: Prometheus metrics and the `/metrics`, `/healthz`, `/readyz` endpoints.
+//! `docs/metrics.md` lists every metric. The consumer lag, which the runtime computes itself,
+//! is in [`lag`].
+
+mod lag;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -14,6 +18,8 @@ use crate::core::directory::Block;
 use crate::core::state::StoredMessage;
 use crate::runtime::store::{Record, StateStore, StoreError, Write, WriteOutcome};
 
+pub use lag::{Committed, ConsumerLag};
+
 /// Every metric the processor exports.
 pub struct Metrics {
     registry: Registry,
@@ -27,8 +33,9 @@ pub struct Metrics {
     pub dead_letters: IntCounter,
     pub outputs: IntCounter,
     pub rebalances: IntCounter,
+    pub fencings: IntCounter,
     pub assigned_partitions: IntGauge,
-    pub consumer_lag: IntGaugeVec,
+    pub consumer_lag: ConsumerLag,
     last_poll_ms: AtomicU64,
     last_batch_ok: AtomicBool,
 }
@@ -82,10 +89,51 @@ fn histograms(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> H
     registered(registry, HistogramVec::new(opts, labels))
 }
 
+/// `switchboard_build_info`'s `revision`: the commit the binary was built from, when the build
+/// said (`SWITCHBOARD_REVISION=$(git rev-parse HEAD) cargo build`; the image's `REVISION`
+/// argument does). A build script reading `.git` would fail in a source tarball or a Docker
+/// context without `.git`; an environment variable costs nothing where it is absent.
+const REVISION: &str = match option_env!("SWITCHBOARD_REVISION") {
+    Some(r) => r,
+    None => "unknown",
+};
+
+/// `switchboard_build_info{version, revision, librdkafka}`, always 1: joined on to other series
+/// to tell which build each instance runs. And on Linux the `process_*` series
+/// (`process_cpu_seconds_total`, `process_resident_memory_bytes`, `process_open_fds`…), which
+/// the process collector reads from `/proc`.
+fn process_and_build(registry: &Registry) {
+    #[cfg(target_os = "linux")]
+    registry
+        .register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))
+        .expect("metrics register once");
+    let info = gauges(
+        registry,
+        "switchboard_build_info",
+        "The build: crate version, source revision, librdkafka version (always 1)",
+        &["version", "revision", "librdkafka"],
+    );
+    let (_, librdkafka) = rdkafka::util::get_rdkafka_version();
+    info.with_label_values(&[env!("CARGO_PKG_VERSION"), REVISION, &librdkafka])
+        .set(1);
+}
+
+fn consumer_lag(registry: &Registry) -> ConsumerLag {
+    ConsumerLag::new(gauges(
+        registry,
+        "switchboard_consumer_lag",
+        "Records of each assigned input partition not yet committed by the group: last stable offset minus committed offset",
+        &["topic", "partition"],
+    ))
+}
+
 impl Metrics {
     pub fn new() -> Arc<Metrics> {
         let registry = Registry::new();
         let r = &registry;
+        process_and_build(r);
         let m = Metrics {
             // Batches and their messages.
             messages: counters(
@@ -139,19 +187,19 @@ impl Metrics {
             rebalances: counter(
                 r,
                 "switchboard_rebalances_total",
-                "Consumer group rebalances",
+                "Rebalance callbacks: partitions assigned or revoked (an eager rebalance is one of each)",
+            ),
+            fencings: counter(
+                r,
+                "switchboard_fencings_total",
+                "Times the transactional producer was found fenced (a newer producer with the same transactional id, or a transaction timed out by the coordinator)",
             ),
             assigned_partitions: gauge(
                 r,
                 "switchboard_assigned_partitions",
                 "Input partitions assigned",
             ),
-            consumer_lag: gauges(
-                r,
-                "switchboard_consumer_lag",
-                "Records behind the end of each input partition",
-                &["partition"],
-            ),
+            consumer_lag: consumer_lag(r),
             registry,
             last_poll_ms: AtomicU64::new(now_ms()),
             last_batch_ok: AtomicBool::new(true),
