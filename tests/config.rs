@@ -18,10 +18,8 @@ fn env(vars: &[(&str, &str)]) -> BTreeMap<String, String> {
 
 /// A file of its own under the temporary directory.
 fn file(name: &str, contents: &str) -> PathBuf {
-    let path = std::env::temp_dir().join(format!(
-        "switchboard-config-{}-{name}",
-        std::process::id()
-    ));
+    let path =
+        std::env::temp_dir().join(format!("switchboard-config-{}-{name}", std::process::id()));
     std::fs::write(&path, contents).unwrap();
     path
 }
@@ -81,7 +79,10 @@ fn a_file_overrides_the_defaults_and_the_environment_overrides_the_file() {
     // librdkafka takes text: TOML numbers and booleans are written as such.
     assert_eq!(property("socket.keepalive.enable"), "true");
     assert_eq!(property("fetch.wait.max.ms"), "100");
-    assert_eq!(c.redis.key_prefix, "sb", "untouched keys keep their defaults");
+    assert_eq!(
+        c.redis.key_prefix, "sb",
+        "untouched keys keep their defaults"
+    );
 
     let c = load(
         Some(&path),
@@ -114,8 +115,14 @@ fn errors_name_the_setting() {
     one("[kafka]\nbrokers = \"\"\n", "kafka.brokers");
     one("[kafka]\nbrokers = \"not a host\"\n", "kafka.brokers");
     one("[kafka]\nbrokers = \"k1:port\"\n", "kafka.brokers");
-    one("[kafka]\nbatch_max_messages = 0\n", "kafka.batch_max_messages");
-    one("[kafka]\nsession_timeout_ms = 5\n", "kafka.session_timeout_ms");
+    one(
+        "[kafka]\nbatch_max_messages = 0\n",
+        "kafka.batch_max_messages",
+    );
+    one(
+        "[kafka]\nsession_timeout_ms = 5\n",
+        "kafka.session_timeout_ms",
+    );
     one("[topics]\nbot_commands = \"command.results\"\n", "topics");
     one("[redis]\nurl = \"http://x\"\n", "redis.url");
     one("[redis]\nurl = \"redis://h/not-a-db\"\n", "redis.url");
@@ -123,13 +130,19 @@ fn errors_name_the_setting() {
     one("[http]\nlisten = \"everywhere\"\n", "http.listen");
     one("[log]\nlevel = \"info,,=[[\"\n", "log.level");
     one("[kafka]\nbrokerz = \"x\"\n", "kafka.brokerz");
-    one("[kafka]\nbatch_linger_ms = \"soon\"\n", "kafka.batch_linger_ms");
+    one(
+        "[kafka]\nbatch_linger_ms = \"soon\"\n",
+        "kafka.batch_linger_ms",
+    );
     one("dialect = \"klingon\"\n", "dialect");
     one("[topicz]\ninput = \"x\"\n", "topicz");
     one("kafka = 3\n", "kafka");
 
     let unknown = with_toml("[kafka]\nbrokerz = \"x\"\n");
-    assert!(unknown[0].reason.contains("brokers"), "lists the valid keys");
+    assert!(
+        unknown[0].reason.contains("brokers"),
+        "lists the valid keys"
+    );
     assert!(
         unknown[0].origin.as_deref().unwrap().ends_with(".toml"),
         "names the file: {unknown:?}"
@@ -226,7 +239,10 @@ fn a_hostile_environment_still_loads() {
 fn kafka_properties_come_from_the_environment_each_map_its_own() {
     let c = config(&[
         ("SWITCHBOARD_KAFKA__PROPERTIES__SASL_PASSWORD", "12345"),
-        ("SWITCHBOARD_KAFKA__PROPERTIES__SECURITY_PROTOCOL", "SASL_SSL"),
+        (
+            "SWITCHBOARD_KAFKA__PROPERTIES__SECURITY_PROTOCOL",
+            "SASL_SSL",
+        ),
         (
             "SWITCHBOARD_KAFKA__PRODUCER_PROPERTIES__COMPRESSION_TYPE",
             "zstd",
@@ -239,7 +255,10 @@ fn kafka_properties_come_from_the_environment_each_map_its_own() {
     let text = |m: &switchboard::config::Properties, k: &str| m[k].expose_secret().to_string();
     assert_eq!(text(&c.kafka.properties, "sasl.password"), "12345");
     assert_eq!(text(&c.kafka.properties, "security.protocol"), "SASL_SSL");
-    assert_eq!(text(&c.kafka.producer_properties, "compression.type"), "zstd");
+    assert_eq!(
+        text(&c.kafka.producer_properties, "compression.type"),
+        "zstd"
+    );
     assert_eq!(
         text(&c.kafka.consumer_properties, "fetch.max.bytes"),
         "1048576"
@@ -295,7 +314,11 @@ fn redis_credentials_survive_any_character() {
         ("SWITCHBOARD_REDIS__USERNAME", "sb:user"),
         ("SWITCHBOARD_REDIS__PASSWORD", "p@ss/w:rd%?#"),
     ]);
-    let info = c.redis_url().expose_secret().into_connection_info().unwrap();
+    let info = c
+        .redis_url()
+        .expose_secret()
+        .into_connection_info()
+        .unwrap();
     assert_eq!(info.redis_settings().username(), Some("sb:user"));
     assert_eq!(info.redis_settings().password(), Some("p@ss/w:rd%?#"));
     assert_eq!(
@@ -308,7 +331,11 @@ fn redis_credentials_survive_any_character() {
         ("SWITCHBOARD_REDIS__URL", "unix:///run/redis.sock"),
         ("SWITCHBOARD_REDIS__PASSWORD", "a&b=c"),
     ]);
-    let info = c.redis_url().expose_secret().into_connection_info().unwrap();
+    let info = c
+        .redis_url()
+        .expose_secret()
+        .into_connection_info()
+        .unwrap();
     assert_eq!(info.redis_settings().password(), Some("a&b=c"));
 
     // In the URL, the password is never shown either.
@@ -328,7 +355,10 @@ fn redis_credentials_survive_any_character() {
 fn secrets_stay_out_of_debug_output_and_messages() {
     let c = config(&[
         ("SWITCHBOARD_REDIS__PASSWORD", "hunter2-redis"),
-        ("SWITCHBOARD_KAFKA__PROPERTIES__SASL_PASSWORD", "hunter2-sasl"),
+        (
+            "SWITCHBOARD_KAFKA__PROPERTIES__SASL_PASSWORD",
+            "hunter2-sasl",
+        ),
     ]);
     let shown = format!("{c:?}");
     assert!(!shown.contains("hunter2"), "{shown}");
@@ -337,7 +367,10 @@ fn secrets_stay_out_of_debug_output_and_messages() {
     let found = problems(
         None,
         &[
-            ("SWITCHBOARD_KAFKA__PROPERTIES__SASL_PASWORD", "hunter2-typo"),
+            (
+                "SWITCHBOARD_KAFKA__PROPERTIES__SASL_PASWORD",
+                "hunter2-typo",
+            ),
             (
                 "SWITCHBOARD_KAFKA__PROPERTIES__SECURITY_PROTOCOL",
                 "hunter2-protocol",
