@@ -503,3 +503,13 @@ fn piped_logs_carry_no_colour_codes() {
     );
     assert!(!stderr.contains('\u{1b}'), "{stderr:?}");
 }
+
+#[test]
+fn other_failures_exit_1_and_usage_errors_2() {
+    forget("inspect");
+    let (code, _, stderr) = switchboard("inspect", &["inspect", "000000000000000000000001"], &[]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("does not exist"), "{stderr}");
+    let (code, _, stderr) = switchboard("usage", &["run", "--confg", "x.toml"], &[]);
+    assert_eq!(code, 2, "{stderr}");
+}

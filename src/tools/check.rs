@@ -168,10 +168,9 @@ fn kafka(config: &Config, timeout: Duration) -> Verdict {
         .map(|t| config.topics.name(*t))
         .filter(|name| !present.contains(name))
         .collect();
-    let found = format!(
-        "Kafka at {brokers}: {} brokers answered",
-        metadata.brokers().len()
-    );
+    let answered = metadata.brokers().len();
+    let plural = if answered == 1 { "" } else { "s" };
+    let found = format!("Kafka at {brokers}: {answered} broker{plural} answered");
     if missing.is_empty() {
         println!("ok       {found}; all {} topics exist", Topic::ALL.len());
         Verdict::Ok
