@@ -420,3 +420,23 @@ fn the_instance_names_the_transactional_and_client_ids() {
     assert_eq!(c.client_id(), "orders-switchboard");
     assert_eq!(c.transactional_id(), "sb-fixed");
 }
+
+#[test]
+fn the_example_configuration_loads() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/switchboard.example.toml");
+    let c = load(
+        Some(&path),
+        &[
+            ("POD_NAME", "switchboard-0"),
+            ("SWITCHBOARD_REDIS__PASSWORD", "from-a-secret"),
+        ],
+    )
+    .unwrap()
+    .config;
+    assert_eq!(c.log.format, LogFormat::Json);
+    assert_eq!(c.transactional_id(), "switchboard-switchboard-0");
+    assert_eq!(
+        c.kafka.producer_properties["compression.type"].expose_secret(),
+        "zstd"
+    );
+}
