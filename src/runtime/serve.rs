@@ -12,7 +12,6 @@
 use std::net::{AddrParseError, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use secrecy::ExposeSecret;
 
@@ -55,14 +54,16 @@ pub enum ServeError {
     },
 }
 
+const SIGNALS: [i32; 2] = [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT];
+
 /// Runs the processor until SIGTERM or SIGINT (then finishes and commits the batch in flight).
 pub fn serve(config: Config) -> Result<(), ServeError> {
     let stop = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+    for signal in SIGNALS {
         signal_hook::flag::register(signal, Arc::clone(&stop))?;
     }
     let started = Arc::new(AtomicBool::new(false));
-    exit_if_stopped_before(Arc::clone(&stop), Arc::clone(&started))?;
+    exit_if_stopped_before(&stop, Arc::clone(&started))?;
 
     let io = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -137,22 +138,31 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
     Ok(())
 }
 
-/// Exits the process with status 0 as soon as `stop` is set, unless `started` was set first.
-fn exit_if_stopped_before(stop: Arc<AtomicBool>, started: Arc<AtomicBool>) -> std::io::Result<()> {
+/// Exits the process with status 0 on SIGTERM or SIGINT (or if `stop` is set already) until
+/// `started` is set; after that, the signal is the runtime's (through `stop`).
+fn exit_if_stopped_before(stop: &AtomicBool, started: Arc<AtomicBool>) -> std::io::Result<()> {
+    let mut signals = signal_hook::iterator::Signals::new(SIGNALS)?;
+    // A signal that came before `signals` existed set `stop` only.
+    if stop.load(Ordering::SeqCst) {
+        exit_during_start_up();
+    }
     std::thread::Builder::new()
-        .name("startup-stop".into())
+        .name("startup-signals".into())
         .spawn(move || {
-            while !started.load(Ordering::SeqCst) {
-                if stop.load(Ordering::SeqCst) {
-                    tracing::info!("stop signal during start-up: exiting, nothing was processed");
-                    // `_exit`: the main thread may be inside librdkafka, whose threads must not
-                    // race the C library's exit handlers.
-                    signal_hook::low_level::exit(0);
+            for _ in signals.forever() {
+                if !started.load(Ordering::SeqCst) {
+                    exit_during_start_up();
                 }
-                std::thread::sleep(Duration::from_millis(20));
             }
         })?;
     Ok(())
+}
+
+fn exit_during_start_up() -> ! {
+    tracing::info!("stop signal during start-up: exiting, nothing was processed");
+    // `_exit`: the main thread may be inside librdkafka, whose threads must not race the C
+    // library's exit handlers.
+    signal_hook::low_level::exit(0)
 }
 
 /// The directory, noting when the runtime begins its first batch (which refreshes it first):
