@@ -4,16 +4,19 @@
 //! library, since the tool's `run` takes them whole); this module only assembles them, so it
 //! lives in the binary, which alone parses a command line.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand};
-use switchboard::tools::{demo, directory, inspect, loadgen, replay, simulate};
+use switchboard::tools::{check, demo, directory, inspect, loadgen, replay, simulate};
 
 #[derive(Parser)]
 #[command(
     name = "switchboard",
     version,
-    about = "Conversation-command stream processor"
+    about = "Conversation-command stream processor",
+    after_help = "Exit status: 0 done; 1 failed; 2 bad command line; 69 a server (Kafka, Redis) \
+                  unreachable, a topic missing or no directory loaded; 78 a bad configuration \
+                  or directory file."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -29,6 +32,11 @@ pub enum Command {
     ///
     /// The directory is read from Redis: write it there first with `switchboard directory load`.
     Run(RunArgs),
+    /// Validate the configuration (and a directory file), reporting every problem at once, then
+    /// check that the brokers answer with every configured topic and that Redis answers.
+    /// Exit status: 0 all good, 78 a bad configuration or directory file, 69 a server
+    /// unreachable or a topic missing.
+    Check(check::Args),
     /// Synthetic traffic from a seeded model of conversation lifecycles, to a JSON-lines file
     /// (or standard output) or to a topic, with the directory it is written against.
     Loadgen(loadgen::Args),
@@ -49,8 +57,10 @@ pub enum Command {
 
 #[derive(Subcommand)]
 pub enum DirectoryCommand {
-    /// Validate a directory file (YAML or JSON) and write it to Redis, replacing the previous
-    /// load atomically. Running processors pick it up within `directory.version_check_ms`.
+    /// Validate a directory file (YAML or JSON), offline, then write it to Redis, replacing the
+    /// previous load atomically. Running processors pick it up within
+    /// `directory.version_check_ms`. A file with no organizations, or with fewer than half the
+    /// entries of the directory it replaces, is refused without --force.
     Load(directory::LoadArgs),
 }
 
@@ -58,6 +68,23 @@ pub enum DirectoryCommand {
 #[derive(clap::Args)]
 pub struct RunArgs {
     /// Configuration file (TOML), over config/default.toml; SWITCHBOARD_* variables win.
-    #[arg(long)]
+    #[arg(long, env = "SWITCHBOARD_CONFIG")]
     pub config: Option<PathBuf>,
+}
+
+impl Command {
+    /// The configuration file the command was given, if it takes one.
+    pub fn config_path(&self) -> Option<&Path> {
+        match self {
+            Command::Run(a) => a.config.as_deref(),
+            Command::Check(a) => a.config.as_deref(),
+            Command::Inspect(a) => a.config.as_deref(),
+            Command::Loadgen(a) => a.config.as_deref(),
+            Command::Replay(a) => a.config.as_deref(),
+            Command::Directory {
+                command: DirectoryCommand::Load(a),
+            } => a.config.as_deref(),
+            Command::Demo(_) | Command::Simulate(_) => None,
+        }
+    }
 }

@@ -15,7 +15,7 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tracing::{info, warn};
 
 use super::commit::{Gate, Txn};
-use super::kafka::{client_config, TIMEOUT};
+use super::kafka::{consumer_config, TIMEOUT};
 use super::RuntimeError;
 use crate::config::Config;
 use crate::runtime::metrics::{Committed, Metrics};
@@ -137,24 +137,14 @@ impl Input {
         metrics: Arc<Metrics>,
         committing: Arc<Gate>,
     ) -> Result<Self, KafkaError> {
-        let consumer = client_config(config)
-            .set("group.id", &config.kafka.group_id)
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", "earliest")
-            // Relay records are written transactionally by Switchboard itself.
-            .set("isolation.level", "read_committed")
-            .set(
-                "session.timeout.ms",
-                config.kafka.session_timeout_ms.to_string(),
-            )
-            .set("statistics.interval.ms", "5000")
+        let consumer = consumer_config(config)
             .create_with_context(ConsumerHooks {
                 rebalanced: AtomicBool::new(false),
                 metrics,
                 input: config.topics.input.clone(),
                 committing,
-            })?;
+            })
+            .map_err(super::kafka::redact)?;
         Ok(Input {
             consumer,
             topic: config.topics.input.clone(),

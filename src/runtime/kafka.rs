@@ -9,26 +9,34 @@ use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
-use crate::config::Config;
+use secrecy::ExposeSecret;
+
+use crate::config::{Config, Properties};
 
 /// How long any one call to the broker may take.
 pub(crate) const TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The client settings every Switchboard Kafka client shares: brokers and the pass-through
-/// `kafka.properties` (security, tuning).
+/// The client settings every Switchboard Kafka client shares: brokers, `client.id` and the
+/// pass-through `kafka.properties` (security, tuning).
 pub fn client_config(config: &Config) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &config.kafka.brokers);
-    for (k, v) in &config.kafka.properties {
-        c.set(k, v);
-    }
+    c.set("client.id", config.client_id());
+    set_all(&mut c, &config.kafka.properties);
     c
+}
+
+fn set_all(c: &mut ClientConfig, properties: &Properties) {
+    for (k, v) in properties {
+        c.set(k, v.expose_secret());
+    }
 }
 
 /// The runtime's transactional producer (its transactions not yet initialised).
 pub(crate) fn new_producer(config: &Config) -> Result<BaseProducer, KafkaError> {
-    client_config(config)
-        .set("transactional.id", config.transactional_id())
+    let mut c = client_config(config);
+    set_all(&mut c, &config.kafka.producer_properties);
+    c.set("transactional.id", config.transactional_id())
         .set("enable.idempotence", "true")
         .set(
             "transaction.timeout.ms",
@@ -39,6 +47,55 @@ pub(crate) fn new_producer(config: &Config) -> Result<BaseProducer, KafkaError> 
         .set("linger.ms", config.kafka.linger_ms.to_string())
         .set("partitioner", &config.kafka.partitioner)
         .create()
+        .map_err(redact)
+}
+
+/// The group consumer's settings: the shared ones, `kafka.consumer_properties`, then what the
+/// runtime needs (offsets are committed in the batch's transaction, never by the consumer).
+pub(crate) fn consumer_config(config: &Config) -> ClientConfig {
+    let mut c = client_config(config);
+    set_all(&mut c, &config.kafka.consumer_properties);
+    c.set("group.id", &config.kafka.group_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        // Relay records are written transactionally by Switchboard itself.
+        .set("isolation.level", "read_committed")
+        .set(
+            "session.timeout.ms",
+            config.kafka.session_timeout_ms.to_string(),
+        )
+        .set("statistics.interval.ms", "5000");
+    c
+}
+
+/// A client-configuration error without the value it was about, which may be a secret
+/// (librdkafka repeats a refused value, and rust-rdkafka prints it again); others unchanged.
+pub fn redact(e: KafkaError) -> KafkaError {
+    match e {
+        KafkaError::ClientConfig(code, description, key, value) => {
+            KafkaError::ClientConfig(code, hide(&description, &value), key, REDACTED.to_string())
+        }
+        other => other,
+    }
+}
+
+/// [`redact`]'s text: the description and the property's name, never its value.
+pub fn redacted(e: &KafkaError) -> String {
+    match e {
+        KafkaError::ClientConfig(_, description, _, value) => hide(description, value),
+        other => other.to_string(),
+    }
+}
+
+const REDACTED: &str = "[redacted]";
+
+fn hide(text: &str, secret: &str) -> String {
+    if secret.is_empty() {
+        text.to_string()
+    } else {
+        text.replace(secret, REDACTED)
+    }
 }
 
 /// Enqueues a record, waiting for room while the producer's queue is full.

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
+use secrecy::ExposeSecret;
 
 use crate::config::Config;
 use crate::runtime::store::RedisStore;
@@ -19,7 +20,7 @@ pub struct Args {
     #[arg(long)]
     pub messages: bool,
     /// Configuration file (TOML), for the Redis settings; SWITCHBOARD_* variables win.
-    #[arg(long)]
+    #[arg(long, env = "SWITCHBOARD_CONFIG")]
     pub config: Option<PathBuf>,
 }
 
@@ -36,9 +37,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     io.block_on(async {
-        let store = RedisStore::connect(&config.redis_url(), &config.redis.key_prefix)
+        let url = config.redis_url();
+        let store = RedisStore::connect(url.expose_secret(), &config.redis.key_prefix)
             .await
-            .context("connecting to Redis")?;
+            .with_context(|| format!("Redis at {} (redis.url)", config.redis.address()))?;
         let Some((header, log)) =
             crate::runtime::store::document(&store, conversation, args.messages).await?
         else {

@@ -2,11 +2,13 @@
 //! `simulate` drives the core over a file and is the oracle the stream is judged against; `demo`
 //! runs the whole pipeline on an in-process broker and memory store; `loadgen` and `replay` make
 //! and send traffic for load tests; `inspect` and `directory` read and write the state and
-//! directory in Redis for operators. (`run`, the processor itself, is [`crate::runtime::serve`].)
+//! directory in Redis for operators; `check` validates a configuration and the servers it
+//! names. (`run`, the processor itself, is [`crate::runtime::serve`].)
 //!
 //! Each owns its command: an `Args` struct (clap) handed whole to its `run` (or `load`). They
 //! build on [`crate::core`] and [`crate::runtime`]; nothing in either depends on them.
 
+pub mod check;
 pub mod demo;
 pub mod directory;
 pub mod inspect;

@@ -156,6 +156,16 @@ impl RedisDirectory {
             .await?)
     }
 
+    /// How many entries the last load wrote (0 if none ever ran): what `directory load`
+    /// compares a new file with before replacing it.
+    pub async fn loaded_entries(&self) -> Result<usize, StoreError> {
+        let mut conn = self.conn.clone();
+        Ok(::redis::cmd("SCARD")
+            .arg(self.meta_key("keys"))
+            .query_async(&mut conn)
+            .await?)
+    }
+
     fn redis_key(&self, key: &Key) -> String {
         let p = &self.prefix;
         match key {
@@ -267,6 +277,12 @@ impl RedisDirectory {
             version,
         })
     }
+}
+
+/// How many entries loading `file` writes, as [`RedisDirectory::loaded_entries`] counts them:
+/// each organization and its channel list, each channel, user and form.
+pub fn entry_count(file: &DirectoryFile) -> usize {
+    2 * file.organizations.len() + file.channels.len() + file.users.len() + file.forms.len()
 }
 
 /// What `directory load` wrote.
