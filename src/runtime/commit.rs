@@ -105,9 +105,13 @@ impl Commit {
             .map_err(|e| Failed::NotBegun(RuntimeError::Producer(e)))?;
         let open = |e: KafkaError| Failed::Open(RuntimeError::Producer(e));
         for record in &self.outputs {
-            let pending = BaseRecord::to(self.topics.name(record.topic))
+            let mut pending = BaseRecord::to(self.topics.name(record.topic))
                 .key(record.key.as_str())
                 .payload(record.value.as_str());
+            // The CloudEvents content type, the input's trace context, a dead letter's context.
+            if let Some(headers) = record.headers.to_kafka() {
+                pending = pending.headers(headers);
+            }
             send(p, pending).map_err(open)?;
         }
         p.send_offsets_to_transaction(&self.offsets, &self.group, TIMEOUT)
