@@ -53,7 +53,7 @@ const ERROR_PREFIX: &str = "switchboard.error.";
 const ORIGINAL_PREFIX: &str = "switchboard.original.";
 
 /// One Kafka record header. Kafka allows a header without a value.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Header {
     pub name: String,
     pub value: Option<Vec<u8>>,

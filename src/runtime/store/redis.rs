@@ -205,6 +205,10 @@ fn parse<T: serde::de::DeserializeOwned>(conversation: &str, text: &str) -> Resu
 
 impl StateStore for RedisStore {
     async fn load(&self, conversations: &[String]) -> Result<Vec<Option<Record>>, StoreError> {
+        // A batch of dead letters only names no conversation; Redis refuses an empty pipeline.
+        if conversations.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut pipe = redis::pipe();
         for id in conversations {
             pipe.cmd("HMGET")
