@@ -541,3 +541,67 @@ async fn every_output_carries_the_headers_of_the_record_that_caused_it() {
         "relays, dead letters, events: {seen:?}"
     );
 }
+
+/// With the trace layer installed (here over the SDK's in-memory exporter), a batch gives a
+/// `batch` and a `write` span, and each message a `message` span whose parent is the trace
+/// context its record carried, or the batch's when it carried none.
+#[tokio::test]
+async fn message_spans_are_parented_on_their_records_trace_context() {
+    use opentelemetry::trace::{SpanId, TraceId};
+    use opentelemetry::Value as Attribute;
+    use opentelemetry_sdk::trace::{InMemorySpanExporterBuilder, SdkTracerProvider};
+    use tracing_subscriber::layer::SubscriberExt;
+
+    let exporter = InMemorySpanExporterBuilder::new().build();
+    let provider = SdkTracerProvider::builder()
+        .with_simple_exporter(exporter.clone())
+        .build();
+    let subscriber = tracing_subscriber::registry()
+        .with(switchboard::runtime::pipeline::trace::layer(&provider));
+    let _default = tracing::subscriber::set_default(subscriber);
+    let mut records = trace_records()[..10].to_vec();
+    records[3].headers = Headers::default();
+    process_batch(
+        &MemoryStore::new(),
+        &directory(),
+        Dialect::Web1on1,
+        MAX,
+        records,
+    )
+    .await
+    .unwrap();
+    provider.force_flush().unwrap();
+
+    let spans = exporter.get_finished_spans().unwrap();
+    let batch = spans
+        .iter()
+        .find(|s| s.name == "batch")
+        .expect("a batch span");
+    assert!(spans.iter().any(|s| s.name == "write"), "a write span");
+    let messages: Vec<_> = spans.iter().filter(|s| s.name == "message").collect();
+    assert_eq!(messages.len(), 10);
+    for s in messages {
+        let offset = s
+            .attributes
+            .iter()
+            .find(|a| a.key.as_str() == "messaging.kafka.offset")
+            .map(|a| a.value.clone());
+        let Some(Attribute::I64(offset)) = offset else {
+            panic!("no offset on {s:?}")
+        };
+        let (trace, parent, remote) = if offset == 3 {
+            let batch = batch.span_context.clone();
+            (batch.trace_id(), batch.span_id(), false)
+        } else {
+            let n = offset + 1;
+            (
+                TraceId::from_hex(&format!("{n:032x}")).unwrap(),
+                SpanId::from_hex(&format!("{n:016x}")).unwrap(),
+                true,
+            )
+        };
+        assert_eq!(s.span_context.trace_id(), trace, "offset {offset}");
+        assert_eq!(s.parent_span_id, parent, "offset {offset}");
+        assert_eq!(s.parent_span_is_remote, remote, "offset {offset}");
+    }
+}

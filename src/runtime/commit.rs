@@ -99,6 +99,12 @@ impl Commit {
     /// Produces the outputs and commits them with the offsets, in one transaction; returns how
     /// long that took.
     fn run(self) -> Result<Duration, Failed> {
+        let _span = tracing::trace_span!(
+            target: crate::runtime::pipeline::trace::TARGET,
+            "commit",
+            outputs = self.outputs.len()
+        )
+        .entered();
         let started = Instant::now();
         let p = &self.producer;
         p.begin_transaction()

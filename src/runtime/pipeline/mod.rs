@@ -29,12 +29,15 @@ mod decide;
 mod decode;
 pub mod headers;
 mod reads;
+pub mod trace;
 mod view;
 mod workset;
 mod write;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+
+use tracing::Instrument as _;
 
 use crate::core::Dialect;
 use crate::runtime::store::directory::{DirectorySource, Key};
@@ -133,21 +136,26 @@ where
     S: StateStore,
     D: DirectorySource,
 {
-    directory.refresh().await?;
-    let mut records = records;
-    for _ in 0..DIRECTORY_ROUNDS {
-        match attempt(store, directory, dialect, max_record_bytes, records).await? {
-            Attempt::Done(prepared) => return Ok(prepared),
-            Attempt::Incomplete {
-                records: back,
-                missing,
-            } => {
-                directory.resolve(missing).await?;
-                records = back;
+    let span = tracing::trace_span!(target: trace::TARGET, "batch", records = records.len());
+    async {
+        directory.refresh().await?;
+        let mut records = records;
+        for _ in 0..DIRECTORY_ROUNDS {
+            match attempt(store, directory, dialect, max_record_bytes, records).await? {
+                Attempt::Done(prepared) => return Ok(prepared),
+                Attempt::Incomplete {
+                    records: back,
+                    missing,
+                } => {
+                    directory.resolve(missing).await?;
+                    records = back;
+                }
             }
         }
+        Err(PipelineError::DirectoryUnsettled(DIRECTORY_ROUNDS))
     }
-    Err(PipelineError::DirectoryUnsettled(DIRECTORY_ROUNDS))
+    .instrument(span)
+    .await
 }
 
 enum Attempt {
@@ -181,7 +189,9 @@ where
     let mut ws = Workset::load(store, directory, &reads, &decoded).await?;
     let mut used: Vec<InputRecord> = Vec::with_capacity(decoded.len());
     for (record, d) in decoded {
-        let disposition = ws.decide(&record, d, dialect, &mut out.outputs)?;
+        let span = trace::message_span(&record);
+        let disposition = span.in_scope(|| ws.decide(&record, d, dialect, &mut out.outputs))?;
+        trace::record_disposition(&span, &disposition);
         out.count(disposition);
         used.push(record);
     }
