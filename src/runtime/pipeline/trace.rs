@@ -149,17 +149,15 @@ mod tests {
     }
 
     /// Off, the span is disabled at its callsite, so no header is parsed: logs at their usual
-    /// levels do not turn it on.
+    /// levels do not turn it on. On, beside the logs, it is parented on the record's context.
+    /// One test, on one thread: tracing caches a callsite's interest process-wide, and two
+    /// tests with different subscribers at once could race for it.
     #[test]
-    fn without_the_trace_layer_message_spans_are_disabled() {
+    fn message_spans_are_off_without_the_trace_layer_and_parented_remotely_with_it() {
         let logs_only = tracing_subscriber::registry().with(fmt_at_info());
         tracing::subscriber::with_default(logs_only, || {
             assert!(message_span(&traced()).is_disabled());
         });
-    }
-
-    #[test]
-    fn with_the_trace_layer_beside_the_logs_they_are_parented_remotely() {
         let provider = SdkTracerProvider::builder().build();
         let both = tracing_subscriber::registry()
             .with(fmt_at_info())
