@@ -14,12 +14,17 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
+use opentelemetry_sdk::trace::SdkTracerProvider;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::Layer;
 
 use cli::{Cli, Command, DirectoryCommand};
 use switchboard::config::{Config, ConfigError, Log, LogFormat};
 use switchboard::core::directory::DirectoryError;
 use switchboard::directory_file::DirectoryFileError;
+use switchboard::runtime::pipeline::trace;
 use switchboard::runtime::serve::{serve, ServeError};
 use switchboard::tools;
 use switchboard::tools::check::error_text;
@@ -53,7 +58,7 @@ fn run(command: Command, logging: &mut Option<LogFormat>) -> anyhow::Result<u8> 
     match command {
         Command::Run(args) => {
             let loaded = Config::load_reporting(args.config.as_deref())?;
-            init_logging(&loaded.config.log)?;
+            let traces = init_logging(&loaded.config.log)?;
             *logging = Some(loaded.config.log.format);
             if !loaded.ignored.is_empty() {
                 tracing::warn!(
@@ -61,7 +66,14 @@ fn run(command: Command, logging: &mut Option<LogFormat>) -> anyhow::Result<u8> 
                     "ignoring SWITCHBOARD_* variables that name no setting"
                 );
             }
-            serve(loaded.config)?;
+            let served = serve(loaded.config);
+            // Sends the spans still batched, whatever `serve` came to.
+            if let Some(provider) = traces {
+                if let Err(e) = provider.shutdown() {
+                    tracing::warn!(error = %e, "traces not all exported");
+                }
+            }
+            served?;
         }
         Command::Check(args) => return Ok(tools::check::run(args).exit_code()),
         Command::Inspect(args) => tools::inspect::run(args)?,
@@ -79,20 +91,28 @@ fn run(command: Command, logging: &mut Option<LogFormat>) -> anyhow::Result<u8> 
 /// Logs go to standard error, as the configuration's `log` section says, in colour only on a
 /// terminal (and not under `NO_COLOR`). Only the processor logs; the other commands print what
 /// they did.
-fn init_logging(log: &Log) -> anyhow::Result<()> {
+fn init_logging(log: &Log) -> anyhow::Result<Option<SdkTracerProvider>> {
     let filter = tracing_subscriber::EnvFilter::try_new(&log.level)
         .with_context(|| format!("log.level: {:?} is not a valid filter", log.level))?;
     let colour = std::io::stderr().is_terminal()
         && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(colour);
-    match log.format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
-    }
-    Ok(())
+    // The log filter applies to the log lines only: the trace layer listens to its own target.
+    let fmt = match log.format {
+        LogFormat::Json => fmt.json().with_filter(filter).boxed(),
+        LogFormat::Text => fmt.with_filter(filter).boxed(),
+    };
+    let (traces, provider) = if log.otlp_endpoint.is_empty() {
+        (None, None)
+    } else {
+        let (layer, provider) = trace::otlp_layer(&log.otlp_endpoint)
+            .with_context(|| format!("log.otlp_endpoint: {:?}", log.otlp_endpoint))?;
+        (Some(layer), Some(provider))
+    };
+    tracing_subscriber::registry().with(traces).with(fmt).init();
+    Ok(provider)
 }
 
 /// Prints the failure: a line on standard error, or a JSON log line like the processor's own.

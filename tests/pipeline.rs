@@ -4,7 +4,8 @@
 use switchboard::core::directory::MemoryDirectory;
 use switchboard::core::event::Topic;
 use switchboard::core::Dialect;
-use switchboard::runtime::pipeline::{process_batch, InputRecord};
+use switchboard::runtime::pipeline::headers::{self, STRUCTURED_JSON};
+use switchboard::runtime::pipeline::{process_batch, Header, Headers, InputRecord};
 use switchboard::runtime::store::{MemoryStore, OutRecord, RedisStore, StateStore};
 use switchboard::tools::simulate::{inspect_document, output_line, Simulator};
 
@@ -29,7 +30,8 @@ async fn redis(test: &str) -> RedisStore {
         .unwrap_or_else(|e| panic!("Redis at {url}: {e}; start it with deploy/local/redis start"))
 }
 
-/// A record keyed as the platform keys it: by `conversation`.
+/// A record keyed as the platform keys it, by `conversation`, with a trace context of its own
+/// (so replays must reproduce each output's headers).
 fn record(offset: i64, line: &str) -> InputRecord {
     let key = serde_json::from_str::<serde_json::Value>(line)
         .ok()
@@ -39,8 +41,14 @@ fn record(offset: i64, line: &str) -> InputRecord {
         offset,
         key,
         payload: line.as_bytes().to_vec(),
-        timestamp: None,
+        headers: Headers::new(vec![Header::new("traceparent", traceparent(offset))]),
+        topic: "conversation.messages".into(),
+        ..InputRecord::default()
     }
+}
+
+fn traceparent(offset: i64) -> String {
+    format!("00-{:032x}-{:016x}-01", offset + 1, offset + 1)
 }
 
 /// The example trace as records of partition 0, line N at offset N - 1.
@@ -112,12 +120,20 @@ async fn run_with(
         for o in &out.outputs {
             if o.topic == Topic::Input {
                 let offset = input.len() as i64;
-                input.push(record(offset, &o.value));
+                input.push(relay(offset, o));
             }
         }
         all.extend(out.outputs);
     }
     all
+}
+
+/// A relay record as the input topic gives it back: with the headers it was produced with.
+fn relay(offset: i64, o: &OutRecord) -> InputRecord {
+    InputRecord {
+        headers: o.headers.clone(),
+        ..record(offset, &o.value)
+    }
 }
 
 /// Equal sequences, reporting the first difference rather than both whole lists.
@@ -221,6 +237,7 @@ async fn oversized_and_unreadable_records_go_to_the_dead_letter_topic() {
             key: None,
             payload: b"{}".to_vec(),
             timestamp: Some("2024-05-01T00:00:00Z".into()),
+            ..InputRecord::default()
         },
         record(1, "not json"),
     ];
@@ -456,4 +473,71 @@ async fn a_prepared_batch_changes_nothing_until_written() {
         .unwrap();
     assert_eq!(out, straight);
     assert_eq!(store.conversation_ids(), fresh.conversation_ids());
+}
+
+/// One record at a time, so that every output of a batch has the same cause: each event carries
+/// the CloudEvents content type and then its input's headers, save the input's own content type
+/// and binary-mode attributes; a relay record carries its input's as they were; a dead letter
+/// gives them back whole, with the error's context.
+#[tokio::test]
+async fn every_output_carries_the_headers_of_the_record_that_caused_it() {
+    let store = MemoryStore::new();
+    let dir = directory();
+    let mut input: Vec<InputRecord> = trace_records();
+    for r in input.iter_mut().step_by(3) {
+        let mut more: Vec<Header> = r.headers.iter().cloned().collect();
+        more.push(Header::new("Content-Type", "application/json"));
+        more.push(Header::new("ce_id", "not this event's"));
+        more.push(Header::new("tracestate", "sb=1"));
+        r.headers = Headers::new(more);
+    }
+    let mut next = 0;
+    let mut seen = [0; 3];
+    while next < input.len() {
+        let cause = input[next].clone();
+        next += 1;
+        let out = process_batch(&store, &dir, Dialect::Web1on1, MAX, vec![cause.clone()])
+            .await
+            .unwrap();
+        for o in &out.outputs {
+            match o.topic {
+                Topic::Input => {
+                    assert_eq!(o.headers, cause.headers, "relay {}", o.value);
+                    input.push(relay(input.len() as i64, o));
+                    seen[0] += 1;
+                }
+                Topic::DeadLetters => {
+                    assert_eq!(headers::original_headers(&o.headers), cause.headers);
+                    let v: serde_json::Value = serde_json::from_str(&o.value).unwrap();
+                    let reason = v["data"]["reason"].as_str().unwrap().as_bytes();
+                    assert_eq!(o.headers.get(headers::ERROR_REASON), Some(reason));
+                    let offset = cause.offset.to_string();
+                    assert_eq!(
+                        o.headers.get(headers::ORIGINAL_OFFSET),
+                        Some(offset.as_bytes())
+                    );
+                    assert_eq!(o.headers.get(headers::ORIGINAL_KEY), cause.key.as_deref());
+                    seen[1] += 1;
+                }
+                _ => {
+                    let expected: Vec<Header> =
+                        std::iter::once(Header::new("content-type", STRUCTURED_JSON))
+                            .chain(
+                                cause
+                                    .headers
+                                    .iter()
+                                    .filter(|h| h.name != "Content-Type" && h.name != "ce_id")
+                                    .cloned(),
+                            )
+                            .collect();
+                    assert_eq!(o.headers, Headers::new(expected), "{}", o.value);
+                    seen[2] += 1;
+                }
+            }
+        }
+    }
+    assert!(
+        seen.iter().all(|n| *n > 0),
+        "relays, dead letters, events: {seen:?}"
+    );
 }

@@ -107,6 +107,24 @@ fn the_schemas_reject_what_the_contract_forbids() {
     let mut e = find("chat.message.delivery");
     e["specversion"] = json!("0.3");
     assert!(!schemas.errors("chat.message.delivery", &e).is_empty());
+    let mut e = find("chat.message.deadletter");
+    e["subject"] = json!("");
+    assert!(
+        !schemas.errors("chat.message.deadletter", &e).is_empty(),
+        "CloudEvents forbids an empty subject"
+    );
+    let mut e = find("chat.bot.command");
+    e["dataschema"] =
+        json!("https://switchboard.example/schemas/events/chat.message.delivery.schema.json");
+    assert!(
+        !schemas.errors("chat.bot.command", &e).is_empty(),
+        "another type's schema"
+    );
+    e.as_object_mut().unwrap().remove("dataschema");
+    assert!(
+        !schemas.errors("chat.bot.command", &e).is_empty(),
+        "no dataschema"
+    );
 
     let mut doc = state.as_object().unwrap().values().next().unwrap().clone();
     doc["status"] = json!("closed");
@@ -137,6 +155,42 @@ fn the_schemas_reject_what_the_contract_forbids() {
             )
             .is_empty(),
         "agents need a sender"
+    );
+}
+
+/// Each event's `dataschema` is the `$id` of its type's schema file, and no attribute is an empty
+/// string (CloudEvents: "if present, MUST be a non-empty string"): a dead letter of a record
+/// without a key has no `subject` at all.
+#[test]
+fn every_event_names_its_schema_and_no_attribute_is_empty() {
+    let trace =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/trace.jsonl"))
+            .unwrap();
+    let (outputs, _) = run(&trace);
+    let mut without_subject = 0;
+    for line in outputs
+        .iter()
+        .filter(|l| l["topic"] != "conversation.messages")
+    {
+        let event = line["value"].as_object().unwrap();
+        let file = format!(
+            "{}/schemas/events/{}.schema.json",
+            env!("CARGO_MANIFEST_DIR"),
+            event["type"].as_str().unwrap()
+        );
+        let schema: Value = serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
+        assert_eq!(event["dataschema"], schema["$id"]);
+        for (name, attribute) in event.iter().filter(|(name, _)| *name != "data") {
+            assert_ne!(attribute.as_str(), Some(""), "{name} is empty in {event:?}");
+        }
+        if !event.contains_key("subject") {
+            assert_eq!(event["type"], "chat.message.deadletter");
+            without_subject += 1;
+        }
+    }
+    assert!(
+        without_subject > 0,
+        "the example has a dead letter without a key"
     );
 }
 

@@ -10,6 +10,7 @@ use switchboard::core::message::{decode, Decoded, KeySource};
 use switchboard::core::state::{Conversation, StoredMessage};
 use switchboard::core::transition::{apply, Env};
 use switchboard::core::Dialect;
+use switchboard::runtime::pipeline::{Header, Headers};
 use switchboard::runtime::store::{
     MemoryStore, OutRecord, Pending, RedisStore, StateStore, StoreError, Write, WriteOutcome,
 };
@@ -59,18 +60,40 @@ fn message(index: u64, id: &str, text: &str) -> StoredMessage {
     m
 }
 
+/// Outputs with headers as a record may carry them: text, bytes that are not UTF-8, and none.
 fn pending(offset: i64) -> Pending {
+    let headers = Headers::new(vec![
+        Header::new(
+            "content-type",
+            "application/cloudevents+json; charset=utf-8",
+        ),
+        Header::new(
+            "traceparent",
+            format!("00-{offset:032x}-00f067aa0ba902b7-01"),
+        ),
+        Header::new("bytes", [0xff, 0x00, 0xfe]),
+        Header {
+            name: "nothing".into(),
+            value: None,
+        },
+    ]);
     Pending {
         offset,
         outputs: vec![OutRecord {
             topic: Topic::CommandResults,
             key: "k".into(),
             value: format!("{{\"o\":{offset}}}"),
+            headers,
         }],
     }
 }
 
 async fn round_trip_and_fencing(store: &impl StateStore) {
+    // A batch of dead letters only asks for nothing; that must not fail.
+    assert!(store.load(&[]).await.unwrap().is_empty());
+    assert!(store.outboxes(&[]).await.unwrap().is_empty());
+    assert!(store.messages(&[]).await.unwrap().is_empty());
+    assert!(store.write(Vec::new()).await.unwrap().is_empty());
     let c = "00000000000000000000c001".to_string();
     let mut conv = conversation(&c);
     conv.version = 1;
@@ -355,16 +378,26 @@ async fn a_damaged_outbox_is_reported() {
         .query_async(&mut conn)
         .await
         .unwrap();
-    let _: () = redis::cmd("HSET")
-        .arg(&header)
-        .arg("outbox")
-        .arg(&stored[..stored.len() / 2])
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    match store.outboxes(std::slice::from_ref(&c)).await {
-        Err(e @ StoreError::CorruptOutbox { .. }) => assert!(e.to_string().contains(&c), "{e}"),
-        other => panic!("expected a corrupt outbox, got {other:?}"),
+    let mut other_format = stored.clone();
+    other_format[0] = 1;
+    for (damaged, says) in [
+        (stored[..stored.len() / 2].to_vec(), ""),
+        (other_format, "another version"),
+    ] {
+        let _: () = redis::cmd("HSET")
+            .arg(&header)
+            .arg("outbox")
+            .arg(damaged)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        match store.outboxes(std::slice::from_ref(&c)).await {
+            Err(e @ StoreError::CorruptOutbox { .. }) => {
+                let e = e.to_string();
+                assert!(e.contains(&c) && e.contains(says), "{e}");
+            }
+            other => panic!("expected a corrupt outbox, got {other:?}"),
+        }
     }
 }
 

@@ -35,7 +35,7 @@ fn record(offset: i64, v: &Value) -> InputRecord {
         offset,
         key: v["conversation"].as_str().map(|c| c.as_bytes().to_vec()),
         payload: v.to_string().into_bytes(),
-        timestamp: None,
+        ..InputRecord::default()
     }
 }
 

@@ -214,6 +214,8 @@ pub enum LogFormat {
 pub struct Log {
     pub format: LogFormat,
     pub level: String,
+    /// Where to send traces over OTLP/HTTP (`runtime::pipeline::trace`); empty: nowhere.
+    pub otlp_endpoint: String,
 }
 
 /// One thing wrong with the configuration.

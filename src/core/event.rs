@@ -57,6 +57,18 @@ pub const SPEC_VERSION: &str = "1.0";
 pub const SOURCE: &str = "/switchboard";
 pub const CONTENT_TYPE: &str = "application/json";
 
+/// The `$id` of the JSON Schema of event type `$t` in `schemas/events/`, which is what
+/// `dataschema` names (tests/schemas.rs checks that they agree).
+macro_rules! dataschema {
+    ($t:literal) => {
+        concat!(
+            "https://switchboard.example/schemas/events/",
+            $t,
+            ".schema.json"
+        )
+    };
+}
+
 /// One CloudEvent.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CloudEvent {
@@ -68,8 +80,13 @@ pub struct CloudEvent {
     /// The causing message's `createdAt`; absent only when the record had no valid one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub time: Option<String>,
-    pub subject: String,
+    /// The conversation ID; absent when there is none (a dead letter without a key), since
+    /// CloudEvents forbids an empty `subject`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
     pub datacontenttype: &'static str,
+    /// The `$id` of the type's JSON Schema.
+    pub dataschema: &'static str,
     pub data: EventData,
 }
 
@@ -178,23 +195,41 @@ pub enum EventData {
 impl EventData {
     /// The CloudEvents `type` and the topic of this data.
     pub fn kind(&self) -> (&'static str, Topic) {
+        let (kind, topic, _) = self.described();
+        (kind, topic)
+    }
+
+    /// The `dataschema` of this data: its type's JSON Schema.
+    pub fn dataschema(&self) -> &'static str {
+        self.described().2
+    }
+
+    /// `type`, topic and `dataschema`, written once per type so that they cannot disagree.
+    fn described(&self) -> (&'static str, Topic, &'static str) {
+        macro_rules! of {
+            ($t:literal, $topic:expr) => {
+                ($t, $topic, dataschema!($t))
+            };
+        }
         match self {
             EventData::ChannelNotification { .. } => {
-                ("chat.channel.notification", Topic::ChannelNotifications)
+                of!("chat.channel.notification", Topic::ChannelNotifications)
             }
-            EventData::ChannelDequeue { .. } => ("chat.channel.dequeue", Topic::ChannelDequeues),
+            EventData::ChannelDequeue { .. } => {
+                of!("chat.channel.dequeue", Topic::ChannelDequeues)
+            }
             EventData::InboxNotification { .. } => {
-                ("chat.inbox.notification", Topic::InboxNotifications)
+                of!("chat.inbox.notification", Topic::InboxNotifications)
             }
             EventData::EmailNotification { .. } => {
-                ("chat.email.notification", Topic::EmailNotifications)
+                of!("chat.email.notification", Topic::EmailNotifications)
             }
             EventData::MessageDelivery { .. } => {
-                ("chat.message.delivery", Topic::MessageDeliveries)
+                of!("chat.message.delivery", Topic::MessageDeliveries)
             }
-            EventData::CommandResult { .. } => ("chat.command.result", Topic::CommandResults),
-            EventData::BotCommand { .. } => ("chat.bot.command", Topic::BotCommands),
-            EventData::DeadLetter { .. } => ("chat.message.deadletter", Topic::DeadLetters),
+            EventData::CommandResult { .. } => of!("chat.command.result", Topic::CommandResults),
+            EventData::BotCommand { .. } => of!("chat.bot.command", Topic::BotCommands),
+            EventData::DeadLetter { .. } => of!("chat.message.deadletter", Topic::DeadLetters),
         }
     }
 }
@@ -237,7 +272,7 @@ impl Output {
         subject: &str,
         data: EventData,
     ) -> Self {
-        let (kind, topic) = data.kind();
+        let (kind, topic, dataschema) = data.described();
         Output {
             topic,
             key: subject.to_string(),
@@ -247,8 +282,9 @@ impl Output {
                 source: SOURCE,
                 kind,
                 time: time.map(str::to_string),
-                subject: subject.to_string(),
+                subject: (!subject.is_empty()).then(|| subject.to_string()),
                 datacontenttype: CONTENT_TYPE,
+                dataschema,
                 data,
             })),
         }

@@ -99,15 +99,25 @@ impl Commit {
     /// Produces the outputs and commits them with the offsets, in one transaction; returns how
     /// long that took.
     fn run(self) -> Result<Duration, Failed> {
+        let _span = tracing::trace_span!(
+            target: crate::runtime::pipeline::trace::TARGET,
+            "commit",
+            outputs = self.outputs.len()
+        )
+        .entered();
         let started = Instant::now();
         let p = &self.producer;
         p.begin_transaction()
             .map_err(|e| Failed::NotBegun(RuntimeError::Producer(e)))?;
         let open = |e: KafkaError| Failed::Open(RuntimeError::Producer(e));
         for record in &self.outputs {
-            let pending = BaseRecord::to(self.topics.name(record.topic))
+            let mut pending = BaseRecord::to(self.topics.name(record.topic))
                 .key(record.key.as_str())
                 .payload(record.value.as_str());
+            // The CloudEvents content type, the input's trace context, a dead letter's context.
+            if let Some(headers) = record.headers.to_kafka() {
+                pending = pending.headers(headers);
+            }
             send(p, pending).map_err(open)?;
         }
         p.send_offsets_to_transaction(&self.offsets, &self.group, TIMEOUT)

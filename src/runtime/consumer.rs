@@ -19,7 +19,7 @@ use super::kafka::{consumer_config, TIMEOUT};
 use super::RuntimeError;
 use crate::config::Config;
 use crate::runtime::metrics::{Committed, Metrics};
-use crate::runtime::pipeline::InputRecord;
+use crate::runtime::pipeline::{Headers, InputRecord};
 
 /// How long a rebalance waits for the group's committed offsets (for the lag only).
 const COMMITTED_TIMEOUT: Duration = Duration::from_secs(5);
@@ -170,6 +170,8 @@ impl Input {
         }
         let mut batch = Vec::new();
         let mut first: Option<Instant> = None;
+        // Every record of the batch names the same topic: one allocation, shared.
+        let topic: Arc<str> = Arc::from(self.topic.as_str());
         loop {
             let committing = txn.committing();
             let wait = match (first, committing) {
@@ -180,7 +182,7 @@ impl Input {
             match self.consumer.poll(wait) {
                 Some(Ok(m)) => {
                     first.get_or_insert_with(Instant::now);
-                    batch.push(record(&m));
+                    batch.push(record(&m, &topic));
                     if batch.len() >= self.max {
                         break;
                     }
@@ -246,8 +248,10 @@ impl Input {
 }
 
 /// The pipeline's view of a consumed record.
-fn record<M: rdkafka::message::Message>(m: &M) -> InputRecord {
+fn record<M: rdkafka::message::Message>(m: &M, topic: &Arc<str>) -> InputRecord {
     InputRecord {
+        topic: Arc::clone(topic),
+        headers: Headers::from_kafka(m.headers()),
         partition: m.partition(),
         offset: m.offset(),
         key: m.key().map(<[u8]>::to_vec),

@@ -1,8 +1,8 @@
 //! `switchboard demo`: the whole pipeline on embedded defaults — librdkafka's in-process mock
 //! cluster and the in-memory store — fed with the example traffic.
 //!
-//! It owns the command (`Args`, [`run`]) and [`read_committed`], which the real-broker tests
-//! share; the processor it runs is [`crate::runtime::Runtime`], unchanged.
+//! It owns the command (`Args`, [`run`]) and [`read_committed`] (and
+//! [`read_committed_records`], headers included), which the real-broker tests share; the processor it runs is [`crate::runtime::Runtime`], unchanged.
 
 use std::collections::HashSet;
 use std::io::{BufWriter, Write};
@@ -23,6 +23,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use crate::config::Config;
 use crate::core::event::Topic;
 use crate::core::Dialect;
+use crate::runtime::pipeline::Headers;
 use crate::runtime::store::MemoryStore;
 use crate::runtime::Runtime;
 use crate::tools::simulate::inspect_document;
@@ -161,6 +162,38 @@ pub fn read_committed(
     topic: &str,
     partitions: i32,
 ) -> Result<Vec<(String, serde_json::Value)>, KafkaError> {
+    Ok(read_committed_records(bootstrap, topic, partitions)?
+        .into_iter()
+        .map(|r| {
+            let key = r
+                .key
+                .map(|k| String::from_utf8_lossy(&k).into_owned())
+                .unwrap_or_default();
+            let value = r
+                .payload
+                .and_then(|p| serde_json::from_slice(&p).ok())
+                .unwrap_or(serde_json::Value::Null);
+            (key, value)
+        })
+        .collect())
+}
+
+/// A committed record as it is on the topic, bytes and headers included.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommittedRecord {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub payload: Option<Vec<u8>>,
+    pub headers: Headers,
+}
+
+/// Every committed record of a topic, as [`read_committed`], whole.
+pub fn read_committed_records(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+) -> Result<Vec<CommittedRecord>, KafkaError> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", "switchboard-demo-reader")
@@ -177,17 +210,13 @@ pub fn read_committed(
     let mut records = Vec::new();
     while done.len() < partitions as usize {
         match consumer.poll(Duration::from_secs(5)) {
-            Some(Ok(m)) => {
-                let key = m
-                    .key()
-                    .map(|k| String::from_utf8_lossy(k).into_owned())
-                    .unwrap_or_default();
-                let value = m
-                    .payload()
-                    .and_then(|p| serde_json::from_slice(p).ok())
-                    .unwrap_or(serde_json::Value::Null);
-                records.push((key, value));
-            }
+            Some(Ok(m)) => records.push(CommittedRecord {
+                partition: m.partition(),
+                offset: m.offset(),
+                key: m.key().map(<[u8]>::to_vec),
+                payload: m.payload().map(<[u8]>::to_vec),
+                headers: Headers::from_kafka(m.headers()),
+            }),
             Some(Err(KafkaError::PartitionEOF(p))) => {
                 done.insert(p);
             }

@@ -8,12 +8,17 @@
 //! wrote itself (`import.request`, `import.transfer`) are skipped, since the processor will
 //! write them again.
 //!
+//! With `--unwrap-dlq`, a dead-letter topic is re-driven instead: each dead letter's original
+//! record, key, payload and headers as they were (`dlq`).
+//!
 //! This module owns the command (`Args`, [`run`]) and the production; reading a topic is in
 //! `source`. It produces only: the processor and its state are not its concern.
 
+mod dlq;
 mod source;
 
-pub use self::source::read_topic;
+pub use self::dlq::{original, NotRedrivable, Original};
+pub use self::source::{read_records, read_topic, RawRecord};
 
 use std::collections::HashMap;
 use std::io::BufRead;
@@ -156,6 +161,12 @@ pub enum ReplayError {
         total: u64,
         first: String,
     },
+    #[error("{refused} dead letters could not be re-driven ({produced} were); first: {first}")]
+    NotRedrivable {
+        refused: u64,
+        produced: u64,
+        first: String,
+    },
 }
 
 /// Counts deliveries that failed, keeping the first error.
@@ -231,12 +242,7 @@ pub fn replay<I>(
 where
     I: IntoIterator<Item = Result<String, std::io::Error>>,
 {
-    let producer: BaseProducer<Deliveries> = target
-        .client
-        .clone()
-        .set("enable.idempotence", "true")
-        .set("linger.ms", "5")
-        .create_with_context(Deliveries::default())?;
+    let producer = producer(target)?;
     let mut remap = options.remap.as_deref().map(Remap::new);
     let mut summary = Summary::default();
     let mut conversations: std::collections::HashSet<String> = std::collections::HashSet::new();
@@ -282,6 +288,16 @@ where
     summary.elapsed = started.elapsed();
     summary.conversations = conversations.len() as u64;
     delivered(producer.context(), summary)
+}
+
+/// One idempotent producer, so that each key's records keep their order.
+fn producer(target: &Target) -> Result<BaseProducer<Deliveries>, KafkaError> {
+    target
+        .client
+        .clone()
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .create_with_context(Deliveries::default())
 }
 
 /// Relay records are Switchboard's own (`/import`): the processor writes them again.
@@ -368,6 +384,10 @@ pub struct Args {
     /// Configuration file (TOML), for the Kafka settings; SWITCHBOARD_* variables win.
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// The --from-topic is a dead-letter topic: produce each dead letter's original record
+    /// (key, payload and headers as they were), as fast as the broker takes them.
+    #[arg(long, requires = "from_topic", conflicts_with_all = ["remap", "retime"])]
+    pub unwrap_dlq: bool,
 }
 
 fn positive_speed(s: &str) -> Result<f64, String> {
@@ -396,6 +416,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         retime: args.retime,
     };
     let summary = match (args.input, args.from_topic) {
+        (_, Some(source)) if args.unwrap_dlq => {
+            let records = read_records(&client_config(&config), &source)?;
+            let bar = progress_bar(Some(records.len() as u64));
+            let summary = dlq::redrive(records, &target, &bar)?;
+            bar.finish_and_clear();
+            summary
+        }
         (_, Some(source)) => {
             let client = client_config(&config);
             let lines = read_topic(&client, &source)?;
@@ -430,6 +457,14 @@ pub fn produce<I>(
 where
     I: IntoIterator<Item = Result<String, std::io::Error>>,
 {
+    let bar = progress_bar(total);
+    let summary = replay(lines, target, options, &bar)?;
+    bar.finish_and_clear();
+    Ok(summary)
+}
+
+/// A progress bar on standard error, of `total` records when known.
+fn progress_bar(total: Option<u64>) -> indicatif::ProgressBar {
     let bar = match total {
         Some(n) => indicatif::ProgressBar::new(n),
         None => indicatif::ProgressBar::no_length(),
@@ -440,7 +475,5 @@ where
         )
         .expect("a valid template"),
     );
-    let summary = replay(lines, target, options, &bar)?;
-    bar.finish_and_clear();
-    Ok(summary)
+    bar
 }

@@ -3,7 +3,7 @@
 //! or skipped; any other is applied with the core and its outputs kept in the new outbox.
 
 use crate::core::directory::{Block, Directory};
-use crate::core::event::{Outcome, Output};
+use crate::core::event::{Outcome, Output, Topic};
 use crate::core::message::{
     DeadLetter, Decoded, Invalid, Message, IMPORT_REQUEST, IMPORT_TRANSFER,
 };
@@ -11,6 +11,7 @@ use crate::core::transition::{apply, invalid, Env};
 use crate::core::Dialect;
 use crate::runtime::store::{OutRecord, Pending};
 
+use super::headers::{self, Headers};
 use super::view::BatchDirectory;
 use super::workset::{Work, Workset};
 use super::{BatchOutput, InputRecord, PipelineError};
@@ -120,7 +121,7 @@ impl<D: Directory> Workset<'_, D> {
                 (Disposition::Invalid, vec![result])
             }
         };
-        w.keep(record.offset, produced, outputs);
+        w.keep(record, produced, outputs);
         Ok(disposition)
     }
 }
@@ -186,15 +187,28 @@ impl Work {
         })
     }
 
-    /// Keeps a fresh record's outputs in the new outbox, as well as in the batch's.
-    fn keep(&mut self, offset: i64, produced: Vec<Output>, outputs: &mut Vec<OutRecord>) {
-        let produced: Vec<OutRecord> = produced.into_iter().map(out_record).collect();
+    /// Keeps a fresh record's outputs in the new outbox, as well as in the batch's, each with
+    /// its headers: one set for the record's events, its own for its relay records.
+    fn keep(&mut self, record: &InputRecord, produced: Vec<Output>, outputs: &mut Vec<OutRecord>) {
+        let mut events: Option<Headers> = None;
+        let produced: Vec<OutRecord> = produced
+            .into_iter()
+            .map(|o| {
+                let headers = match o.topic {
+                    Topic::Input => record.headers.clone(),
+                    _ => events
+                        .get_or_insert_with(|| headers::for_events(&record.headers))
+                        .clone(),
+                };
+                out_record(o, headers)
+            })
+            .collect();
         outputs.extend(produced.iter().cloned());
         self.outbox.push(Pending {
-            offset,
+            offset: record.offset,
             outputs: produced,
         });
-        self.last_offset = offset;
+        self.last_offset = record.offset;
         self.dirty = true;
     }
 }
@@ -205,18 +219,18 @@ fn locator(record: &InputRecord) -> String {
 }
 
 fn dead_letter(dead: &DeadLetter, record: &InputRecord) -> OutRecord {
-    out_record(Output::dead_letter(
-        dead,
-        &locator(record),
-        record.timestamp.as_deref(),
-    ))
+    out_record(
+        Output::dead_letter(dead, &locator(record), record.timestamp.as_deref()),
+        headers::for_dead_letter(record, dead),
+    )
 }
 
-fn out_record(o: Output) -> OutRecord {
+fn out_record(o: Output, headers: Headers) -> OutRecord {
     OutRecord {
         topic: o.topic,
         value: serde_json::to_string(&o.value).expect("outputs serialise"),
         key: o.key,
+        headers,
     }
 }
 

@@ -19,30 +19,37 @@
 //!    (dead letter, replayed, skipped, applied with the core's `apply`, invalid), which
 //!    `BatchOutput::count` counts; `Workset::into_writes` then gives the writes of a [`Prepared`];
 //! 5. write (`write.rs`): [`Prepared::write`] stores the block lists and the conversations;
-//! 6. produce: the runtime's, from [`BatchOutput::outputs`].
+//! 6. produce: the runtime's, from [`BatchOutput::outputs`], each with the headers
+//!    `headers.rs` gives it.
 //!
 //! [`prepare_batch`] runs stages 1–4 again while the directory cache lacks entries (see
 //! `DirectorySource`); [`process_batch`] is [`prepare_batch`] and then [`Prepared::write`].
 
 mod decide;
 mod decode;
+pub mod headers;
 mod reads;
+pub mod trace;
 mod view;
 mod workset;
 mod write;
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use tracing::Instrument as _;
 
 use crate::core::Dialect;
 use crate::runtime::store::directory::{DirectorySource, Key};
 use crate::runtime::store::{OutRecord, StateStore, StoreError};
 
+pub use self::headers::{Header, Headers};
 use self::reads::Reads;
 use self::workset::Workset;
 pub use self::write::Prepared;
 
 /// One input record as consumed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct InputRecord {
     pub partition: i32,
     pub offset: i64,
@@ -50,6 +57,10 @@ pub struct InputRecord {
     pub payload: Vec<u8>,
     /// The broker timestamp (RFC 3339), for dead letters.
     pub timestamp: Option<String>,
+    /// Its headers, carried to the outputs it causes (see [`headers`]).
+    pub headers: Headers,
+    /// The topic it was consumed from (shared by the batch), which its dead letter names.
+    pub topic: Arc<str>,
 }
 
 /// What a batch produced.
@@ -125,21 +136,26 @@ where
     S: StateStore,
     D: DirectorySource,
 {
-    directory.refresh().await?;
-    let mut records = records;
-    for _ in 0..DIRECTORY_ROUNDS {
-        match attempt(store, directory, dialect, max_record_bytes, records).await? {
-            Attempt::Done(prepared) => return Ok(prepared),
-            Attempt::Incomplete {
-                records: back,
-                missing,
-            } => {
-                directory.resolve(missing).await?;
-                records = back;
+    let span = tracing::trace_span!(target: trace::TARGET, "batch", records = records.len());
+    async {
+        directory.refresh().await?;
+        let mut records = records;
+        for _ in 0..DIRECTORY_ROUNDS {
+            match attempt(store, directory, dialect, max_record_bytes, records).await? {
+                Attempt::Done(prepared) => return Ok(prepared),
+                Attempt::Incomplete {
+                    records: back,
+                    missing,
+                } => {
+                    directory.resolve(missing).await?;
+                    records = back;
+                }
             }
         }
+        Err(PipelineError::DirectoryUnsettled(DIRECTORY_ROUNDS))
     }
-    Err(PipelineError::DirectoryUnsettled(DIRECTORY_ROUNDS))
+    .instrument(span)
+    .await
 }
 
 enum Attempt {
@@ -173,7 +189,9 @@ where
     let mut ws = Workset::load(store, directory, &reads, &decoded).await?;
     let mut used: Vec<InputRecord> = Vec::with_capacity(decoded.len());
     for (record, d) in decoded {
-        let disposition = ws.decide(&record, d, dialect, &mut out.outputs)?;
+        let span = trace::message_span(&record);
+        let disposition = span.in_scope(|| ws.decide(&record, d, dialect, &mut out.outputs))?;
+        trace::record_disposition(&span, &disposition);
         out.count(disposition);
         used.push(record);
     }

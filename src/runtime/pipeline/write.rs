@@ -1,6 +1,8 @@
 //! Stage 5: a prepared batch, and writing it: the block lists, then every touched conversation
 //! atomically and fenced by offset, together with the batch's outbox.
 
+use tracing::Instrument as _;
+
 use crate::core::directory::Block;
 use crate::runtime::store::{StateStore, Write, WriteOutcome};
 
@@ -23,17 +25,26 @@ impl Prepared {
     /// Writes the batch's block lists and conversations; fails if another instance wrote one of
     /// them meanwhile.
     pub async fn write<S: StateStore>(self, store: &S) -> Result<BatchOutput, PipelineError> {
-        store.block(&self.blocks).await?;
-        let names: Vec<String> = self
-            .writes
-            .iter()
-            .map(|w| w.conversation.id.clone())
-            .collect();
-        for (id, outcome) in names.into_iter().zip(store.write(self.writes).await?) {
-            if outcome == WriteOutcome::Stale {
-                return Err(PipelineError::Stale(id));
+        let span = tracing::trace_span!(
+            target: super::trace::TARGET,
+            "write",
+            conversations = self.writes.len()
+        );
+        async {
+            store.block(&self.blocks).await?;
+            let names: Vec<String> = self
+                .writes
+                .iter()
+                .map(|w| w.conversation.id.clone())
+                .collect();
+            for (id, outcome) in names.into_iter().zip(store.write(self.writes).await?) {
+                if outcome == WriteOutcome::Stale {
+                    return Err(PipelineError::Stale(id));
+                }
             }
+            Ok(self.out)
         }
-        Ok(self.out)
+        .instrument(span)
+        .await
     }
 }

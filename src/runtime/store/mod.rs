@@ -40,12 +40,14 @@ pub(crate) async fn connection(
     Ok(::redis::aio::ConnectionManager::new_with_config(client, config).await?)
 }
 
-/// An output record as it will be produced: its topic (by role), key and serialised value.
+/// An output record as it will be produced: its topic (by role), key, serialised value and
+/// headers. The outbox keeps all four, so a replay produces the same record byte for byte.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OutRecord {
     pub topic: crate::core::event::Topic,
     pub key: String,
     pub value: String,
+    pub headers: crate::runtime::pipeline::Headers,
 }
 
 /// The outputs of one applied input message.

@@ -151,24 +151,41 @@ impl RedisStore {
     }
 }
 
-/// An outbox as stored: postcard, LZ4-compressed. Binary, because the outputs are JSON already
-/// and JSON inside JSON escapes every quote (once the largest cost in a profile of the
-/// processor); compressed, because it is most of what a batch writes, and every byte of it
-/// goes through Redis and its append-only file although it is read back only on a replay.
+/// An outbox as stored: a format byte, then postcard, LZ4-compressed. Binary, because the
+/// outputs are JSON already and JSON inside JSON escapes every quote (once the largest cost in a
+/// profile of the processor); compressed, because it is most of what a batch writes, and every
+/// byte of it goes through Redis and its append-only file although it is read back only on a
+/// replay. The outputs of one record repeat its headers, which the compression takes back.
 fn encode_outbox(conversation: &str, outbox: &[Pending]) -> Result<Vec<u8>, StoreError> {
     let plain = postcard::to_allocvec(outbox).map_err(|source| StoreError::CorruptOutbox {
         conversation: conversation.to_string(),
         detail: source.to_string(),
     })?;
-    Ok(lz4_flex::compress_prepend_size(&plain))
+    let mut stored = lz4_flex::compress_prepend_size(&plain);
+    stored.insert(0, OUTBOX_FORMAT);
+    Ok(stored)
 }
+
+/// The outbox's format: 2 since output records carry headers. An outbox of another format (left
+/// by another version of Switchboard) is reported, not misread.
+const OUTBOX_FORMAT: u8 = 2;
 
 fn decode_outbox(conversation: &str, stored: &[u8]) -> Result<Vec<Pending>, StoreError> {
     let corrupt = |detail: String| StoreError::CorruptOutbox {
         conversation: conversation.to_string(),
         detail,
     };
-    let plain = lz4_flex::decompress_size_prepended(stored).map_err(|e| corrupt(e.to_string()))?;
+    let compressed = match stored.split_first() {
+        Some((&OUTBOX_FORMAT, rest)) => rest,
+        Some((other, _)) => {
+            return Err(corrupt(format!(
+                "format {other}, not {OUTBOX_FORMAT}: written by another version"
+            )))
+        }
+        None => return Err(corrupt("empty".into())),
+    };
+    let plain =
+        lz4_flex::decompress_size_prepended(compressed).map_err(|e| corrupt(e.to_string()))?;
     postcard::from_bytes(&plain).map_err(|e| corrupt(e.to_string()))
 }
 
@@ -188,6 +205,10 @@ fn parse<T: serde::de::DeserializeOwned>(conversation: &str, text: &str) -> Resu
 
 impl StateStore for RedisStore {
     async fn load(&self, conversations: &[String]) -> Result<Vec<Option<Record>>, StoreError> {
+        // A batch of dead letters only names no conversation; Redis refuses an empty pipeline.
+        if conversations.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut pipe = redis::pipe();
         for id in conversations {
             pipe.cmd("HMGET")
