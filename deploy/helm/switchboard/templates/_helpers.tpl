@@ -62,8 +62,8 @@ job="{{ include "switchboard.metricsServiceName" . }}", namespace="{{ .Release.N
 
 {{/*
 The settings shared by the processor and the directory load: `config` and `secretEnv` as
-SWITCHBOARD_<SECTION>__<KEY> variables. The binary refuses unknown SWITCHBOARD_* variables, so
-nothing else here may carry that prefix.
+SWITCHBOARD_<SECTION>__<KEY> variables. The binary ignores (and warns about) SWITCHBOARD_*
+variables that name no setting, so nothing else here should carry that prefix.
 */}}
 {{- define "switchboard.configEnv" -}}
 {{- range $section, $keys := .Values.config }}
