@@ -7,8 +7,8 @@
 //! missing entries are fetched in one round trip, and the batch runs again. A warm cache costs
 //! no round trip at all; lookups of IDs that do not exist are cached too, so a batch converges.
 //!
-//! Keys (all in the one hash slot `{dir}`, so that a load is one atomic MULTI on Redis Cluster
-//! too): `<prefix>:{dir}:org:<id>`, `…:org:<id>:channels` (the organization's channel IDs in
+//! Keys (all in the one hash slot `{dir}`, so that a load is one atomic MULTI, on Redis Cluster
+//! too once there is a Cluster client): `<prefix>:{dir}:org:<id>`, `…:org:<id>:channels` (the organization's channel IDs in
 //! directory order), `…:channel:<id>`, `…:user:<id>`, `…:form:<id>`, each JSON; `…:keys`, the set
 //! of keys the last load wrote; `…:version`, bumped by every load.
 

@@ -1,5 +1,7 @@
-//! The Redis store. Every key of a conversation carries the hash tag `{<conversation id>}`, so
-//! one script can change a conversation atomically on Redis Cluster as on a single server.
+//! The Redis store, on a single Redis node. Every key of a conversation carries the hash tag
+//! `{<conversation id>}`, so one script changes a conversation atomically; that is the key
+//! layout Redis Cluster needs too, but a batch's writes go in one MULTI across many slots, which
+//! Cluster refuses, and there is no Cluster client here yet.
 
 use redis::aio::ConnectionManager;
 use redis::{ErrorKind, Script, ServerErrorKind, Value};
