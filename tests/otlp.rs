@@ -215,7 +215,10 @@ async fn run_exports_its_spans_to_the_otlp_endpoint_and_flushes_them_on_sigterm(
         bodies.len()
     );
     for name in ["message", "batch", "switchboard"] {
-        assert!(contains(&bodies, name.as_bytes()), "no {name:?} in the spans");
+        assert!(
+            contains(&bodies, name.as_bytes()),
+            "no {name:?} in the spans"
+        );
     }
     eprintln!(
         "{} POSTs to /v1/traces, {} bytes, {traced} records traced",
