@@ -513,3 +513,27 @@ fn other_failures_exit_1_and_usage_errors_2() {
     let (code, _, stderr) = switchboard("usage", &["run", "--confg", "x.toml"], &[]);
     assert_eq!(code, 2, "{stderr}");
 }
+
+#[test]
+fn an_otlp_endpoint_that_is_not_a_plain_http_url_is_refused_at_start_up() {
+    for endpoint in [
+        "not a url",
+        "collector:4318",
+        "https://collector:4318/v1/traces",
+    ] {
+        let (code, _, stderr) = switchboard(
+            "otlp",
+            &["run"],
+            &[("SWITCHBOARD_LOG__OTLP_ENDPOINT", endpoint)],
+        );
+        assert_eq!(code, EX_CONFIG, "{endpoint}: {stderr}");
+        assert!(
+            stderr.contains("log.otlp_endpoint") && stderr.contains("http://"),
+            "{endpoint}: {stderr}"
+        );
+        assert!(
+            stderr.contains("SWITCHBOARD_LOG__OTLP_ENDPOINT"),
+            "{endpoint}: the variable that set it is named: {stderr}"
+        );
+    }
+}

@@ -83,7 +83,36 @@ pub(super) fn check(config: &Config) -> Vec<Problem> {
             format!("{:?} is not a valid filter: {e}", config.log.level),
         );
     }
+    if let Some(reason) = otlp_endpoint_problem(&config.log.otlp_endpoint) {
+        fail("log.otlp_endpoint", reason.into());
+    }
     problems
+}
+
+/// `log.otlp_endpoint`: empty (no traces) or a plain `http://` URL. The exporter would take an
+/// `https://`, scheme-less or other URL at start-up and then fail every export, unseen: this
+/// build's exporter has no TLS. The value is not repeated: a URL may hold credentials.
+fn otlp_endpoint_problem(endpoint: &str) -> Option<&'static str> {
+    if endpoint.is_empty() {
+        return None;
+    }
+    let Some(rest) = endpoint.strip_prefix("http://") else {
+        return Some(if endpoint.starts_with("https://") {
+            "https:// is not supported (this build's OTLP exporter has no TLS): use a plain \
+             http:// URL, e.g. to a collector beside the processor, or leave it empty"
+        } else {
+            "must be a plain http:// URL such as http://127.0.0.1:4318/v1/traces, or empty \
+             for no traces"
+        });
+    };
+    let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if host.is_empty() || endpoint.contains(|c: char| c.is_whitespace() || c.is_control()) {
+        return Some(
+            "is not a URL: must be http://HOST[:PORT]/PATH such as \
+             http://127.0.0.1:4318/v1/traces, or empty for no traces",
+        );
+    }
+    None
 }
 
 fn kafka(k: &Kafka, fail: &mut impl FnMut(&str, String)) {
@@ -200,5 +229,35 @@ fn redis(r: &Redis, fail: &mut impl FnMut(&str, String)) {
     if r.key_prefix.is_empty() || r.key_prefix.contains(['{', '}']) {
         let reason = "must be non-empty and free of { and } (they mark hash tags)";
         fail("redis.key_prefix", reason.into());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::otlp_endpoint_problem as problem;
+
+    #[test]
+    fn the_otlp_endpoint_is_empty_or_a_plain_http_url() {
+        for ok in [
+            "",
+            "http://127.0.0.1:4318/v1/traces",
+            "http://collector:4318/v1/traces",
+            "http://[::1]:4318",
+        ] {
+            assert_eq!(problem(ok), None, "{ok}");
+        }
+        assert!(problem("https://collector:4318/v1/traces")
+            .unwrap()
+            .contains("no TLS"));
+        for bad in [
+            "not a url",
+            "collector:4318",
+            "ftp://collector/v1/traces",
+            "http://",
+            "http:///v1/traces",
+            "http://collector:4318/v1/ traces",
+        ] {
+            assert!(problem(bad).is_some(), "{bad}");
+        }
     }
 }
