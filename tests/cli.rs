@@ -24,7 +24,7 @@ fn simulate(args: &[&str]) -> (i32, String, String) {
     )
 }
 
-fn lines(stdout: &str) -> Vec<Value> {
+fn lines_of(stdout: &str) -> Vec<Value> {
     stdout
         .lines()
         .map(|l| serde_json::from_str(l).expect("each line is JSON"))
@@ -43,7 +43,7 @@ fn simulate_prints_one_json_line_per_record_and_writes_state() {
         state.to_str().unwrap(),
     ]);
     assert_eq!(code, 0, "{stderr}");
-    let out = lines(&stdout);
+    let out = lines_of(&stdout);
     for l in &out {
         assert!(
             l["topic"].is_string() && l["key"].is_string() && l["value"].is_object(),
@@ -85,6 +85,52 @@ fn simulate_is_deterministic_and_reads_stdin() {
         .unwrap();
     let second = String::from_utf8(child.wait_with_output().unwrap().stdout).unwrap();
     assert_eq!(first, second);
+}
+
+#[test]
+fn simulate_dead_letters_a_line_that_is_not_utf8_and_applies_the_rest() {
+    let trace = std::fs::read(TRACE).unwrap();
+    let mut lines: Vec<&[u8]> = trace.split(|b| *b == b'\n').collect();
+    // The stream dead-letters any unreadable record; simulate must treat a file's lines alike.
+    let broken: &[u8] = b"{\"id\": \"\xff\xfe\", \"type\": \"chat\"}";
+    lines.insert(1, broken);
+    let path =
+        std::env::temp_dir().join(format!("switchboard-latin1-{}.jsonl", std::process::id()));
+    std::fs::write(&path, lines.join(&b'\n')).unwrap();
+    let (code, stdout, stderr) = simulate(&["--directory", DIR, "--input", path.to_str().unwrap()]);
+    let _ = std::fs::remove_file(&path);
+    assert_eq!(code, 0, "{stderr}");
+    let out = lines_of(&stdout);
+    let dead: Vec<&Value> = out
+        .iter()
+        .filter(|l| l["topic"] == "conversation.messages.dlq")
+        .collect();
+    assert!(
+        dead.iter().any(|d| d["value"]["id"]
+            .as_str()
+            .is_some_and(|id| id.contains("line-2"))),
+        "the non-UTF-8 line is dead-lettered: {dead:?}"
+    );
+    // Everything else comes out as it does without the broken line.
+    let (_, clean, _) = simulate(&["--directory", DIR, "--input", TRACE]);
+    let rest: Vec<&Value> = out
+        .iter()
+        .filter(|l| {
+            !(l["topic"] == "conversation.messages.dlq"
+                && l["value"]["id"]
+                    .as_str()
+                    .is_some_and(|id| id.contains("line-2")))
+        })
+        .filter(|l| l["topic"] != "conversation.messages.dlq")
+        .collect();
+    let expected: Vec<Value> = lines_of(&clean)
+        .into_iter()
+        .filter(|l| l["topic"] != "conversation.messages.dlq")
+        .collect();
+    assert_eq!(rest.len(), expected.len());
+    for (a, b) in rest.iter().zip(&expected) {
+        assert_eq!(*a, b);
+    }
 }
 
 #[test]

@@ -93,12 +93,13 @@ impl Simulator {
     }
 
     /// Applies every line of a trace, then the relay records it causes; returns every output.
-    pub fn run_trace(&mut self, input: &str) -> Vec<Output> {
-        let mut queue: VecDeque<(Vec<u8>, String)> = input
-            .lines()
-            .enumerate()
-            .filter(|(_, line)| !line.trim().is_empty())
-            .map(|(i, line)| (line.as_bytes().to_vec(), format!("line-{}", i + 1)))
+    ///
+    /// A line is a record's bytes, as the stream would carry them: one that is not valid UTF-8
+    /// (or not JSON) is dead-lettered like any unreadable record, and the rest of the trace is
+    /// applied.
+    pub fn run_trace(&mut self, input: impl AsRef<[u8]>) -> Vec<Output> {
+        let mut queue: VecDeque<(Vec<u8>, String)> = trace_lines(input.as_ref())
+            .map(|(i, line)| (line.to_vec(), format!("line-{}", i + 1)))
             .collect();
         let mut outputs = Vec::new();
         let mut relayed = 0usize;
@@ -183,17 +184,30 @@ pub struct Args {
     pub dialect: Dialect,
 }
 
+/// The numbered lines of a trace that hold something: split at `\n` (a `\r` before it is
+/// dropped), blank lines skipped.
+fn trace_lines(input: &[u8]) -> impl Iterator<Item = (usize, &[u8])> {
+    input
+        .split(|b| *b == b'\n')
+        .enumerate()
+        .map(|(i, line)| (i, line.strip_suffix(b"\r").unwrap_or(line)))
+        .filter(|(_, line)| match std::str::from_utf8(line) {
+            Ok(text) => !text.trim().is_empty(),
+            Err(_) => true,
+        })
+}
+
 /// `switchboard simulate`: every output record to standard output, the state to `--state`.
 pub fn run(args: Args) -> anyhow::Result<()> {
     let directory = crate::directory_file::load(&args.directory)?;
     let trace = if args.input.as_os_str() == "-" {
-        let mut s = String::new();
+        let mut bytes = Vec::new();
         std::io::stdin()
-            .read_to_string(&mut s)
+            .read_to_end(&mut bytes)
             .context("reading standard input")?;
-        s
+        bytes
     } else {
-        std::fs::read_to_string(&args.input)
+        std::fs::read(&args.input)
             .with_context(|| format!("reading input {}", args.input.display()))?
     };
     let mut simulator = Simulator::new(directory, args.dialect);
