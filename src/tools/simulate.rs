@@ -93,12 +93,15 @@ impl Simulator {
     }
 
     /// Applies every line of a trace, then the relay records it causes; returns every output.
-    ///
-    /// A line is a record's bytes, as the stream would carry them: one that is not valid UTF-8
-    /// (or not JSON) is dead-lettered like any unreadable record, and the rest of the trace is
-    /// applied.
-    pub fn run_trace(&mut self, input: impl AsRef<[u8]>) -> Vec<Output> {
-        let mut queue: VecDeque<(Vec<u8>, String)> = trace_lines(input.as_ref())
+    pub fn run_trace(&mut self, input: &str) -> Vec<Output> {
+        self.run_bytes(input.as_bytes())
+    }
+
+    /// [`Simulator::run_trace`] over raw bytes. A line is a record's bytes, as the stream would
+    /// carry them: one that is not valid UTF-8 (or not JSON) is dead-lettered like any
+    /// unreadable record, and the rest of the trace is applied.
+    pub fn run_bytes(&mut self, input: &[u8]) -> Vec<Output> {
+        let mut queue: VecDeque<(Vec<u8>, String)> = trace_lines(input)
             .map(|(i, line)| (line.to_vec(), format!("line-{}", i + 1)))
             .collect();
         let mut outputs = Vec::new();
@@ -211,7 +214,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .with_context(|| format!("reading input {}", args.input.display()))?
     };
     let mut simulator = Simulator::new(directory, args.dialect);
-    let outputs = simulator.run_trace(&trace);
+    let outputs = simulator.run_bytes(&trace);
     let mut out = BufWriter::new(std::io::stdout().lock());
     for output in &outputs {
         writeln!(out, "{}", output_line(output))?;
