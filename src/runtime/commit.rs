@@ -19,6 +19,10 @@ use crate::runtime::store::OutRecord;
 
 /// How many times a commit that timed out is resumed before the batch is given up.
 const COMMIT_ATTEMPTS: u32 = 3;
+/// The longest a commit can take: sending the offsets, waiting for deliveries, and every
+/// attempt at the commit itself each wait up to [`TIMEOUT`]. A rebalance waits this long for
+/// the commit in flight (30 s before, so a slow commit's partitions could move while it ran).
+pub(super) const LONGEST_COMMIT: Duration = TIMEOUT.saturating_mul(2 + COMMIT_ATTEMPTS);
 
 /// Where the producer's transaction stands. One at a time: a batch's transaction begins only
 /// once the one before it has committed or been ended, so "open and committing" has no value.
@@ -81,19 +85,16 @@ impl Commit {
         self,
         gate: &Arc<Gate>,
     ) -> Result<JoinHandle<Result<Duration, Failed>>, RuntimeError> {
-        gate.set(true);
-        let done = Arc::clone(gate);
+        let busy = Busy::new(gate);
         std::thread::Builder::new()
             .name("commit".into())
             .spawn(move || {
-                let result = self.run();
-                done.set(false);
-                result
+                // Held until the thread ends, however it ends: a panic unwinding past it frees the
+                // gate too, rather than leaving every later rebalance to wait out its timeout.
+                let _busy = busy;
+                self.run()
             })
-            .map_err(|e| {
-                gate.set(false);
-                RuntimeError::Thread(e)
-            })
+            .map_err(RuntimeError::Thread)
     }
 
     /// Produces the outputs and commits them with the offsets, in one transaction; returns how
@@ -159,11 +160,56 @@ impl Gate {
         }
     }
 
-    pub(super) fn wait_idle(&self, timeout: Duration) {
+    /// Waits until no commit is at work, or `timeout` passed; true when idle.
+    pub(super) fn wait_idle(&self, timeout: Duration) -> bool {
         let busy = self.busy.lock().expect("gate lock");
-        let _ = self
+        let (busy, _) = self
             .idle
             .wait_timeout_while(busy, timeout, |busy| *busy)
             .expect("gate lock");
+        !*busy
+    }
+}
+
+/// The gate held busy for as long as this lives.
+pub(super) struct Busy(Arc<Gate>);
+
+impl Busy {
+    pub(super) fn new(gate: &Arc<Gate>) -> Self {
+        gate.set(true);
+        Busy(Arc::clone(gate))
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.set(false);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_commit_thread_that_panics_frees_the_gate() {
+        let gate = Arc::new(Gate::default());
+        let busy = Busy::new(&gate);
+        assert!(
+            !gate.wait_idle(Duration::from_millis(10)),
+            "busy while held"
+        );
+        let thread = std::thread::spawn(move || {
+            let _busy = busy;
+            panic!("the commit thread fails");
+        });
+        assert!(thread.join().is_err());
+        assert!(gate.wait_idle(Duration::from_millis(10)));
+    }
+
+    #[test]
+    fn a_rebalance_waits_as_long_as_a_commit_can_take() {
+        // send_offsets + deliveries + three commit attempts, 30 s each.
+        assert_eq!(LONGEST_COMMIT, Duration::from_secs(150));
     }
 }

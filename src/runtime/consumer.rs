@@ -14,7 +14,7 @@ use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tracing::{info, warn};
 
-use super::commit::{Gate, Txn};
+use super::commit::{Gate, Txn, LONGEST_COMMIT};
 use super::kafka::{consumer_config, TIMEOUT};
 use super::RuntimeError;
 use crate::config::Config;
@@ -68,7 +68,11 @@ impl ConsumerContext for ConsumerHooks {
     }
 
     fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        self.committing.wait_idle(TIMEOUT);
+        if !self.committing.wait_idle(LONGEST_COMMIT) {
+            warn!(
+                "the commit in flight outlasted the longest a commit can take; rebalancing anyway"
+            );
+        }
         self.rebalanced.store(true, Ordering::SeqCst);
         self.metrics.rebalances.inc();
         match rebalance {
