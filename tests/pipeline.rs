@@ -475,6 +475,68 @@ async fn a_prepared_batch_changes_nothing_until_written() {
     assert_eq!(store.conversation_ids(), fresh.conversation_ids());
 }
 
+/// Review finding F5, deterministically: a batch prepared from an older state of a conversation
+/// (a zombie, or a write delayed past a rebalance) is written after the new owner wrote that
+/// conversation. The write must be refused as stale and change nothing; it once overwrote the
+/// new owner's state and appended the `/send`'s form result a second time.
+async fn a_write_prepared_from_an_older_state_is_stale(store: &impl StateStore) {
+    use switchboard::runtime::pipeline::{prepare_batch, PipelineError};
+    let dir = directory();
+    let lines: Vec<String> = trace().lines().map(str::to_string).collect();
+    let c = "00000000000000000000d001";
+    // Lines 1-14 open d001 and fill its Trade-in form; line 15 `/send`s it, line 16 renames it.
+    let opening: Vec<InputRecord> = trace_records()[..14].to_vec();
+    process_batch(store, &dir, Dialect::Web1on1, MAX, opening)
+        .await
+        .unwrap();
+    let send = record(240, &lines[14]);
+    let rename = record(250, &lines[15]);
+    let zombie = prepare_batch(
+        store,
+        &dir,
+        Dialect::Web1on1,
+        MAX,
+        vec![send.clone(), rename],
+    )
+    .await
+    .unwrap();
+    process_batch(store, &dir, Dialect::Web1on1, MAX, vec![send])
+        .await
+        .unwrap();
+    let owners = switchboard::runtime::store::document(store, c, true)
+        .await
+        .unwrap();
+    assert_eq!(owners.as_ref().unwrap().0.results.len(), 1, "the form sent");
+    let owners_outbox = store.outboxes(&[c.to_string()]).await.unwrap();
+
+    let outcome = zombie.write(store).await.map(|out| out.applied);
+    let results = store.results(c).await.unwrap().len();
+    assert!(
+        matches!(&outcome, Err(PipelineError::Stale(id)) if id == c),
+        "the zombie's write gave {outcome:?}, and d001 now has {results} form results"
+    );
+    let after = switchboard::runtime::store::document(store, c, true)
+        .await
+        .unwrap();
+    assert_eq!(after, owners, "the zombie's write changed the conversation");
+    assert_eq!(
+        store.outboxes(&[c.to_string()]).await.unwrap(),
+        owners_outbox
+    );
+    let record = store.load(&[c.to_string()]).await.unwrap().remove(0);
+    assert_eq!(record.unwrap().offset, 240);
+}
+
+#[tokio::test]
+async fn a_stale_prepared_write_is_refused_by_the_memory_store() {
+    a_write_prepared_from_an_older_state_is_stale(&MemoryStore::new()).await;
+}
+
+#[tokio::test]
+async fn a_stale_prepared_write_is_refused_by_redis() {
+    a_write_prepared_from_an_older_state_is_stale(&redis("stale-prepared").await).await;
+}
+
 /// One record at a time, so that every output of a batch has the same cause: each event carries
 /// the CloudEvents content type and then its input's headers, save the input's own content type
 /// and binary-mode attributes; a relay record carries its input's as they were; a dead letter

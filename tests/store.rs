@@ -99,6 +99,7 @@ async fn round_trip_and_fencing(store: &impl StateStore) {
     conv.version = 1;
     let first = Write {
         conversation: conv.clone(),
+        base: None,
         offset: 5,
         log: vec![LogWrite::Append(message(
             0,
@@ -129,8 +130,9 @@ async fn round_trip_and_fencing(store: &impl StateStore) {
         [vec![pending(5)], vec![]]
     );
 
-    // The same offset again, or an older one: nothing changes.
+    // The same offset again, or an older one: nothing changes, even from the right base.
     let mut zombie = first.clone();
+    zombie.base = Some(5);
     zombie.conversation.name = "Zombie".into();
     assert_eq!(
         store.write(vec![zombie.clone()]).await.unwrap(),
@@ -157,6 +159,7 @@ async fn round_trip_and_fencing(store: &impl StateStore) {
     conv.version = 3;
     let second = Write {
         conversation: conv.clone(),
+        base: Some(5),
         offset: 9,
         log: vec![
             LogWrite::Update(liked.clone()),
@@ -203,6 +206,7 @@ async fn round_trip_and_fencing(store: &impl StateStore) {
     // A replace (what /import does) drops everything not in it.
     let third = Write {
         conversation: conv,
+        base: Some(9),
         offset: 10,
         log: vec![
             LogWrite::Replace(vec![message(0, "0000000000000000000000b0", "merged")]),
@@ -250,6 +254,7 @@ async fn round_trip_and_fencing(store: &impl StateStore) {
         store
             .write(vec![Write {
                 conversation: big.clone(),
+                base: Some(10),
                 offset: 11,
                 log: vec![LogWrite::Replace(log.clone())],
                 outbox: Vec::new(),
@@ -318,6 +323,152 @@ async fn memory_store_behaves_the_same() {
     round_trip_and_fencing(&MemoryStore::new()).await;
 }
 
+fn result(id: &str) -> switchboard::core::state::FormResult {
+    switchboard::core::state::FormResult {
+        form: "0000000000000000000000f1".into(),
+        name: "Trade-in".into(),
+        category_index: 0,
+        fields: [("make".to_string(), "Volkswagen".to_string())].into(),
+        message: id.into(),
+        sent_at: "2024-05-01T09:07:30Z".into(),
+    }
+}
+
+/// Everything the store holds for a conversation: header and offset, log, results, outbox.
+type Snapshot = (
+    Option<switchboard::runtime::store::Record>,
+    Vec<StoredMessage>,
+    Vec<switchboard::core::state::FormResult>,
+    Vec<Pending>,
+);
+
+async fn snapshot(store: &impl StateStore, c: &str) -> Snapshot {
+    let id = [c.to_string()];
+    (
+        store.load(&id).await.unwrap().remove(0),
+        store.log(c).await.unwrap(),
+        store.results(c).await.unwrap(),
+        store.outboxes(&id).await.unwrap().remove(0),
+    )
+}
+
+/// A write lands only on the state it was prepared from (review finding F5): from any other base
+/// it changes nothing. And a result written twice is kept once.
+async fn compare_and_set_and_idempotent_results(store: &impl StateStore) {
+    let c = "00000000000000000000c005".to_string();
+    let mut conv = conversation(&c);
+    conv.results = vec![result("0000000000000000000000r1")];
+    let create = Write {
+        conversation: conv.clone(),
+        base: None,
+        offset: 5,
+        log: vec![LogWrite::Append(message(
+            0,
+            "0000000000000000000000a0",
+            "hi",
+        ))],
+        outbox: vec![pending(5)],
+    };
+    assert_eq!(
+        store.write(vec![create.clone()]).await.unwrap(),
+        [WriteOutcome::Written]
+    );
+    let before = snapshot(store, &c).await;
+
+    // From an absent base, an older or a newer one (-1 too: what a missing conversation loads
+    // as), with a later offset: stale, and nothing of the conversation changes.
+    conv.name = "Zombie".into();
+    conv.results = vec![
+        result("0000000000000000000000r1"),
+        result("0000000000000000000000r2"),
+    ];
+    let zombie = |base| Write {
+        conversation: conv.clone(),
+        base,
+        offset: 9,
+        log: vec![
+            LogWrite::Update(message(0, "0000000000000000000000a0", "changed")),
+            LogWrite::Append(message(1, "0000000000000000000000a1", "more")),
+        ],
+        outbox: vec![pending(9)],
+    };
+    for base in [None, Some(-1), Some(4), Some(6), Some(9)] {
+        assert_eq!(
+            store.write(vec![zombie(base)]).await.unwrap(),
+            [WriteOutcome::Stale],
+            "base {base:?}"
+        );
+        assert_eq!(snapshot(store, &c).await, before, "base {base:?}");
+    }
+    // A conversation that does not exist takes only a write from an absent base.
+    let other = "00000000000000000000c006";
+    let mut elsewhere = create.clone();
+    elsewhere.conversation = conversation(other);
+    elsewhere.base = Some(-1);
+    assert_eq!(
+        store.write(vec![elsewhere]).await.unwrap(),
+        [WriteOutcome::Stale]
+    );
+    assert_eq!(snapshot(store, other).await, (None, vec![], vec![], vec![]));
+
+    // From the right base it lands; r1, written again, is kept once.
+    assert_eq!(
+        store.write(vec![zombie(Some(5))]).await.unwrap(),
+        [WriteOutcome::Written]
+    );
+    let (record, log, results, outbox) = snapshot(store, &c).await;
+    assert_eq!(
+        record.map(|r| (r.conversation.name, r.offset)),
+        Some(("Zombie".into(), 9))
+    );
+    assert_eq!(log.len(), 2);
+    assert_eq!(results, conv.results);
+    assert_eq!(outbox, [pending(9)]);
+    // Both results again, twice in one write: still each once, in the order first written.
+    conv.results = vec![
+        result("0000000000000000000000r2"),
+        result("0000000000000000000000r1"),
+        result("0000000000000000000000r2"),
+        result("0000000000000000000000r3"),
+    ];
+    let again = Write {
+        conversation: conv,
+        base: Some(9),
+        offset: 10,
+        log: Vec::new(),
+        outbox: Vec::new(),
+    };
+    assert_eq!(
+        store.write(vec![again]).await.unwrap(),
+        [WriteOutcome::Written]
+    );
+    let ids: Vec<String> = store
+        .results(&c)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.message)
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            "0000000000000000000000r1",
+            "0000000000000000000000r2",
+            "0000000000000000000000r3"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn redis_writes_only_on_the_state_read_and_keeps_each_result_once() {
+    compare_and_set_and_idempotent_results(&redis("cas").await).await;
+}
+
+#[tokio::test]
+async fn memory_store_writes_only_on_the_state_read_and_keeps_each_result_once() {
+    compare_and_set_and_idempotent_results(&MemoryStore::new()).await;
+}
+
 #[tokio::test]
 async fn every_key_of_a_conversation_shares_its_hash_tag() {
     let store = redis("tags").await;
@@ -325,6 +476,7 @@ async fn every_key_of_a_conversation_shares_its_hash_tag() {
     store
         .write(vec![Write {
             conversation: conversation(&c),
+            base: None,
             offset: 1,
             log: vec![LogWrite::Append(message(
                 0,
@@ -359,6 +511,7 @@ async fn a_damaged_outbox_is_reported() {
     store
         .write(vec![Write {
             conversation: conversation(&c),
+            base: None,
             offset: 4,
             log: Vec::new(),
             outbox: vec![pending(3), pending(4)],
@@ -414,6 +567,7 @@ async fn writes_survive_a_flushed_script_cache() {
     let c = "00000000000000000000c003".to_string();
     let w = Write {
         conversation: conversation(&c),
+        base: None,
         offset: 1,
         log: Vec::new(),
         outbox: Vec::new(),
@@ -435,6 +589,7 @@ async fn the_example_trace_stored_in_redis_matches_the_simulator() {
     let mut logs: HashMap<String, MemoryLog> = HashMap::new();
     let mut headers: HashMap<String, Conversation> = HashMap::new();
     let mut written_results: HashMap<String, usize> = HashMap::new();
+    let mut offsets: HashMap<String, i64> = HashMap::new();
     let mut queue: VecDeque<Vec<u8>> = trace.lines().map(|l| l.as_bytes().to_vec()).collect();
     let mut offset = 0i64;
     while let Some(payload) = queue.pop_front() {
@@ -467,6 +622,7 @@ async fn the_example_trace_stored_in_redis_matches_the_simulator() {
             *sent = c.results.len();
             let w = Write {
                 conversation: header,
+                base: offsets.insert(id.clone(), offset),
                 offset,
                 log: t.log,
                 outbox: Vec::new(),

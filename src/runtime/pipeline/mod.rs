@@ -7,7 +7,8 @@
 //! For every record: decode it; if its conversation's stored offset already covers it (a
 //! replay after a failed or unknown commit), take its outputs from the stored outbox instead of
 //! applying it again; otherwise apply it with the core. Then write every touched conversation
-//! atomically and fenced by offset, together with the outbox of the batch.
+//! atomically, together with the outbox of the batch, and only if it is still at the offset the
+//! batch read (compare-and-set).
 //!
 //! The stages, in order (one file each):
 //! 1. decode (`decode.rs`): `decode_all` checks each record's size and decodes it, then

@@ -18,6 +18,9 @@ use super::{InputRecord, PipelineError};
 #[derive(Debug, Default)]
 pub(super) struct Work {
     pub(super) conversation: Option<Conversation>,
+    /// The conversation was stored when the batch read it.
+    pub(super) existed: bool,
+    /// Its offset as read (-1 if it was not stored): what the write is conditional on.
     pub(super) stored_offset: i64,
     pub(super) stored_outbox: Vec<Pending>,
     pub(super) log: BatchLog,
@@ -36,6 +39,7 @@ impl Work {
         };
         if let Some(r) = record {
             w.log.len = r.conversation.message_count;
+            w.existed = true;
             w.stored_offset = r.offset;
             w.conversation = Some(r.conversation);
         }
@@ -83,6 +87,7 @@ impl<'a, D: Directory> Workset<'a, D> {
             .filter(|w| w.dirty)
             .filter_map(|w| {
                 Some(Write {
+                    base: w.existed.then_some(w.stored_offset),
                     conversation: w.conversation?,
                     offset: w.last_offset,
                     log: w.writes,

@@ -1,5 +1,5 @@
 //! Stage 5: a prepared batch, and writing it: the block lists, then every touched conversation
-//! atomically and fenced by offset, together with the batch's outbox.
+//! atomically and only on the state the batch read, together with the batch's outbox.
 
 use tracing::Instrument as _;
 
@@ -22,8 +22,8 @@ pub struct Prepared {
 }
 
 impl Prepared {
-    /// Writes the batch's block lists and conversations; fails if another instance wrote one of
-    /// them meanwhile.
+    /// Writes the batch's block lists and conversations; fails if one of them is no longer at
+    /// the offset the batch read (another instance wrote it meanwhile).
     pub async fn write<S: StateStore>(self, store: &S) -> Result<BatchOutput, PipelineError> {
         let span = tracing::trace_span!(
             target: super::trace::TARGET,

@@ -1,6 +1,6 @@
 //! The in-memory store: the demo's, and the reference the Redis store is tested against.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Mutex;
 
 use super::{flatten, Pending, Record, StateStore, StoreError, Write, WriteOutcome};
@@ -13,6 +13,8 @@ struct Entry {
     outbox: Vec<Pending>,
     log: BTreeMap<u64, StoredMessage>,
     results: Vec<FormResult>,
+    /// The IDs of `results`, so that a result written again is kept once.
+    result_ids: HashSet<String>,
 }
 
 #[derive(Debug, Default)]
@@ -99,7 +101,9 @@ impl StateStore for MemoryStore {
             .into_iter()
             .map(|mut w| {
                 let entry = map.entry(w.conversation.id.clone()).or_default();
-                if entry.record.as_ref().is_some_and(|r| r.offset >= w.offset) {
+                // As the Redis script: only on the state read, and only forward.
+                let stored = entry.record.as_ref().map(|r| r.offset);
+                if stored != w.base || stored.is_some_and(|s| s >= w.offset) {
                     return WriteOutcome::Stale;
                 }
                 let (replace, changed) = flatten(&w.log);
@@ -109,7 +113,11 @@ impl StateStore for MemoryStore {
                 for m in changed {
                     entry.log.insert(m.index, m);
                 }
-                entry.results.append(&mut w.conversation.results);
+                for r in std::mem::take(&mut w.conversation.results) {
+                    if entry.result_ids.insert(r.message.clone()) {
+                        entry.results.push(r);
+                    }
+                }
                 entry.record = Some(Record {
                     conversation: w.conversation,
                     offset: w.offset,

@@ -2,8 +2,9 @@
 //!
 //! A store holds, per conversation, the header, the input offset of the last applied message,
 //! the outbox of outputs not yet known to be committed to Kafka, and the message log. Writes
-//! are atomic per conversation and fenced by the offset: a write whose offset is not above the
-//! stored one changes nothing and is reported [`WriteOutcome::Stale`].
+//! are atomic per conversation and compare-and-set on the offset: a write lands only if the
+//! conversation is still at the offset the batch read ([`Write::base`]) and its own offset is
+//! above it; otherwise it changes nothing and is reported [`WriteOutcome::Stale`].
 //!
 //! This folder owns the storage formats and keys (Redis hashes, the outbox encoding, the
 //! directory's keys and cache); it may not decide anything a command means (that is the core's)
@@ -65,7 +66,8 @@ pub struct Pending {
 ///
 /// The conversation's `results` (forms processed by `/send`) are not part of it: they only ever
 /// grow and the core only appends to them, so the store keeps them in a list of their own, and a
-/// write appends whatever `results` the written conversation carries. Loading and writing a
+/// write appends whichever `results` of the written conversation it does not hold yet (by their
+/// `message` ID, so a result written twice is kept once). Loading and writing a
 /// header therefore costs the same however many forms the conversation has sent;
 /// [`StateStore::results`] (or [`document`]) reads them back for display.
 #[derive(Debug, Clone, PartialEq)]
@@ -79,6 +81,9 @@ pub struct Record {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Write {
     pub conversation: Conversation,
+    /// The stored offset the batch read and applied its records to (`None`: the conversation
+    /// was not stored). The write lands only if the conversation is still there.
+    pub base: Option<i64>,
     /// Input offset of the last message of the batch applied to this conversation.
     pub offset: i64,
     /// The log changes, in order.
@@ -90,7 +95,8 @@ pub struct Write {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WriteOutcome {
     Written,
-    /// The store already holds this offset or a later one: another writer got there first.
+    /// The conversation is no longer at the write's base (another writer got there first), or
+    /// the write's offset is not above it: nothing of the conversation changed.
     Stale,
 }
 
@@ -144,8 +150,9 @@ pub trait StateStore: Send + Sync {
         conversation: &str,
     ) -> impl std::future::Future<Output = Result<Vec<FormResult>, StoreError>> + Send;
 
-    /// Applies the writes, each atomically; outcomes in the same order. Each write's
-    /// `conversation.results` are appended to the stored ones.
+    /// Applies the writes, each atomically and only on its base; outcomes in the same order.
+    /// Each write's `conversation.results` are appended to the stored ones, save those (by
+    /// `message` ID) already stored.
     fn write(
         &self,
         writes: Vec<Write>,

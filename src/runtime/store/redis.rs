@@ -10,37 +10,53 @@ use super::{flatten, Pending, Record, StateStore, StoreError, Write, WriteOutcom
 use crate::core::directory::Block;
 use crate::core::state::{Conversation, FormResult, StoredMessage};
 
-/// Writes one conversation if, and only if, the batch's offset is above the stored one.
-/// KEYS: header, messages, ids, results. ARGV: offset, header JSON, outbox (see
-/// [`encode_outbox`]), replace flag, the number of new results, the number of messages, the
-/// results (JSON), the (index, message JSON) pairs, then the (id, index) pairs. Returns 1 when
-/// written, 0 when stale.
+/// Writes one conversation if, and only if, it is still at the state the batch read (its stored
+/// offset is the write's base, or it is absent and so is the base) and the batch's offset is
+/// above that base. KEYS: header, messages, ids, results, result IDs. ARGV: base ('' for none),
+/// offset, header JSON, outbox (see [`encode_outbox`]), replace flag, the number of new results,
+/// the number of messages, the (result ID, result JSON) pairs, the (index, message JSON) pairs,
+/// then the (id, index) pairs. Returns 1 when written, 0 when stale.
 ///
 /// Fields go in a few variadic commands rather than one call each: a call from Lua costs about
-/// as much as the field it writes, and this script is most of Redis's work.
+/// as much as the field it writes, and this script is most of Redis's work. Results are the
+/// exception, one SADD each: a result is appended only if its ID is new to the set beside the
+/// list, which costs the same however long the list is, and most writes carry none.
 const WRITE: &str = r#"
 local stored = redis.call('HGET', KEYS[1], 'offset')
-if stored and tonumber(stored) >= tonumber(ARGV[1]) then
+-- Compare and set: offsets compare as the decimal strings both sides were written as, and a
+-- conversation without one (absent) matches only an absent base.
+if (stored or '') ~= ARGV[1] then
+  return 0
+end
+-- Forward only, so that a conversation never returns to an offset it held: the same offset
+-- then means the same state, whoever writes.
+if stored and tonumber(ARGV[2]) <= tonumber(stored) then
   return 0
 end
 -- unpack() is bounded by Lua's C stack: a replaced log of 100,000 messages goes in chunks.
-local function bulk(command, key, first, last)
+local function bulk(command, key, list, first, last)
   for i = first, last, 1000 do
-    redis.call(command, key, unpack(ARGV, i, math.min(i + 999, last)))
+    redis.call(command, key, unpack(list, i, math.min(i + 999, last)))
   end
 end
-if ARGV[4] == '1' then
+if ARGV[5] == '1' then
   redis.call('DEL', KEYS[2], KEYS[3])
 end
-local results = tonumber(ARGV[5])
-local messages = tonumber(ARGV[6])
-local at = 7
-bulk('RPUSH', KEYS[4], at, at + results - 1)
-at = at + results
-bulk('HSET', KEYS[2], at, at + 2 * messages - 1)
+local results = tonumber(ARGV[6])
+local messages = tonumber(ARGV[7])
+local at = 8
+local new = {}
+for i = at, at + 2 * results - 1, 2 do
+  if redis.call('SADD', KEYS[5], ARGV[i]) == 1 then
+    new[#new + 1] = ARGV[i + 1]
+  end
+end
+bulk('RPUSH', KEYS[4], new, 1, #new)
+at = at + 2 * results
+bulk('HSET', KEYS[2], ARGV, at, at + 2 * messages - 1)
 at = at + 2 * messages
-bulk('HSET', KEYS[3], at, at + 2 * messages - 1)
-redis.call('HSET', KEYS[1], 'doc', ARGV[2], 'offset', ARGV[1], 'outbox', ARGV[3])
+bulk('HSET', KEYS[3], ARGV, at, at + 2 * messages - 1)
+redis.call('HSET', KEYS[1], 'doc', ARGV[3], 'offset', ARGV[2], 'outbox', ARGV[4])
 return 1
 "#;
 
@@ -127,11 +143,13 @@ impl RedisStore {
             let cmd = pipe
                 .cmd("EVALSHA")
                 .arg(self.write.get_hash())
-                .arg(4)
+                .arg(5)
                 .arg(self.key(id, "h"))
                 .arg(self.key(id, "m"))
                 .arg(self.key(id, "i"))
                 .arg(self.key(id, "r"))
+                .arg(self.key(id, "rid"))
+                .arg(w.base.map(|b| b.to_string()).unwrap_or_default())
                 .arg(w.offset)
                 .arg(serde_json::to_string(&header).map_err(corrupt)?)
                 .arg(encode_outbox(id, &w.outbox)?)
@@ -139,7 +157,8 @@ impl RedisStore {
                 .arg(w.conversation.results.len())
                 .arg(changed.len());
             for r in &w.conversation.results {
-                cmd.arg(serde_json::to_string(r).map_err(corrupt)?);
+                cmd.arg(&r.message)
+                    .arg(serde_json::to_string(r).map_err(corrupt)?);
             }
             for m in &changed {
                 cmd.arg(m.index)
