@@ -85,7 +85,7 @@ impl Recovery {
     /// pause, a stopped VM) past its session and transaction timeouts, its transaction aborted by
     /// the coordinator and its partitions given to others. Then the way on is a fresh producer
     /// (same transactional ID, new epoch) and a rewind to what was committed; the state writes it
-    /// may still attempt are fenced by offset in Redis. But if another running instance shares
+    /// may still attempt are refused in Redis (compare-and-set on the offset they read). But if another running instance shares
     /// the transactional ID (a misconfiguration), the two would fence each other for ever: more
     /// than [`MAX_FENCES`] fencings within [`FENCE_WINDOW`] end this instance instead.
     fn fenced(&mut self) -> Action {
