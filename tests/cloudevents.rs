@@ -43,11 +43,7 @@ fn traceparent(line: usize) -> String {
 
 /// The example trace, every record with a trace context of its own (and a `tracestate`).
 fn produce_traced(setup: &Setup) {
-    let producer: BaseProducer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", bootstrap())
-        .set("partitioner", "murmur2_random")
-        .create()
-        .unwrap();
+    let producer: BaseProducer = producer_config().create().unwrap();
     let input = setup.topic(Topic::Input);
     for (i, line) in std::fs::read_to_string(TRACE).unwrap().lines().enumerate() {
         let key = serde_json::from_str::<Value>(line)

@@ -10,7 +10,6 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use kafka_support::*;
-use rdkafka::config::ClientConfig;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use switchboard::core::event::Topic;
 
@@ -148,9 +147,7 @@ async fn two_instances_share_the_group_and_one_dies_mid_stream() {
 #[tokio::test(flavor = "multi_thread")]
 async fn poison_records_go_to_the_dead_letter_topic_while_the_rest_flows() {
     let setup = Setup::create_with("poison", &[("max.message.bytes", "4194304")]).await;
-    let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap())
-        .set("partitioner", "murmur2_random")
+    let producer: BaseProducer = producer_config()
         .set("message.max.bytes", "4194304")
         .create()
         .unwrap();
@@ -285,9 +282,7 @@ impl rdkafka::producer::ProducerContext for Deliveries {
 
 /// Produces lines keyed by conversation; returns each conversation's partition.
 fn produce_lines(setup: &Setup, lines: &[String]) -> HashMap<String, i32> {
-    let producer: BaseProducer<Deliveries> = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap())
-        .set("partitioner", "murmur2_random")
+    let producer: BaseProducer<Deliveries> = producer_config()
         .create_with_context(Deliveries::default())
         .unwrap();
     let input = setup.topic(Topic::Input);

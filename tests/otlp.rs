@@ -143,11 +143,7 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 
 /// The example trace, the records at even lines carrying [`TRACEPARENT`]; how many do.
 fn produce_half_traced(setup: &Setup) -> usize {
-    let producer: BaseProducer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", bootstrap())
-        .set("partitioner", "murmur2_random")
-        .create()
-        .unwrap();
+    let producer: BaseProducer = producer_config().create().unwrap();
     let input = setup.topic(Topic::Input);
     let traced = Headers::new(vec![Header::new("traceparent", TRACEPARENT)])
         .to_kafka()

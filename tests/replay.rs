@@ -146,11 +146,7 @@ async fn dead_letters_re_driven_arrive_as_the_originals() {
     use switchboard::tools::demo::read_committed_records;
 
     let setup = Setup::create("redrive").await;
-    let producer: BaseProducer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", bootstrap())
-        .set("partitioner", "murmur2_random")
-        .create()
-        .unwrap();
+    let producer: BaseProducer = producer_config().create().unwrap();
     let input = setup.topic(Topic::Input);
     let trace = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
     let good = r#"{"id":"0000000000000000000000a1","conversation":"00000000000000000000d0aa","type":"chat","role":"contact","text":"hi","createdAt":"2024-05-01T10:00:00Z"}"#;

@@ -17,7 +17,7 @@ mod recovery;
 pub mod serve;
 pub mod store;
 
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -82,6 +82,8 @@ pub struct Runtime<S, D> {
     committing: Arc<Gate>,
     recovery: Recovery,
     metrics: Arc<Metrics>,
+    /// Set when the first batch begins: the end of start-up (see [`Runtime::started`]).
+    started: Option<Arc<AtomicBool>>,
     pub stats: Stats,
 }
 
@@ -108,8 +110,16 @@ impl<S: StateStore, D: DirectorySource> Runtime<S, D> {
             committing,
             recovery: Recovery::new(metrics.fencings.clone()),
             metrics,
+            started: None,
             stats: Stats::default(),
         })
+    }
+
+    /// Sets `flag` when the first batch begins, before anything of it is read or written: until
+    /// then, stopping loses nothing.
+    pub fn started(mut self, flag: Arc<AtomicBool>) -> Self {
+        self.started = Some(flag);
+        self
     }
 
     /// Consumes until `stop` is set (between batches: the batch in flight is finished and
@@ -168,6 +178,9 @@ impl<S: StateStore, D: DirectorySource> Runtime<S, D> {
 
     /// Applies a batch while the previous one commits, then writes it and starts its commit.
     fn step(&mut self, batch: Vec<InputRecord>) -> Result<(), RuntimeError> {
+        if let Some(flag) = &self.started {
+            flag.store(true, Ordering::SeqCst);
+        }
         let count = batch.len() as u64;
         let applying = Instant::now();
         let prepared = self.io.block_on(prepare_batch(

@@ -16,9 +16,7 @@ use std::sync::Arc;
 use secrecy::ExposeSecret;
 
 use crate::config::Config;
-use crate::core::directory::{Channel, Directory, Form, Organization, User};
 use crate::runtime::metrics::{Metrics, TimedStore};
-use crate::runtime::store::directory::{DirectorySource, Key};
 use crate::runtime::store::{RedisDirectory, RedisStore, StoreError};
 use crate::runtime::{Runtime, RuntimeError};
 
@@ -108,10 +106,6 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
         inner: store,
         metrics: Arc::clone(&metrics),
     };
-    let directory = Watched {
-        inner: directory,
-        started,
-    };
     tracing::info!(
         brokers = %config.kafka.brokers,
         input = %config.topics.input,
@@ -126,8 +120,9 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
         redis: config.redis.address(),
         source: Box::new(source),
     };
-    let mut runtime =
-        Runtime::new(config.clone(), store, directory, io, metrics).map_err(failed)?;
+    let mut runtime = Runtime::new(config.clone(), store, directory, io, metrics)
+        .map_err(failed)?
+        .started(started);
     let stats = runtime.run(&stop, None).map_err(failed)?;
     tracing::info!(
         batches = stats.batches,
@@ -163,50 +158,4 @@ fn exit_during_start_up() -> ! {
     // `_exit`: the main thread may be inside librdkafka, whose threads must not race the C
     // library's exit handlers.
     signal_hook::low_level::exit(0)
-}
-
-/// The directory, noting when the runtime begins its first batch (which refreshes it first):
-/// the end of start-up.
-struct Watched<D> {
-    inner: D,
-    started: Arc<AtomicBool>,
-}
-
-impl<D: Directory> Directory for Watched<D> {
-    fn organization(&self, id: &str) -> Option<Arc<Organization>> {
-        self.inner.organization(id)
-    }
-    fn channel(&self, id: &str) -> Option<Arc<Channel>> {
-        self.inner.channel(id)
-    }
-    fn user(&self, id: &str) -> Option<Arc<User>> {
-        self.inner.user(id)
-    }
-    fn form(&self, id: &str) -> Option<Arc<Form>> {
-        self.inner.form(id)
-    }
-    fn channels_of(&self, organization: &str) -> Vec<Arc<Channel>> {
-        self.inner.channels_of(organization)
-    }
-    fn blocked_since(&self, organization: &str, ip: &str) -> Option<i64> {
-        self.inner.blocked_since(organization, ip)
-    }
-}
-
-impl<D: DirectorySource> DirectorySource for Watched<D> {
-    fn take_misses(&self) -> Vec<Key> {
-        self.inner.take_misses()
-    }
-
-    fn resolve(
-        &self,
-        keys: Vec<Key>,
-    ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send {
-        self.inner.resolve(keys)
-    }
-
-    fn refresh(&self) -> impl std::future::Future<Output = Result<(), StoreError>> + Send {
-        self.started.store(true, Ordering::SeqCst);
-        self.inner.refresh()
-    }
 }

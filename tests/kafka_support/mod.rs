@@ -26,6 +26,15 @@ pub const PARTITIONS: i32 = 4;
 /// The example trace, `copies` times over, each copy an independent world: its conversation
 /// and message IDs and its contacts' IPs are its own, so copies cannot affect each other and
 /// the oracle holds however the stream interleaves them. Returns the path of the trace file.
+/// A producer's settings as the platform's own: the local broker, and the Java client's default
+/// partitioner, which Switchboard's relay records use too.
+pub fn producer_config() -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", bootstrap())
+        .set("partitioner", "murmur2_random");
+    c
+}
+
 pub fn scaled_trace(name: &str, copies: u32) -> std::path::PathBuf {
     let original = std::fs::read_to_string(TRACE).unwrap();
     let mut out = String::new();
@@ -140,11 +149,7 @@ impl Setup {
     }
 
     pub fn produce_trace(&self, trace: &std::path::Path) {
-        let producer: BaseProducer = ClientConfig::new()
-            .set("bootstrap.servers", bootstrap())
-            .set("partitioner", "murmur2_random")
-            .create()
-            .unwrap();
+        let producer: BaseProducer = producer_config().create().unwrap();
         let input = self.topic(Topic::Input);
         for line in std::fs::read_to_string(trace).unwrap().lines() {
             let key = serde_json::from_str::<Value>(line)
