@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand};
-use switchboard::tools::{check, demo, directory, inspect, loadgen, replay, simulate};
+use switchboard::tools::{check, demo, directory, inspect, loadgen, rebuild, replay, simulate};
 
 #[derive(Parser)]
 #[command(
@@ -42,6 +42,10 @@ pub enum Command {
     Loadgen(loadgen::Args),
     /// Re-produce a JSON-lines file or a topic to a topic, keeping each conversation's order.
     Replay(replay::Args),
+    /// Make a halted partition's state again from the input topic (Redis lost writes Kafka had
+    /// committed): its conversations are deleted and its committed records applied again, with
+    /// no outputs. Run it while no instance processes the partition.
+    Rebuild(rebuild::Args),
     /// The directory (organizations, channels, users, forms, blocked IPs) in Redis.
     Directory {
         #[command(subcommand)]
@@ -79,6 +83,7 @@ impl Command {
             Command::Run(a) => a.config.as_deref(),
             Command::Check(a) => a.config.as_deref(),
             Command::Inspect(a) => a.config.as_deref(),
+            Command::Rebuild(a) => a.config.as_deref(),
             Command::Loadgen(a) => a.config.as_deref(),
             Command::Replay(a) => a.config.as_deref(),
             Command::Directory {

@@ -79,6 +79,7 @@ fn run(command: Command, logging: &mut Option<LogFormat>) -> anyhow::Result<u8> 
         Command::Inspect(args) => tools::inspect::run(args)?,
         Command::Loadgen(args) => tools::loadgen::run(args)?,
         Command::Replay(args) => tools::replay::run(args)?,
+        Command::Rebuild(args) => tools::rebuild::run(args)?,
         Command::Directory {
             command: DirectoryCommand::Load(args),
         } => tools::directory::load(args)?,

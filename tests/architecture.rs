@@ -105,7 +105,12 @@ fn functions(text: &str) -> Vec<(String, usize, usize)> {
                 "pub" | "pub(crate)" | "pub(super)" | "async" | "const" | "unsafe" | "extern"
             )
         });
-        if !is_decl || trimmed.ends_with(';') {
+        // A declaration without a body (a trait's) ends its signature with `;`, not `{`.
+        let signature_end = lines[i..]
+            .iter()
+            .map(|l| l.trim_end())
+            .find(|l| l.ends_with('{') || l.ends_with(';'));
+        if !is_decl || signature_end.is_none_or(|l| l.ends_with(';')) {
             continue;
         }
         let name: String = trimmed[at + 3..]

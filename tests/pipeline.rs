@@ -5,7 +5,9 @@ use switchboard::core::directory::MemoryDirectory;
 use switchboard::core::event::Topic;
 use switchboard::core::Dialect;
 use switchboard::runtime::pipeline::headers::{self, STRUCTURED_JSON};
-use switchboard::runtime::pipeline::{process_batch, Header, Headers, InputRecord};
+use switchboard::runtime::pipeline::{
+    prepare_batch_at, process_batch, GroupOffsets, Header, Headers, InputRecord, PipelineError,
+};
 use switchboard::runtime::store::{MemoryStore, OutRecord, RedisStore, StateStore};
 use switchboard::tools::simulate::{inspect_document, output_line, Simulator};
 
@@ -313,6 +315,7 @@ impl StateStore for DiesBeforeWriting {
     async fn write(
         &self,
         writes: Vec<switchboard::runtime::store::Write>,
+        marks: &[switchboard::runtime::store::Mark],
     ) -> Result<
         Vec<switchboard::runtime::store::WriteOutcome>,
         switchboard::runtime::store::StoreError,
@@ -320,7 +323,14 @@ impl StateStore for DiesBeforeWriting {
         if self.dead.load(std::sync::atomic::Ordering::SeqCst) {
             return Err(redis::RedisError::from(std::io::Error::other("killed")).into());
         }
-        self.inner.write(writes).await
+        self.inner.write(writes, marks).await
+    }
+    async fn watermarks(
+        &self,
+        topic: &str,
+        partitions: &[i32],
+    ) -> Result<Vec<Option<i64>>, switchboard::runtime::store::StoreError> {
+        self.inner.watermarks(topic, partitions).await
     }
     async fn block(
         &self,
@@ -419,11 +429,11 @@ async fn the_directory_from_redis_through_a_tiny_cache_gives_the_simulators_outp
     }
 }
 
-/// After a broker restart the consumer once resumed from an offset older than everything the
-/// outbox still held. Those records were applied and committed before the outbox's batch ran:
-/// they are skipped without outputs, and what the outbox holds is replayed as usual.
+/// The group's committed offset decides what was committed: a consumer that resumed behind it
+/// meets records applied and committed already, and emits nothing for them; what the outbox
+/// holds beyond the committed offset is replayed as usual.
 #[tokio::test]
-async fn records_older_than_the_outbox_are_committed_already_and_skipped() {
+async fn records_behind_the_committed_offset_are_skipped_and_the_rest_replayed() {
     let store = MemoryStore::new();
     let dir = directory();
     let lines: Vec<InputRecord> = trace_records();
@@ -434,11 +444,239 @@ async fn records_older_than_the_outbox_are_committed_already_and_skipped() {
     let second = process_batch(&store, &dir, Dialect::Web1on1, MAX, lines[10..20].to_vec())
         .await
         .unwrap();
-    let again = process_batch(&store, &dir, Dialect::Web1on1, MAX, lines[..20].to_vec())
-        .await
-        .unwrap();
+    let again = prepare_batch_at(
+        &store,
+        &dir,
+        Dialect::Web1on1,
+        MAX,
+        lines[..20].to_vec(),
+        &committed(&[(0, 10)]),
+    )
+    .await
+    .unwrap()
+    .write(&store)
+    .await
+    .unwrap();
     assert_eq!((again.skipped, again.replayed, again.applied), (10, 10, 0));
     assert_eq!(again.outputs, second.outputs);
+}
+
+/// A record the store has applied, that the group has not committed and that no outbox holds
+/// any more (a later batch was written over it, which happens only after its own commit): the
+/// group's offsets went back, or Kafka lost a commit. Neither repeating its outputs nor dropping
+/// them is known to be right, so its partition halts, with both offsets in the reason.
+#[tokio::test]
+async fn an_applied_record_neither_committed_nor_in_the_outbox_halts_its_partition() {
+    let store = MemoryStore::new();
+    let dir = directory();
+    let lines: Vec<InputRecord> = trace_records();
+    for range in [0..10, 10..20] {
+        process_batch(&store, &dir, Dialect::Web1on1, MAX, lines[range].to_vec())
+            .await
+            .unwrap();
+    }
+    for known in [None, Some(3)] {
+        let offsets = committed(&known.map(|c| (0, c)).into_iter().collect::<Vec<_>>());
+        let prepared = prepare_batch_at(
+            &store,
+            &dir,
+            Dialect::Web1on1,
+            MAX,
+            lines[..20].to_vec(),
+            &offsets,
+        )
+        .await;
+        let Err(PipelineError::Halt(halts)) = prepared else {
+            panic!("expected a halt with committed {known:?}, got {prepared:?}");
+        };
+        assert_eq!(halts.len(), 1);
+        assert_eq!(halts[0].partition, 0);
+        assert!(
+            halts[0].reason.contains("offset 3 is behind it") || known.is_none(),
+            "{}",
+            halts[0].reason
+        );
+    }
+}
+
+/// Redis behind Kafka (review F1): the partition's watermark below the committed offset, or
+/// missing while the group has committed, halts that partition — and only that one — before
+/// anything is applied to the stale state.
+#[tokio::test]
+async fn a_store_behind_the_committed_offset_halts_the_partition_before_applying() {
+    let dir = directory();
+    let lines: Vec<InputRecord> = trace_records();
+    let store = MemoryStore::new();
+    process_batch(&store, &dir, Dialect::Web1on1, MAX, lines[..10].to_vec())
+        .await
+        .unwrap();
+    // Partition 0 was applied up to offset 10; the group says 15 was committed: 10..15 lost.
+    let mut batch = lines[15..20].to_vec();
+    let mut other = lines[20].clone();
+    other.partition = 1;
+    batch.push(other);
+    let got = prepare_batch_at(
+        &store,
+        &dir,
+        Dialect::Web1on1,
+        MAX,
+        batch.clone(),
+        &committed(&[(0, 15), (1, 0)]),
+    )
+    .await;
+    let Err(PipelineError::Halt(halts)) = got else {
+        panic!("expected a halt, got {got:?}");
+    };
+    assert_eq!(halts.len(), 1, "{halts:?}");
+    assert_eq!(halts[0].partition, 0);
+    assert!(
+        halts[0].reason.contains("up to offset 10"),
+        "{}",
+        halts[0].reason
+    );
+    assert!(
+        halts[0].reason.contains("committed 15"),
+        "{}",
+        halts[0].reason
+    );
+    assert!(
+        store.conversation_ids().len() == 1,
+        "nothing more was written"
+    );
+
+    // A store that lost everything: no watermark at all, while the group has committed.
+    let empty = MemoryStore::new();
+    let got = prepare_batch_at(
+        &empty,
+        &dir,
+        Dialect::Web1on1,
+        MAX,
+        lines[10..20].to_vec(),
+        &committed(&[(0, 10)]),
+    )
+    .await;
+    let Err(PipelineError::Halt(halts)) = got else {
+        panic!("expected a halt, got {got:?}");
+    };
+    assert!(
+        halts[0].reason.contains("no watermark"),
+        "{}",
+        halts[0].reason
+    );
+
+    // The same batches where the store is complete go through.
+    let whole = MemoryStore::new();
+    let first = process_batch(&whole, &dir, Dialect::Web1on1, MAX, lines[..10].to_vec())
+        .await
+        .unwrap();
+    assert_eq!(first.next_offsets[&0], 10);
+    assert_eq!(
+        whole
+            .watermarks("conversation.messages", &[0, 1])
+            .await
+            .unwrap(),
+        [Some(10), None]
+    );
+    prepare_batch_at(
+        &whole,
+        &dir,
+        Dialect::Web1on1,
+        MAX,
+        lines[10..20].to_vec(),
+        &committed(&[(0, 10)]),
+    )
+    .await
+    .unwrap();
+}
+
+/// A conversation lives on the partition its first record came on; a record of it on another
+/// partition (another partitioner, added partitions) is dead-lettered as misrouted, never
+/// compared with offsets of another partition, and the conversation is left as it was.
+#[tokio::test]
+async fn a_record_on_another_partition_than_its_conversations_is_dead_lettered() {
+    let store = MemoryStore::new();
+    let dir = directory();
+    let lines: Vec<InputRecord> = trace_records();
+    process_batch(&store, &dir, Dialect::Web1on1, MAX, lines[..10].to_vec())
+        .await
+        .unwrap();
+    let before = store
+        .load(&["00000000000000000000d001".to_string()])
+        .await
+        .unwrap();
+    assert_eq!(before[0].as_ref().map(|r| r.partition), Some(Some(0)));
+    let mut stray = lines[10].clone();
+    stray.partition = 3;
+    // An offset the conversation's own partition has long passed: still not a replay.
+    stray.offset = 2;
+    let out = process_batch(&store, &dir, Dialect::Web1on1, MAX, vec![stray])
+        .await
+        .unwrap();
+    assert_eq!(out.outputs.len(), 1);
+    assert_eq!(out.outputs[0].topic, Topic::DeadLetters);
+    let dead: serde_json::Value = serde_json::from_str(&out.outputs[0].value).unwrap();
+    assert_eq!(dead["data"]["reason"], "misrouted");
+    let detail = dead["data"]["detail"].as_str().unwrap();
+    assert!(detail.contains("lives on partition 0"), "{detail}");
+    assert!(detail.contains("arrived on partition 3"), "{detail}");
+    assert_eq!(
+        store
+            .load(&["00000000000000000000d001".to_string()])
+            .await
+            .unwrap(),
+        before
+    );
+}
+
+/// A conversation whose stored state cannot be read halts the partitions its records came on,
+/// and nothing else (the runtime goes on with the others).
+#[tokio::test]
+async fn a_poison_conversation_halts_only_its_partitions() {
+    let dir = directory();
+    let lines: Vec<InputRecord> = trace_records();
+    let store = redis("poison").await;
+    process_batch(&store, &dir, Dialect::Web1on1, MAX, lines[..10].to_vec())
+        .await
+        .unwrap();
+    let client = redis::Client::open(
+        std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:16379/".into()),
+    )
+    .unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let key = format!(
+        "sbpipe:{}:poison:{{00000000000000000000d001}}:h",
+        std::process::id()
+    );
+    let _: () = redis::cmd("HSET")
+        .arg(&key)
+        .arg("doc")
+        .arg("{not json")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let mut other = lines[30].clone();
+    other.partition = 5;
+    let got = process_batch(
+        &store,
+        &dir,
+        Dialect::Web1on1,
+        MAX,
+        vec![lines[10].clone(), other],
+    )
+    .await;
+    let Err(PipelineError::Halt(halts)) = got else {
+        panic!("expected a halt, got {got:?}");
+    };
+    assert_eq!(halts.iter().map(|h| h.partition).collect::<Vec<_>>(), [0]);
+    assert!(
+        halts[0].reason.contains("00000000000000000000d001"),
+        "{}",
+        halts[0].reason
+    );
+}
+
+fn committed(offsets: &[(i32, i64)]) -> GroupOffsets {
+    GroupOffsets(offsets.iter().copied().collect())
 }
 
 /// The runtime applies batch n+1 while batch n commits, relying on preparing to only read: a
@@ -535,6 +773,55 @@ async fn a_stale_prepared_write_is_refused_by_the_memory_store() {
 #[tokio::test]
 async fn a_stale_prepared_write_is_refused_by_redis() {
     a_write_prepared_from_an_older_state_is_stale(&redis("stale-prepared").await).await;
+}
+
+/// Review finding F6: a `/block` applied by an attempt whose conversation write is refused (a
+/// zombie, or an attempt the new owner re-decided without it) must leave no block behind: the
+/// block list holds only blocks a stored, and so committed or replayable, `/block` justifies.
+async fn a_refused_attempt_leaves_no_block(store: &impl StateStore) {
+    use switchboard::runtime::pipeline::prepare_batch;
+    let dir = directory();
+    let lines = trace_records();
+    // Lines 25-29 are d002's opening; line 30 is its `/block` of 198.51.100.23.
+    let blocked_ip = [(
+        "0000000000000000000000a2".to_string(),
+        "198.51.100.23".to_string(),
+    )];
+    process_batch(store, &dir, Dialect::Web1on1, MAX, lines[24..26].to_vec())
+        .await
+        .unwrap();
+    let zombie = prepare_batch(store, &dir, Dialect::Web1on1, MAX, lines[26..30].to_vec())
+        .await
+        .unwrap();
+    // The new owner got only as far as before the `/block`.
+    process_batch(store, &dir, Dialect::Web1on1, MAX, lines[26..28].to_vec())
+        .await
+        .unwrap();
+    let refused = zombie.write(store).await;
+    assert!(
+        matches!(refused, Err(PipelineError::Stale(_))),
+        "{refused:?}"
+    );
+    assert_eq!(
+        store.blocked_since(&blocked_ip).await.unwrap(),
+        [None],
+        "a refused attempt left its block"
+    );
+    // Applied for real, the `/block` blocks.
+    process_batch(store, &dir, Dialect::Web1on1, MAX, lines[28..30].to_vec())
+        .await
+        .unwrap();
+    assert!(store.blocked_since(&blocked_ip).await.unwrap()[0].is_some());
+}
+
+#[tokio::test]
+async fn a_refused_attempt_leaves_no_block_in_the_memory_store() {
+    a_refused_attempt_leaves_no_block(&MemoryStore::new()).await;
+}
+
+#[tokio::test]
+async fn a_refused_attempt_leaves_no_block_in_redis() {
+    a_refused_attempt_leaves_no_block(&redis("phantom-block").await).await;
 }
 
 /// One record at a time, so that every output of a batch has the same cause: each event carries

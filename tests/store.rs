@@ -93,13 +93,15 @@ async fn round_trip_and_fencing(store: &impl StateStore) {
     assert!(store.load(&[]).await.unwrap().is_empty());
     assert!(store.outboxes(&[]).await.unwrap().is_empty());
     assert!(store.messages(&[]).await.unwrap().is_empty());
-    assert!(store.write(Vec::new()).await.unwrap().is_empty());
+    assert!(store.write(Vec::new(), &[]).await.unwrap().is_empty());
     let c = "00000000000000000000c001".to_string();
     let mut conv = conversation(&c);
     conv.version = 1;
     let first = Write {
         conversation: conv.clone(),
         base: None,
+        partition: 0,
+        blocks: Vec::new(),
         offset: 5,
         log: vec![LogWrite::Append(message(
             0,
@@ -109,7 +111,7 @@ async fn round_trip_and_fencing(store: &impl StateStore) {
         outbox: vec![pending(5)],
     };
     assert_eq!(
-        store.write(vec![first.clone()]).await.unwrap(),
+        store.write(vec![first.clone()], &[]).await.unwrap(),
         [WriteOutcome::Written]
     );
     let loaded = store
@@ -135,12 +137,12 @@ async fn round_trip_and_fencing(store: &impl StateStore) {
     zombie.base = Some(5);
     zombie.conversation.name = "Zombie".into();
     assert_eq!(
-        store.write(vec![zombie.clone()]).await.unwrap(),
+        store.write(vec![zombie.clone()], &[]).await.unwrap(),
         [WriteOutcome::Stale]
     );
     zombie.offset = 3;
     assert_eq!(
-        store.write(vec![zombie]).await.unwrap(),
+        store.write(vec![zombie], &[]).await.unwrap(),
         [WriteOutcome::Stale]
     );
     assert_eq!(
@@ -160,6 +162,8 @@ async fn round_trip_and_fencing(store: &impl StateStore) {
     let second = Write {
         conversation: conv.clone(),
         base: Some(5),
+        partition: 0,
+        blocks: Vec::new(),
         offset: 9,
         log: vec![
             LogWrite::Update(liked.clone()),
@@ -168,7 +172,7 @@ async fn round_trip_and_fencing(store: &impl StateStore) {
         outbox: vec![pending(8), pending(9)],
     };
     assert_eq!(
-        store.write(vec![second]).await.unwrap(),
+        store.write(vec![second], &[]).await.unwrap(),
         [WriteOutcome::Written]
     );
     let log = store.log(&c).await.unwrap();
@@ -207,6 +211,8 @@ async fn round_trip_and_fencing(store: &impl StateStore) {
     let third = Write {
         conversation: conv,
         base: Some(9),
+        partition: 0,
+        blocks: Vec::new(),
         offset: 10,
         log: vec![
             LogWrite::Replace(vec![message(0, "0000000000000000000000b0", "merged")]),
@@ -215,7 +221,7 @@ async fn round_trip_and_fencing(store: &impl StateStore) {
         outbox: Vec::new(),
     };
     assert_eq!(
-        store.write(vec![third]).await.unwrap(),
+        store.write(vec![third], &[]).await.unwrap(),
         [WriteOutcome::Written]
     );
     let texts: Vec<String> = store
@@ -252,13 +258,18 @@ async fn round_trip_and_fencing(store: &impl StateStore) {
         .collect();
     assert_eq!(
         store
-            .write(vec![Write {
-                conversation: big.clone(),
-                base: Some(10),
-                offset: 11,
-                log: vec![LogWrite::Replace(log.clone())],
-                outbox: Vec::new(),
-            }])
+            .write(
+                vec![Write {
+                    conversation: big.clone(),
+                    base: Some(10),
+                    partition: 0,
+                    blocks: Vec::new(),
+                    offset: 11,
+                    log: vec![LogWrite::Replace(log.clone())],
+                    outbox: Vec::new(),
+                }],
+                &[]
+            )
             .await
             .unwrap(),
         [WriteOutcome::Written]
@@ -361,6 +372,8 @@ async fn compare_and_set_and_idempotent_results(store: &impl StateStore) {
     let create = Write {
         conversation: conv.clone(),
         base: None,
+        partition: 0,
+        blocks: Vec::new(),
         offset: 5,
         log: vec![LogWrite::Append(message(
             0,
@@ -370,7 +383,7 @@ async fn compare_and_set_and_idempotent_results(store: &impl StateStore) {
         outbox: vec![pending(5)],
     };
     assert_eq!(
-        store.write(vec![create.clone()]).await.unwrap(),
+        store.write(vec![create.clone()], &[]).await.unwrap(),
         [WriteOutcome::Written]
     );
     let before = snapshot(store, &c).await;
@@ -385,6 +398,8 @@ async fn compare_and_set_and_idempotent_results(store: &impl StateStore) {
     let zombie = |base| Write {
         conversation: conv.clone(),
         base,
+        partition: 0,
+        blocks: Vec::new(),
         offset: 9,
         log: vec![
             LogWrite::Update(message(0, "0000000000000000000000a0", "changed")),
@@ -394,7 +409,7 @@ async fn compare_and_set_and_idempotent_results(store: &impl StateStore) {
     };
     for base in [None, Some(-1), Some(4), Some(6), Some(9)] {
         assert_eq!(
-            store.write(vec![zombie(base)]).await.unwrap(),
+            store.write(vec![zombie(base)], &[]).await.unwrap(),
             [WriteOutcome::Stale],
             "base {base:?}"
         );
@@ -406,14 +421,14 @@ async fn compare_and_set_and_idempotent_results(store: &impl StateStore) {
     elsewhere.conversation = conversation(other);
     elsewhere.base = Some(-1);
     assert_eq!(
-        store.write(vec![elsewhere]).await.unwrap(),
+        store.write(vec![elsewhere], &[]).await.unwrap(),
         [WriteOutcome::Stale]
     );
     assert_eq!(snapshot(store, other).await, (None, vec![], vec![], vec![]));
 
     // From the right base it lands; r1, written again, is kept once.
     assert_eq!(
-        store.write(vec![zombie(Some(5))]).await.unwrap(),
+        store.write(vec![zombie(Some(5))], &[]).await.unwrap(),
         [WriteOutcome::Written]
     );
     let (record, log, results, outbox) = snapshot(store, &c).await;
@@ -434,12 +449,14 @@ async fn compare_and_set_and_idempotent_results(store: &impl StateStore) {
     let again = Write {
         conversation: conv,
         base: Some(9),
+        partition: 0,
+        blocks: Vec::new(),
         offset: 10,
         log: Vec::new(),
         outbox: Vec::new(),
     };
     assert_eq!(
-        store.write(vec![again]).await.unwrap(),
+        store.write(vec![again], &[]).await.unwrap(),
         [WriteOutcome::Written]
     );
     let ids: Vec<String> = store
@@ -474,17 +491,22 @@ async fn every_key_of_a_conversation_shares_its_hash_tag() {
     let store = redis("tags").await;
     let c = "00000000000000000000c002".to_string();
     store
-        .write(vec![Write {
-            conversation: conversation(&c),
-            base: None,
-            offset: 1,
-            log: vec![LogWrite::Append(message(
-                0,
-                "0000000000000000000000a0",
-                "x",
-            ))],
-            outbox: Vec::new(),
-        }])
+        .write(
+            vec![Write {
+                conversation: conversation(&c),
+                base: None,
+                partition: 0,
+                blocks: Vec::new(),
+                offset: 1,
+                log: vec![LogWrite::Append(message(
+                    0,
+                    "0000000000000000000000a0",
+                    "x",
+                ))],
+                outbox: Vec::new(),
+            }],
+            &[],
+        )
         .await
         .unwrap();
     let client = redis::Client::open(redis_url()).unwrap();
@@ -509,13 +531,18 @@ async fn a_damaged_outbox_is_reported() {
     let store = redis("damaged").await;
     let c = "00000000000000000000c003".to_string();
     store
-        .write(vec![Write {
-            conversation: conversation(&c),
-            base: None,
-            offset: 4,
-            log: Vec::new(),
-            outbox: vec![pending(3), pending(4)],
-        }])
+        .write(
+            vec![Write {
+                conversation: conversation(&c),
+                base: None,
+                partition: 0,
+                blocks: Vec::new(),
+                offset: 4,
+                log: Vec::new(),
+                outbox: vec![pending(3), pending(4)],
+            }],
+            &[],
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -568,11 +595,16 @@ async fn writes_survive_a_flushed_script_cache() {
     let w = Write {
         conversation: conversation(&c),
         base: None,
+        partition: 0,
+        blocks: Vec::new(),
         offset: 1,
         log: Vec::new(),
         outbox: Vec::new(),
     };
-    assert_eq!(store.write(vec![w]).await.unwrap(), [WriteOutcome::Written]);
+    assert_eq!(
+        store.write(vec![w], &[]).await.unwrap(),
+        [WriteOutcome::Written]
+    );
 }
 
 /// Drives the example trace through the core, writing every transition to both stores as the
@@ -623,16 +655,18 @@ async fn the_example_trace_stored_in_redis_matches_the_simulator() {
             let w = Write {
                 conversation: header,
                 base: offsets.insert(id.clone(), offset),
+                partition: 0,
+                blocks: Vec::new(),
                 offset,
                 log: t.log,
                 outbox: Vec::new(),
             };
             assert_eq!(
-                redis.write(vec![w.clone()]).await.unwrap(),
+                redis.write(vec![w.clone()], &[]).await.unwrap(),
                 [WriteOutcome::Written]
             );
             assert_eq!(
-                memory.write(vec![w]).await.unwrap(),
+                memory.write(vec![w], &[]).await.unwrap(),
                 [WriteOutcome::Written]
             );
             headers.insert(id, c);

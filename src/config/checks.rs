@@ -62,6 +62,7 @@ pub(super) fn check(config: &Config) -> Vec<Problem> {
             "redis.response_timeout_ms",
             config.redis.response_timeout_ms,
         ),
+        ("redis.wait_timeout_ms", config.redis.wait_timeout_ms),
     ] {
         if value == 0 {
             fail(setting, "must be at least 1".into());

@@ -121,6 +121,9 @@ pub struct Redis {
     pub key_prefix: String,
     /// How long one reply (a batch's pipelined write is one) may take before the batch fails.
     pub response_timeout_ms: u64,
+    /// Replicas that must acknowledge a batch's write before it commits (Redis `WAIT`); 0: none.
+    pub wait_replicas: u32,
+    pub wait_timeout_ms: u64,
 }
 
 impl Redis {

@@ -103,6 +103,8 @@ pub enum DeadReason {
     NoKey,
     KeyMismatch,
     TooLarge,
+    /// On another partition than its conversation's (the runtime's finding, not the decoder's).
+    Misrouted,
 }
 
 /// A record that cannot be read as a message at all.

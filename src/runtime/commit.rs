@@ -61,6 +61,8 @@ pub(super) struct InFlight {
     pub(super) outputs: u64,
     pub(super) dead_letters: u64,
     pub(super) kinds: HashMap<(String, &'static str), u64>,
+    /// The offsets the transaction commits, per input partition.
+    pub(super) next_offsets: std::collections::BTreeMap<i32, i64>,
 }
 
 /// A transaction that did not commit, by whether it is still open (to be aborted).

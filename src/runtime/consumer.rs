@@ -19,7 +19,7 @@ use super::kafka::{consumer_config, TIMEOUT};
 use super::RuntimeError;
 use crate::config::Config;
 use crate::runtime::metrics::{Committed, Metrics};
-use crate::runtime::pipeline::{Headers, InputRecord};
+use crate::runtime::pipeline::{GroupOffsets, Headers, InputRecord};
 
 /// How long a rebalance waits for the group's committed offsets (for the lag only).
 const COMMITTED_TIMEOUT: Duration = Duration::from_secs(5);
@@ -59,10 +59,11 @@ impl ConsumerContext for ConsumerHooks {
                 let committed = self.committed(consumer, tpl);
                 self.metrics.consumer_lag.assigned(&self.input, committed);
             }
-            Rebalance::Revoke(tpl) => self
-                .metrics
-                .consumer_lag
-                .revoked(tpl.elements().iter().map(|e| e.partition())),
+            Rebalance::Revoke(tpl) => {
+                let partitions = || tpl.elements().into_iter().map(|e| e.partition());
+                self.metrics.consumer_lag.revoked(partitions());
+                self.metrics.halts.release(partitions());
+            }
             Rebalance::Error(_) => {}
         }
     }
@@ -205,10 +206,12 @@ impl Input {
             .context()
             .rebalanced
             .swap(false, Ordering::SeqCst);
-        if batch.is_empty() {
-            Polled::Empty
-        } else if rebalanced {
+        // After a rebalance, even with nothing collected: the rewind that follows learns what
+        // the group committed on the partitions just assigned.
+        if rebalanced {
             Polled::Rebalanced
+        } else if batch.is_empty() {
+            Polled::Empty
         } else {
             Polled::Batch(batch)
         }
@@ -232,22 +235,34 @@ impl Input {
             .expect("a group consumer has group metadata")
     }
 
-    /// Moves every assigned partition back to its last committed offset.
-    pub(super) fn rewind(&self) -> Result<(), RuntimeError> {
+    /// Moves every assigned partition back to its last committed offset, or to its beginning
+    /// where the group has committed nothing (`auto.offset.reset=earliest`), and says what was
+    /// committed. A failed fetch or seek is an error, retried by the recovery policy: a
+    /// partition left where it was would resume past a batch that did not commit.
+    pub(super) fn rewind(&self) -> Result<GroupOffsets, RuntimeError> {
         let committed = self.consumer.committed(TIMEOUT)?;
+        let mut offsets = GroupOffsets::default();
         for e in committed.elements() {
             let offset = match e.offset() {
-                Offset::Offset(o) => Offset::Offset(o),
+                Offset::Offset(o) => {
+                    offsets.0.insert(e.partition(), o);
+                    Offset::Offset(o)
+                }
                 _ => Offset::Beginning,
             };
-            if let Err(err) = self
-                .consumer
-                .seek(e.topic(), e.partition(), offset, TIMEOUT)
-            {
-                warn!(partition = e.partition(), error = %err, "seek failed");
-            }
+            self.consumer
+                .seek(e.topic(), e.partition(), offset, TIMEOUT)?;
         }
-        Ok(())
+        Ok(offsets)
+    }
+
+    /// Stops fetching these partitions (halted ones) until they are assigned again.
+    pub(super) fn pause(&self, partitions: &[i32]) -> Result<(), KafkaError> {
+        let mut tpl = TopicPartitionList::new();
+        for p in partitions {
+            tpl.add_partition(&self.topic, *p);
+        }
+        self.consumer.pause(&tpl)
     }
 }
 

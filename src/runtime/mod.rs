@@ -27,7 +27,9 @@ use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::runtime::metrics::Metrics;
-use crate::runtime::pipeline::{prepare_batch, BatchOutput, InputRecord, PipelineError};
+use crate::runtime::pipeline::{
+    prepare_batch_at, BatchOutput, GroupOffsets, InputRecord, PipelineError,
+};
 use crate::runtime::store::DirectorySource;
 use crate::runtime::store::StateStore;
 use commit::{Commit, Failed, Gate, InFlight, Txn};
@@ -81,6 +83,9 @@ pub struct Runtime<S, D> {
     /// `Txn::Committing` as the consumer's rebalance callback sees it.
     committing: Arc<Gate>,
     recovery: Recovery,
+    /// What the group has committed on the assigned partitions: fetched at every rewind, then
+    /// moved by every commit.
+    committed: GroupOffsets,
     metrics: Arc<Metrics>,
     /// Set when the first batch begins: the end of start-up (see [`Runtime::started`]).
     started: Option<Arc<AtomicBool>>,
@@ -109,6 +114,7 @@ impl<S: StateStore, D: DirectorySource> Runtime<S, D> {
             txn: Txn::Idle,
             committing,
             recovery: Recovery::new(metrics.fencings.clone()),
+            committed: GroupOffsets::default(),
             metrics,
             started: None,
             stats: Stats::default(),
@@ -143,8 +149,13 @@ impl<S: StateStore, D: DirectorySource> Runtime<S, D> {
             let polled = self.input.collect(stop, &self.txn);
             self.metrics.polled();
             match polled {
-                Polled::Batch(batch) => {
+                Polled::Batch(mut batch) => {
                     last_activity = Some(Instant::now());
+                    // Records of a halted partition fetched before it was paused.
+                    batch.retain(|r| !self.metrics.halts.is_halted(r.partition));
+                    if batch.is_empty() {
+                        continue;
+                    }
                     match self.step(batch) {
                         Ok(()) => self.recovery.succeeded(),
                         Err(e) => self.failed(e, stop)?,
@@ -183,12 +194,13 @@ impl<S: StateStore, D: DirectorySource> Runtime<S, D> {
         }
         let count = batch.len() as u64;
         let applying = Instant::now();
-        let prepared = self.io.block_on(prepare_batch(
+        let prepared = self.io.block_on(prepare_batch_at(
             &self.store,
             &self.directory,
             self.config.dialect,
             self.config.kafka.max_record_bytes,
             batch,
+            &self.committed,
         ));
         let mut applied = applying.elapsed();
         // The previous batch must be committed before this one is written: its outcome first.
@@ -223,6 +235,7 @@ impl<S: StateStore, D: DirectorySource> Runtime<S, D> {
             outputs,
             dead_letters,
             kinds: out.kinds,
+            next_offsets: out.next_offsets,
         });
         Ok(())
     }
@@ -244,6 +257,7 @@ impl<S: StateStore, D: DirectorySource> Runtime<S, D> {
                 return Err(error);
             }
         };
+        self.committed.0.extend(&f.next_offsets);
         self.metrics.produce_seconds.observe(took.as_secs_f64());
         self.metrics.consumer_lag.committed();
         self.metrics.batch_outcome(true);

@@ -21,11 +21,12 @@ use std::time::{Duration, Instant};
 use prometheus::IntCounter;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{Producer, PurgeConfig};
-use tracing::warn;
+use tracing::{error, warn};
 
 use super::commit::Txn;
 use super::kafka::{abort_serving_deliveries, new_producer, TIMEOUT};
 use super::{Runtime, RuntimeError};
+use crate::runtime::pipeline::{Halt, PipelineError};
 use crate::runtime::store::{DirectorySource, StateStore};
 
 /// More fencings than this within [`FENCE_WINDOW`] mean another live instance shares the
@@ -171,21 +172,48 @@ impl<S: StateStore, D: DirectorySource> Runtime<S, D> {
         self.stats.aborted += 1;
         self.metrics.aborted.inc();
         self.metrics.batch_outcome(false);
+        let halted = match &error {
+            RuntimeError::Pipeline(PipelineError::Halt(halts)) => self.halt(halts),
+            _ => false,
+        };
         // Recovered even when a stop was asked: `run` then ends normally.
         let action = self.recovery.action(&error, false);
-        if action == Action::Retry {
+        if action == Action::Retry && !halted {
             warn!(error = %error, "batch failed; aborting and replaying from the last commit");
         }
         self.recover(action, error, stop)?;
-        if action == Action::Retry {
+        // The batch goes on at once without the halted partitions: nothing to wait for.
+        if action == Action::Retry && !halted {
             self.recovery.back_off();
         }
         Ok(())
     }
 
+    /// Stops consuming the partitions a batch found cannot go on (see
+    /// [`PipelineError::Halt`]); the others go on. True if any was halted; a partition that
+    /// cannot be paused is halted all the same (its records are dropped as they arrive).
+    fn halt(&mut self, halts: &[Halt]) -> bool {
+        for h in halts {
+            if self.metrics.halts.halt(h.partition, &h.reason) {
+                error!(partition = h.partition, reason = %h.reason, "partition halted");
+            }
+        }
+        let partitions: Vec<i32> = halts.iter().map(|h| h.partition).collect();
+        if let Err(e) = self.input.pause(&partitions) {
+            warn!(error = %e, ?partitions, "cannot pause the halted partitions; dropping their records instead");
+        }
+        !halts.is_empty()
+    }
+
+    /// Rewinds the consumer to the last commit, and learns what that commit is.
+    fn rewind_input(&mut self) -> Result<(), RuntimeError> {
+        self.committed = self.input.rewind()?;
+        Ok(())
+    }
+
     /// Back to the last commit after a batch was dropped (collected across a rebalance).
     pub(super) fn rewind(&mut self, stop: &AtomicBool) -> Result<(), RuntimeError> {
-        match self.end_transaction().and_then(|()| self.input.rewind()) {
+        match self.end_transaction().and_then(|()| self.rewind_input()) {
             Ok(()) => Ok(()),
             Err(e) => {
                 let action = self.recovery.after_failed_step(&e, stop);
@@ -216,7 +244,7 @@ impl<S: StateStore, D: DirectorySource> Runtime<S, D> {
                 }
                 Action::Retry => self.end_transaction(),
             };
-            match step.and_then(|()| self.input.rewind()) {
+            match step.and_then(|()| self.rewind_input()) {
                 Ok(()) => {
                     self.recovery.recovered();
                     return Ok(());

@@ -83,7 +83,8 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
             prefix,
             timeout,
         ))
-        .map_err(redis)?;
+        .map_err(redis)?
+        .waiting_for(config.redis.wait_replicas, config.redis.wait_timeout_ms);
     let directory = io
         .block_on(RedisDirectory::connect(
             url.expose_secret(),

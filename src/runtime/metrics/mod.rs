@@ -2,6 +2,7 @@
 //! `docs/metrics.md` lists every metric. The consumer lag, which the runtime computes itself,
 //! is in [`lag`].
 
+mod halts;
 mod lag;
 
 use std::net::SocketAddr;
@@ -16,8 +17,9 @@ use prometheus::{
 
 use crate::core::directory::Block;
 use crate::core::state::StoredMessage;
-use crate::runtime::store::{Record, StateStore, StoreError, Write, WriteOutcome};
+use crate::runtime::store::{Mark, Record, StateStore, StoreError, Write, WriteOutcome};
 
+pub use halts::Halts;
 pub use lag::{Committed, ConsumerLag};
 
 /// Every metric the processor exports.
@@ -35,6 +37,8 @@ pub struct Metrics {
     pub rebalances: IntCounter,
     pub fencings: IntCounter,
     pub assigned_partitions: IntGauge,
+    /// `switchboard_halted_partitions`, and why each is.
+    pub halts: Halts,
     pub consumer_lag: ConsumerLag,
     last_poll_ms: AtomicU64,
     last_batch_ok: AtomicBool,
@@ -199,6 +203,7 @@ impl Metrics {
                 "switchboard_assigned_partitions",
                 "Input partitions assigned",
             ),
+            halts: Halts::registered(r),
             consumer_lag: consumer_lag(r),
             registry,
             last_poll_ms: AtomicU64::new(now_ms()),
@@ -221,11 +226,23 @@ impl Metrics {
         now_ms().saturating_sub(self.last_poll_ms.load(Ordering::Relaxed)) < 60_000
     }
 
-    /// Ready: live, holding partitions, and the last batch went through.
+    /// Ready: live, holding partitions not all halted, and the last batch went through.
     pub fn ready(&self) -> bool {
+        let assigned = self.assigned_partitions.get();
         self.healthy()
-            && self.assigned_partitions.get() > 0
+            && assigned > 0
+            && (self.halts.list().len() as i64) < assigned
             && self.last_batch_ok.load(Ordering::Relaxed)
+    }
+
+    /// `/readyz`'s answer: ready or not, then a line per halted partition with its reason.
+    pub fn readiness(&self) -> (bool, String) {
+        let ready = self.ready();
+        let mut body = String::from(if ready { "ready" } else { "not ready" });
+        for (partition, reason) in self.halts.list() {
+            body.push_str(&format!("\nhalted partition {partition}: {reason}"));
+        }
+        (ready, body)
     }
 
     pub fn render(&self) -> String {
@@ -272,10 +289,9 @@ pub fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<SocketA
                     .route(
                         "/readyz",
                         get(move || async move {
-                            if m3.ready() {
-                                (StatusCode::OK, "ready")
-                            } else {
-                                (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+                            match m3.readiness() {
+                                (true, body) => (StatusCode::OK, body),
+                                (false, body) => (StatusCode::SERVICE_UNAVAILABLE, body),
                             }
                         }),
                     );
@@ -333,10 +349,24 @@ impl<S: StateStore> StateStore for TimedStore<S> {
         self.observe("log", t);
         r
     }
-    async fn write(&self, writes: Vec<Write>) -> Result<Vec<WriteOutcome>, StoreError> {
+    async fn write(
+        &self,
+        writes: Vec<Write>,
+        marks: &[Mark],
+    ) -> Result<Vec<WriteOutcome>, StoreError> {
         let t = Instant::now();
-        let r = self.inner.write(writes).await;
+        let r = self.inner.write(writes, marks).await;
         self.observe("write", t);
+        r
+    }
+    async fn watermarks(
+        &self,
+        topic: &str,
+        partitions: &[i32],
+    ) -> Result<Vec<Option<i64>>, StoreError> {
+        let t = Instant::now();
+        let r = self.inner.watermarks(topic, partitions).await;
+        self.observe("watermarks", t);
         r
     }
     async fn block(&self, blocks: &[Block]) -> Result<(), StoreError> {

@@ -1,11 +1,13 @@
 //! Stage 4: what each record comes to, in the batch's order. A dead letter is produced as
-//! such; a record its conversation's stored offset already covers is replayed from the outbox
-//! or skipped; any other is applied with the core and its outputs kept in the new outbox.
+//! such, and so is a record on another partition than its conversation's (misrouted); a record
+//! behind the group's committed offset is skipped; one its conversation's stored offset covers
+//! is replayed from the outbox (or, missing there, halts its partition); any other is applied
+//! with the core and its outputs kept in the new outbox.
 
-use crate::core::directory::{Block, Directory};
+use crate::core::directory::Directory;
 use crate::core::event::{Outcome, Output, Topic};
 use crate::core::message::{
-    DeadLetter, Decoded, Invalid, Message, IMPORT_REQUEST, IMPORT_TRANSFER,
+    DeadLetter, DeadReason, Decoded, Invalid, Message, IMPORT_REQUEST, IMPORT_TRANSFER,
 };
 use crate::core::transition::{apply, invalid, Env};
 use crate::core::Dialect;
@@ -14,7 +16,7 @@ use crate::runtime::store::{OutRecord, Pending};
 use super::headers::{self, Headers};
 use super::view::BatchDirectory;
 use super::workset::{Work, Workset};
-use super::{BatchOutput, InputRecord, PipelineError};
+use super::{BatchOutput, GroupOffsets, Halt, InputRecord, PipelineError};
 
 /// What one record came to.
 #[derive(Debug)]
@@ -23,7 +25,7 @@ pub(super) enum Disposition {
     DeadLetter,
     /// Applied by an earlier attempt whose commit did not happen: its outputs again.
     Replayed,
-    /// Applied and committed already: no outputs.
+    /// Behind the group's committed offset: applied and committed already, no outputs.
     Skipped,
     /// Applied now by the core; `kind` is the message type.
     Applied {
@@ -96,6 +98,7 @@ impl<D: Directory> Workset<'_, D> {
         record: &InputRecord,
         decoded: Decoded,
         dialect: Dialect,
+        committed: &GroupOffsets,
         outputs: &mut Vec<OutRecord>,
     ) -> Result<Disposition, PipelineError> {
         let readable: Result<Message, Invalid> = match decoded {
@@ -111,11 +114,27 @@ impl<D: Directory> Workset<'_, D> {
             Err(i) => &i.conversation,
         };
         let w = self.work.get_mut(conversation).expect("loaded above");
+        // Offsets compare within one partition only: a record on another partition than its
+        // conversation's was sent by a producer with another partitioner, or after partitions
+        // were added. Applying it could reorder the conversation; skipping it by its offset
+        // would lose it. It goes to the DLQ, where it can be re-driven (`switchboard replay`).
+        if let Some(home) = w.partition.filter(|p| *p != record.partition) {
+            outputs.push(dead_letter(&misrouted(conversation, home, record), record));
+            return Ok(Disposition::DeadLetter);
+        }
+        // Behind the group's committed offset: applied and committed already, outputs included
+        // (a consumer that resumed behind its commit). Emitting nothing is exact.
+        if committed
+            .of(record.partition)
+            .is_some_and(|c| record.offset < c)
+        {
+            return Ok(Disposition::Skipped);
+        }
         if record.offset <= w.stored_offset {
-            return w.replay(conversation, record.offset, outputs);
+            return w.replay(conversation, record, committed, outputs);
         }
         let (disposition, produced) = match readable {
-            Ok(m) => apply_message(w, &mut self.view, &mut self.blocks, m, dialect),
+            Ok(m) => apply_message(w, &mut self.view, m, dialect),
             Err(i) => {
                 let result = invalid(w.conversation.as_ref(), &i, &locator(record));
                 (Disposition::Invalid, vec![result])
@@ -126,12 +145,10 @@ impl<D: Directory> Workset<'_, D> {
     }
 }
 
-/// Applies a fresh message with the core: the conversation, its log and the batch's block
-/// lists change.
+/// Applies a fresh message with the core: the conversation, its log and its blocks change.
 fn apply_message<D: Directory>(
     w: &mut Work,
     view: &mut BatchDirectory<'_, D>,
-    blocks: &mut Vec<Block>,
     m: Message,
     dialect: Dialect,
 ) -> (Disposition, Vec<Output>) {
@@ -146,45 +163,58 @@ fn apply_message<D: Directory>(
     w.conversation = t.conversation;
     for b in t.blocks {
         view.blocked.insert(&b);
-        blocks.push(b);
+        w.blocks.push(b);
     }
     let outcome = t.outcome;
     (Disposition::Applied { kind, outcome }, t.outputs)
 }
 
 impl Work {
-    /// Takes a record the stored offset covers from the stored outbox.
+    /// Takes a record the stored offset covers, and the group has not committed, from the
+    /// stored outbox: the outbox holds every record applied but not known to be committed,
+    /// because a batch is written only once the one before it has committed.
     fn replay(
         &mut self,
         conversation: &str,
-        offset: i64,
+        record: &InputRecord,
+        committed: &GroupOffsets,
         outputs: &mut Vec<OutRecord>,
     ) -> Result<Disposition, PipelineError> {
-        // Applied by an earlier attempt whose commit did not happen: same outputs again.
-        if let Some(p) = self.stored_outbox.iter().find(|p| p.offset == offset) {
+        if let Some(p) = self
+            .stored_outbox
+            .iter()
+            .find(|p| p.offset == record.offset)
+        {
             outputs.extend(p.outputs.iter().cloned());
             self.outbox.push(p.clone());
             return Ok(Disposition::Replayed);
         }
-        // Older than the whole outbox: the batch that wrote it ran only after the batches
-        // before it had committed, so this record's outputs are committed already and the
-        // consumer offset we resumed from lags behind them (seen once after a broker restart).
-        // Emitting nothing is what exactly-once asks.
-        let oldest = self.stored_outbox.iter().map(|p| p.offset).min();
-        if oldest.is_none_or(|o| offset < o) {
-            tracing::warn!(
-                conversation = %conversation,
-                offset,
+        // Not in the outbox, so a later batch of this conversation was written, which happens
+        // only after this record's batch committed: yet the group's offset is behind it. Either
+        // the offsets were moved back (a reset, a new group ID, expired offsets), or Kafka lost
+        // a commit it had acknowledged, and with it this record's outputs. Applying it again
+        // would repeat its outputs, skipping it could lose them: only the operator can say.
+        let partition = record.partition;
+        let reason = match committed.of(partition) {
+            Some(c) => format!("the group's committed offset {c}"),
+            None => "the group's committed offset (none)".to_string(),
+        };
+        Err(PipelineError::Halt(vec![Halt {
+            partition,
+            reason: format!(
+                "conversation {conversation} has applied offset {stored} of partition \
+                 {partition}, but offset {offset} is behind it and yet not committed by \
+                 {reason}: the group's offsets were moved back (a reset, a new group ID, expired \
+                 offsets) or Kafka lost a commit it had acknowledged. If the offsets were moved \
+                 back, move them forward to the partition's watermark (`switchboard rebuild \
+                 --partition {partition} --show` prints it) with `kafka-consumer-groups \
+                 --reset-offsets --to-offset`; if Kafka \
+                 lost a commit, the outputs of the lost transactions are gone: re-drive them from \
+                 the input with `switchboard replay`. Then restart",
                 stored = self.stored_offset,
-                "record already applied and committed; skipped"
-            );
-            return Ok(Disposition::Skipped);
-        }
-        Err(PipelineError::MissingOutbox {
-            conversation: conversation.to_string(),
-            stored: self.stored_offset,
-            offset,
-        })
+                offset = record.offset,
+            ),
+        }]))
     }
 
     /// Keeps a fresh record's outputs in the new outbox, as well as in the batch's, each with
@@ -209,6 +239,7 @@ impl Work {
             outputs: produced,
         });
         self.last_offset = record.offset;
+        self.partition = Some(record.partition);
         self.dirty = true;
     }
 }
@@ -216,6 +247,21 @@ impl Work {
 /// Where a record came from, naming dead letters and results of records without an ID.
 fn locator(record: &InputRecord) -> String {
     format!("{}/{}", record.partition, record.offset)
+}
+
+/// The dead letter of a record that arrived on another partition than its conversation's.
+fn misrouted(conversation: &str, home: i32, record: &InputRecord) -> DeadLetter {
+    DeadLetter {
+        reason: DeadReason::Misrouted,
+        detail: format!(
+            "conversation {conversation} lives on partition {home}, but this record arrived on \
+             partition {}: the producer's partitioner differs from `kafka.partitioner`, or the \
+             topic's partitions changed",
+            record.partition
+        ),
+        key: record.key.clone(),
+        payload: record.payload.clone(),
+    }
 }
 
 fn dead_letter(dead: &DeadLetter, record: &InputRecord) -> OutRecord {

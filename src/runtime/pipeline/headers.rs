@@ -226,6 +226,7 @@ fn reason_name(reason: DeadReason) -> &'static str {
         DeadReason::NoKey => "no_key",
         DeadReason::KeyMismatch => "key_mismatch",
         DeadReason::TooLarge => "too_large",
+        DeadReason::Misrouted => "misrouted",
     }
 }
 
@@ -257,7 +258,15 @@ mod tests {
     #[test]
     fn reasons_are_named_as_the_dead_letter_names_them() {
         use DeadReason::*;
-        for r in [NotUtf8, NotJson, NotObject, NoKey, KeyMismatch, TooLarge] {
+        for r in [
+            NotUtf8,
+            NotJson,
+            NotObject,
+            NoKey,
+            KeyMismatch,
+            TooLarge,
+            Misrouted,
+        ] {
             assert_eq!(serde_json::to_value(r).unwrap(), reason_name(r));
         }
     }

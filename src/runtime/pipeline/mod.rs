@@ -19,7 +19,8 @@
 //! 4. decide and apply (`decide.rs`): `Workset::decide`, per record, comes to a `Disposition`
 //!    (dead letter, replayed, skipped, applied with the core's `apply`, invalid), which
 //!    `BatchOutput::count` counts; `Workset::into_writes` then gives the writes of a [`Prepared`];
-//! 5. write (`write.rs`): [`Prepared::write`] stores the block lists and the conversations;
+//! 5. write (`write.rs`): [`Prepared::write`] stores the conversations, each with the blocks
+//!    its records made, and the partitions' watermarks;
 //! 6. produce: the runtime's, from [`BatchOutput::outputs`], each with the headers
 //!    `headers.rs` gives it.
 //!
@@ -29,6 +30,7 @@
 mod decide;
 mod decode;
 pub mod headers;
+mod marks;
 mod reads;
 pub mod trace;
 mod view;
@@ -87,18 +89,44 @@ pub enum PipelineError {
     Store(#[from] StoreError),
     #[error("conversation {0} was written by another instance meanwhile (stale write)")]
     Stale(String),
-    #[error(
-        "conversation {conversation} holds offset {stored} but no outbox entry for offset {offset}"
-    )]
-    MissingOutbox {
-        conversation: String,
-        stored: i64,
-        offset: i64,
-    },
     #[error("kafka: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
     #[error("directory lookups did not settle after {0} rounds of fetching")]
     DirectoryUnsettled(usize),
+    /// Partitions that cannot go on as they are without losing or repeating outputs, or
+    /// without diverging: the runtime stops consuming them; the other partitions go on.
+    #[error("{}", Halt::list(.0))]
+    Halt(Vec<Halt>),
+}
+
+/// Why a partition stopped, for the operator: what was found, and the way out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Halt {
+    pub partition: i32,
+    pub reason: String,
+}
+
+impl Halt {
+    fn list(halts: &[Halt]) -> String {
+        let parts: Vec<String> = halts
+            .iter()
+            .map(|h| format!("partition {} halted: {}", h.partition, h.reason))
+            .collect();
+        parts.join("; ")
+    }
+}
+
+/// The offsets the consumer group has committed (the next offset to consume), for the input
+/// partitions the runtime knows them of; a partition absent has nothing committed, or its
+/// offset is not known. The pipeline needs them to tell records already committed from records
+/// applied but not committed (see `decide.rs`), and to notice a store behind Kafka.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GroupOffsets(pub BTreeMap<i32, i64>);
+
+impl GroupOffsets {
+    pub fn of(&self, partition: i32) -> Option<i64> {
+        self.0.get(&partition).copied()
+    }
 }
 
 /// How many times a batch is run again for directory entries its cache lacked. Each round
@@ -125,7 +153,9 @@ where
         .await
 }
 
-/// Applies one batch against the store's state without writing anything (see [`Prepared`]).
+/// Applies one batch against the store's state without writing anything (see [`Prepared`]),
+/// with no committed offsets known (a replay of records the store has applied must then find
+/// them in the outbox).
 pub async fn prepare_batch<S, D>(
     store: &S,
     directory: &D,
@@ -137,12 +167,37 @@ where
     S: StateStore,
     D: DirectorySource,
 {
+    let none = GroupOffsets::default();
+    prepare_batch_at(store, directory, dialect, max_record_bytes, records, &none).await
+}
+
+/// [`prepare_batch`], knowing what the group has committed.
+pub async fn prepare_batch_at<S, D>(
+    store: &S,
+    directory: &D,
+    dialect: Dialect,
+    max_record_bytes: usize,
+    records: Vec<InputRecord>,
+    committed: &GroupOffsets,
+) -> Result<Prepared, PipelineError>
+where
+    S: StateStore,
+    D: DirectorySource,
+{
     let span = tracing::trace_span!(target: trace::TARGET, "batch", records = records.len());
     async {
         directory.refresh().await?;
         let mut records = records;
         for _ in 0..DIRECTORY_ROUNDS {
-            match attempt(store, directory, dialect, max_record_bytes, records).await? {
+            let attempted = attempt(
+                store,
+                directory,
+                dialect,
+                max_record_bytes,
+                records,
+                committed,
+            );
+            match attempted.await? {
                 Attempt::Done(prepared) => return Ok(prepared),
                 Attempt::Incomplete {
                     records: back,
@@ -175,6 +230,7 @@ async fn attempt<S, D>(
     dialect: Dialect,
     max_record_bytes: usize,
     records: Vec<InputRecord>,
+    committed: &GroupOffsets,
 ) -> Result<Attempt, PipelineError>
 where
     S: StateStore,
@@ -185,13 +241,19 @@ where
         next_offsets: next_offsets(&records),
         ..BatchOutput::default()
     };
+    let topic = records.first().map(|r| Arc::clone(&r.topic));
     let decoded = decode::merge_by_time(decode::decode_all(records, max_record_bytes));
     let reads = Reads::of(&decoded);
-    let mut ws = Workset::load(store, directory, &reads, &decoded).await?;
+    let marks = marks::Marks::new(topic, &out.next_offsets);
+    let mut ws = Workset::load(store, directory, &reads, &decoded, &marks)
+        .await
+        .map_err(|e| marks::poisoned(e, &decoded))?;
+    marks.check(&ws.marks, committed)?;
     let mut used: Vec<InputRecord> = Vec::with_capacity(decoded.len());
     for (record, d) in decoded {
         let span = trace::message_span(&record);
-        let disposition = span.in_scope(|| ws.decide(&record, d, dialect, &mut out.outputs))?;
+        let disposition =
+            span.in_scope(|| ws.decide(&record, d, dialect, committed, &mut out.outputs))?;
         trace::record_disposition(&span, &disposition);
         out.count(disposition);
         used.push(record);
@@ -204,10 +266,10 @@ where
             missing,
         });
     }
-    let (blocks, writes) = ws.into_writes();
+    let writes = ws.into_writes();
     Ok(Attempt::Done(Prepared {
+        marks: marks.to_write(&out.next_offsets),
         out,
-        blocks,
         writes,
     }))
 }

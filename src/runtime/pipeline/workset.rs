@@ -10,6 +10,7 @@ use crate::core::message::Decoded;
 use crate::core::state::Conversation;
 use crate::runtime::store::{Pending, Record, StateStore, Write};
 
+use super::marks::Marks;
 use super::reads::{block_candidates, replaying, Reads};
 use super::view::{BatchDirectory, BatchLog};
 use super::{InputRecord, PipelineError};
@@ -22,10 +23,14 @@ pub(super) struct Work {
     pub(super) existed: bool,
     /// Its offset as read (-1 if it was not stored): what the write is conditional on.
     pub(super) stored_offset: i64,
+    /// The input partition it was stored with, if any.
+    pub(super) partition: Option<i32>,
     pub(super) stored_outbox: Vec<Pending>,
     pub(super) log: BatchLog,
     pub(super) writes: Vec<LogWrite>,
     pub(super) outbox: Vec<Pending>,
+    /// The IPs its records blocked, stored with it.
+    pub(super) blocks: Vec<Block>,
     pub(super) last_offset: i64,
     /// Something was applied now (not replayed): the conversation must be written.
     pub(super) dirty: bool,
@@ -41,18 +46,19 @@ impl Work {
             w.log.len = r.conversation.message_count;
             w.existed = true;
             w.stored_offset = r.offset;
+            w.partition = r.partition;
             w.conversation = Some(r.conversation);
         }
         w
     }
 }
 
-/// The batch's conversations by ID, the directory it applies them against, and the blocks it
-/// added.
+/// The batch's conversations by ID, and the directory it applies them against.
 pub(super) struct Workset<'a, D: Directory> {
     pub(super) work: HashMap<String, Work>,
     pub(super) view: BatchDirectory<'a, D>,
-    pub(super) blocks: Vec<Block>,
+    /// The stored watermarks of the batch's partitions, in the order of `Marks::partitions`.
+    pub(super) marks: Vec<Option<i64>>,
 }
 
 impl<'a, D: Directory> Workset<'a, D> {
@@ -62,8 +68,11 @@ impl<'a, D: Directory> Workset<'a, D> {
         directory: &'a D,
         reads: &Reads,
         decoded: &[(InputRecord, Decoded)],
+        marks: &Marks,
     ) -> Result<Workset<'a, D>, PipelineError> {
-        let mut work = conversations(store, reads).await?;
+        let (mut work, marks) = tokio::try_join!(conversations(store, reads), async {
+            Ok(store.watermarks(marks.topic(), &marks.partitions).await?)
+        })?;
         let replaying = replaying(decoded, &work);
         for (id, outbox) in replaying.iter().zip(store.outboxes(&replaying).await?) {
             work.get_mut(id).expect("loaded above").stored_outbox = outbox;
@@ -75,27 +84,27 @@ impl<'a, D: Directory> Workset<'a, D> {
                 inner: directory,
                 blocked,
             },
-            blocks: Vec::new(),
+            marks,
         })
     }
 
-    /// The blocks to store, and a write for every conversation something was applied to.
-    pub(super) fn into_writes(self) -> (Vec<Block>, Vec<Write>) {
-        let writes = self
-            .work
+    /// A write for every conversation something was applied to.
+    pub(super) fn into_writes(self) -> Vec<Write> {
+        self.work
             .into_values()
             .filter(|w| w.dirty)
             .filter_map(|w| {
                 Some(Write {
                     base: w.existed.then_some(w.stored_offset),
+                    partition: w.partition?,
                     conversation: w.conversation?,
                     offset: w.last_offset,
                     log: w.writes,
                     outbox: w.outbox,
+                    blocks: w.blocks,
                 })
             })
-            .collect();
-        (self.blocks, writes)
+            .collect()
     }
 }
 

@@ -1,10 +1,10 @@
-//! Stage 5: a prepared batch, and writing it: the block lists, then every touched conversation
-//! atomically and only on the state the batch read, together with the batch's outbox.
+//! Stage 5: a prepared batch, and writing it: every touched conversation atomically and only on
+//! the state the batch read, together with its outbox and its blocks, and the partitions'
+//! watermarks, in one transaction.
 
 use tracing::Instrument as _;
 
-use crate::core::directory::Block;
-use crate::runtime::store::{StateStore, Write, WriteOutcome};
+use crate::runtime::store::{Mark, StateStore, Write, WriteOutcome};
 
 use super::{BatchOutput, PipelineError};
 
@@ -17,12 +17,13 @@ use super::{BatchOutput, PipelineError};
 #[derive(Debug)]
 pub struct Prepared {
     pub(super) out: BatchOutput,
-    pub(super) blocks: Vec<Block>,
     pub(super) writes: Vec<Write>,
+    /// The watermarks of the batch's partitions, written with its conversations.
+    pub(super) marks: Vec<Mark>,
 }
 
 impl Prepared {
-    /// Writes the batch's block lists and conversations; fails if one of them is no longer at
+    /// Writes the batch's conversations and watermarks; fails if one of them is no longer at
     /// the offset the batch read (another instance wrote it meanwhile).
     pub async fn write<S: StateStore>(self, store: &S) -> Result<BatchOutput, PipelineError> {
         let span = tracing::trace_span!(
@@ -31,13 +32,15 @@ impl Prepared {
             conversations = self.writes.len()
         );
         async {
-            store.block(&self.blocks).await?;
             let names: Vec<String> = self
                 .writes
                 .iter()
                 .map(|w| w.conversation.id.clone())
                 .collect();
-            for (id, outcome) in names.into_iter().zip(store.write(self.writes).await?) {
+            for (id, outcome) in names
+                .into_iter()
+                .zip(store.write(self.writes, &self.marks).await?)
+            {
                 if outcome == WriteOutcome::Stale {
                     return Err(PipelineError::Stale(id));
                 }

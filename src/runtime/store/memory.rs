@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Mutex;
 
-use super::{flatten, Pending, Record, StateStore, StoreError, Write, WriteOutcome};
+use super::{flatten, Mark, Pending, Record, StateStore, StoreError, Write, WriteOutcome};
 use crate::core::directory::{Block, BlockList};
 use crate::core::state::{FormResult, StoredMessage};
 
@@ -21,6 +21,8 @@ struct Entry {
 pub struct MemoryStore {
     conversations: Mutex<std::collections::HashMap<String, Entry>>,
     blocked: Mutex<BlockList>,
+    /// Watermarks by (topic, partition).
+    marks: Mutex<std::collections::HashMap<(String, i32), i64>>,
 }
 
 impl MemoryStore {
@@ -95,8 +97,20 @@ impl StateStore for MemoryStore {
             .unwrap_or_default())
     }
 
-    async fn write(&self, writes: Vec<Write>) -> Result<Vec<WriteOutcome>, StoreError> {
+    async fn write(
+        &self,
+        writes: Vec<Write>,
+        marks: &[Mark],
+    ) -> Result<Vec<WriteOutcome>, StoreError> {
         let mut map = self.conversations.lock().expect("store lock");
+        let mut stored_marks = self.marks.lock().expect("store lock");
+        let mut blocked = self.blocked.lock().expect("store lock");
+        for m in marks {
+            let at = stored_marks
+                .entry((m.topic.clone(), m.partition))
+                .or_insert(m.next);
+            *at = (*at).max(m.next);
+        }
         Ok(writes
             .into_iter()
             .map(|mut w| {
@@ -121,10 +135,26 @@ impl StateStore for MemoryStore {
                 entry.record = Some(Record {
                     conversation: w.conversation,
                     offset: w.offset,
+                    partition: Some(w.partition),
                 });
                 entry.outbox = w.outbox;
+                for b in &w.blocks {
+                    blocked.insert(b);
+                }
                 WriteOutcome::Written
             })
+            .collect())
+    }
+
+    async fn watermarks(
+        &self,
+        topic: &str,
+        partitions: &[i32],
+    ) -> Result<Vec<Option<i64>>, StoreError> {
+        let marks = self.marks.lock().expect("store lock");
+        Ok(partitions
+            .iter()
+            .map(|p| marks.get(&(topic.to_string(), *p)).copied())
             .collect())
     }
 

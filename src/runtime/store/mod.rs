@@ -75,6 +75,10 @@ pub struct Record {
     pub conversation: Conversation,
     /// Input offset of the last message applied to this conversation.
     pub offset: i64,
+    /// The input partition its messages arrive on (`None`: written before Switchboard stored
+    /// it). Offsets compare only within one partition, so a record of this conversation on
+    /// another partition is misrouted, never compared with `offset`.
+    pub partition: Option<i32>,
 }
 
 /// One conversation's changes from one batch.
@@ -86,10 +90,28 @@ pub struct Write {
     pub base: Option<i64>,
     /// Input offset of the last message of the batch applied to this conversation.
     pub offset: i64,
+    /// The input partition of that message (see [`Record::partition`]).
+    pub partition: i32,
     /// The log changes, in order.
     pub log: Vec<LogWrite>,
     /// The outbox to keep: the batch's outputs for this conversation.
     pub outbox: Vec<Pending>,
+    /// The IPs its `/block` commands blocked: stored with it, and only if it is (review F6), so
+    /// that no attempt whose conversation write was refused leaves a block behind.
+    pub blocks: Vec<Block>,
+}
+
+/// A partition's applied-offset watermark: the input offset after the last record of the
+/// partition a written batch applied (or dead-lettered). Written atomically with the batch's
+/// conversations and only ever forward, it tells whether the store still holds everything the
+/// group has committed: a watermark below the committed offset means the store lost writes
+/// that Kafka had already acknowledged (a failover to a lagging replica, `appendfsync everysec`,
+/// a restore from backup).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mark {
+    pub topic: String,
+    pub partition: i32,
+    pub next: i64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,6 +131,8 @@ pub enum StoreError {
         conversation: String,
         source: serde_json::Error,
     },
+    #[error("only {acked} of the {wanted} Redis replicas `redis.wait_replicas` asks for acknowledged the write in time")]
+    Replicas { acked: u32, wanted: u32 },
     #[error("the stored outbox of conversation {conversation} is not valid: {detail}")]
     CorruptOutbox {
         conversation: String,
@@ -150,13 +174,22 @@ pub trait StateStore: Send + Sync {
         conversation: &str,
     ) -> impl std::future::Future<Output = Result<Vec<FormResult>, StoreError>> + Send;
 
-    /// Applies the writes, each atomically and only on its base; outcomes in the same order.
+    /// Applies the writes, each atomically and only on its base, and moves the watermarks
+    /// forward (never back), all in one transaction; outcomes of the writes in the same order.
     /// Each write's `conversation.results` are appended to the stored ones, save those (by
     /// `message` ID) already stored.
     fn write(
         &self,
         writes: Vec<Write>,
+        marks: &[Mark],
     ) -> impl std::future::Future<Output = Result<Vec<WriteOutcome>, StoreError>> + Send;
+
+    /// The watermarks of these partitions of `topic`, in the same order (`None`: never written).
+    fn watermarks(
+        &self,
+        topic: &str,
+        partitions: &[i32],
+    ) -> impl std::future::Future<Output = Result<Vec<Option<i64>>, StoreError>> + Send;
 
     /// Adds IPs to organizations' block lists. Idempotent, and an IP blocked twice keeps the
     /// earlier time, so replays and out-of-order arrivals agree.

@@ -6,16 +6,17 @@
 use redis::aio::ConnectionManager;
 use redis::{ErrorKind, Script, ServerErrorKind, Value};
 
-use super::{flatten, Pending, Record, StateStore, StoreError, Write, WriteOutcome};
+use super::{flatten, Mark, Pending, Record, StateStore, StoreError, Write, WriteOutcome};
 use crate::core::directory::Block;
 use crate::core::state::{Conversation, FormResult, StoredMessage};
 
 /// Writes one conversation if, and only if, it is still at the state the batch read (its stored
 /// offset is the write's base, or it is absent and so is the base) and the batch's offset is
-/// above that base. KEYS: header, messages, ids, results, result IDs. ARGV: base ('' for none),
-/// offset, header JSON, outbox (see [`encode_outbox`]), replace flag, the number of new results,
-/// the number of messages, the (result ID, result JSON) pairs, the (index, message JSON) pairs,
-/// then the (id, index) pairs. Returns 1 when written, 0 when stale.
+/// above that base. KEYS: header, messages, ids, results, result IDs, then the block list of each
+/// block. ARGV: base ('' for none), offset, header JSON, outbox (see [`encode_outbox`]), replace
+/// flag, the number of new results, the number of messages, the input partition, the number of
+/// blocks, the (time, IP) pairs of the blocks, the (result ID, result JSON) pairs, the (index,
+/// message JSON) pairs, then the (id, index) pairs. Returns 1 when written, 0 when stale.
 ///
 /// Fields go in a few variadic commands rather than one call each: a call from Lua costs about
 /// as much as the field it writes, and this script is most of Redis's work. Results are the
@@ -44,7 +45,12 @@ if ARGV[5] == '1' then
 end
 local results = tonumber(ARGV[6])
 local messages = tonumber(ARGV[7])
-local at = 8
+local at = 10
+-- LT: an IP blocked again keeps its earlier time (Redis 6.2+).
+for i = 1, tonumber(ARGV[9]) do
+  redis.call('ZADD', KEYS[5 + i], 'LT', ARGV[at], ARGV[at + 1])
+  at = at + 2
+end
 local new = {}
 for i = at, at + 2 * results - 1, 2 do
   if redis.call('SADD', KEYS[5], ARGV[i]) == 1 then
@@ -56,8 +62,18 @@ at = at + 2 * results
 bulk('HSET', KEYS[2], ARGV, at, at + 2 * messages - 1)
 at = at + 2 * messages
 bulk('HSET', KEYS[3], ARGV, at, at + 2 * messages - 1)
-redis.call('HSET', KEYS[1], 'doc', ARGV[3], 'offset', ARGV[2], 'outbox', ARGV[4])
+redis.call('HSET', KEYS[1], 'doc', ARGV[3], 'offset', ARGV[2], 'outbox', ARGV[4], 'partition', ARGV[8])
 return 1
+"#;
+
+/// Moves a partition's watermark forward, never back (a late write of a zombie carries an older
+/// one). KEYS: the topic's watermarks. ARGV: partition, next offset.
+const MARK: &str = r#"
+local stored = redis.call('HGET', KEYS[1], ARGV[1])
+if not stored or tonumber(stored) < tonumber(ARGV[2]) then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+end
+return 0
 "#;
 
 /// Log messages by ID. KEYS: ids, messages. ARGV: message IDs.
@@ -81,6 +97,9 @@ pub struct RedisStore {
     prefix: String,
     write: Script,
     by_id: Script,
+    mark: Script,
+    /// Replicas that must acknowledge a write, and for how long to wait for them (Redis WAIT).
+    wait: Option<(u32, u64)>,
 }
 
 impl RedisStore {
@@ -101,15 +120,42 @@ impl RedisStore {
             prefix: prefix.to_string(),
             write: Script::new(WRITE),
             by_id: Script::new(BY_ID),
+            mark: Script::new(MARK),
+            wait: None,
         };
         store.load_scripts().await?;
         Ok(store)
+    }
+
+    /// Every write then waits until `replicas` replicas hold it, at most `timeout_ms`, and fails
+    /// if fewer did (`redis.wait_replicas`); 0 replicas: no waiting.
+    pub fn waiting_for(mut self, replicas: u32, timeout_ms: u64) -> Self {
+        self.wait = (replicas > 0).then_some((replicas, timeout_ms));
+        self
+    }
+
+    /// Deletes these conversations altogether (`switchboard rebuild`).
+    pub async fn forget(&self, conversations: &[String]) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        for chunk in conversations.chunks(500) {
+            let mut pipe = redis::pipe();
+            for id in chunk {
+                let keys: Vec<String> = ["h", "m", "i", "r", "rid"]
+                    .iter()
+                    .map(|part| self.key(id, part))
+                    .collect();
+                pipe.cmd("DEL").arg(keys).ignore();
+            }
+            let _: Value = pipe.query_async(&mut conn).await?;
+        }
+        Ok(())
     }
 
     async fn load_scripts(&self) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
         self.write.prepare_invoke().load_async(&mut conn).await?;
         self.by_id.prepare_invoke().load_async(&mut conn).await?;
+        self.mark.prepare_invoke().load_async(&mut conn).await?;
         Ok(())
     }
 
@@ -117,11 +163,20 @@ impl RedisStore {
         format!("{}:{{{conversation}}}:{part}", self.prefix)
     }
 
+    /// A topic's watermarks, one field per partition.
+    fn marks_key(&self, topic: &str) -> String {
+        format!("{}:marks:{topic}", self.prefix)
+    }
+
     fn block_key(&self, organization: &str) -> String {
         format!("{}:blocks:{organization}", self.prefix)
     }
 
-    fn write_pipeline(&self, writes: &[Write]) -> Result<redis::Pipeline, StoreError> {
+    fn write_pipeline(
+        &self,
+        writes: &[Write],
+        marks: &[Mark],
+    ) -> Result<redis::Pipeline, StoreError> {
         // One transaction, so Redis runs the batch's scripts in one go, after reading all of
         // them. A plain pipeline is executed as it arrives, a socket read (16 KB) at a time, and
         // with `appendfsync always` every one of those event-loop turns ends in an fsync: a
@@ -143,19 +198,27 @@ impl RedisStore {
             let cmd = pipe
                 .cmd("EVALSHA")
                 .arg(self.write.get_hash())
-                .arg(5)
+                .arg(5 + w.blocks.len())
                 .arg(self.key(id, "h"))
                 .arg(self.key(id, "m"))
                 .arg(self.key(id, "i"))
                 .arg(self.key(id, "r"))
-                .arg(self.key(id, "rid"))
-                .arg(w.base.map(|b| b.to_string()).unwrap_or_default())
+                .arg(self.key(id, "rid"));
+            for b in &w.blocks {
+                cmd.arg(self.block_key(&b.organization));
+            }
+            cmd.arg(w.base.map(|b| b.to_string()).unwrap_or_default())
                 .arg(w.offset)
                 .arg(serde_json::to_string(&header).map_err(corrupt)?)
                 .arg(encode_outbox(id, &w.outbox)?)
                 .arg(if replace { "1" } else { "0" })
                 .arg(w.conversation.results.len())
-                .arg(changed.len());
+                .arg(changed.len())
+                .arg(w.partition)
+                .arg(w.blocks.len());
+            for b in &w.blocks {
+                cmd.arg(score(b.since)).arg(&b.ip);
+            }
             for r in &w.conversation.results {
                 cmd.arg(&r.message)
                     .arg(serde_json::to_string(r).map_err(corrupt)?);
@@ -167,6 +230,15 @@ impl RedisStore {
             for m in &changed {
                 cmd.arg(&m.id).arg(m.index);
             }
+        }
+        for m in marks {
+            pipe.cmd("EVALSHA")
+                .arg(self.mark.get_hash())
+                .arg(1)
+                .arg(self.marks_key(&m.topic))
+                .arg(m.partition)
+                .arg(m.next)
+                .ignore();
         }
         Ok(pipe)
     }
@@ -210,8 +282,8 @@ fn decode_outbox(conversation: &str, stored: &[u8]) -> Result<Vec<Pending>, Stor
     postcard::from_bytes(&plain).map_err(|e| corrupt(e.to_string()))
 }
 
-/// One conversation's `doc` and `offset`, as HMGET returns them.
-type HeaderRow = (Option<String>, Option<i64>);
+/// One conversation's `doc`, `offset` and `partition`, as HMGET returns them.
+type HeaderRow = (Option<String>, Option<i64>, Option<i32>);
 
 fn is_noscript(e: &redis::RedisError) -> bool {
     e.kind() == ErrorKind::Server(ServerErrorKind::NoScript)
@@ -235,18 +307,20 @@ impl StateStore for RedisStore {
             pipe.cmd("HMGET")
                 .arg(self.key(id, "h"))
                 .arg("doc")
-                .arg("offset");
+                .arg("offset")
+                .arg("partition");
         }
         let mut conn = self.conn.clone();
         let rows: Vec<HeaderRow> = pipe.query_async(&mut conn).await?;
         conversations
             .iter()
             .zip(rows)
-            .map(|(id, (doc, offset))| {
+            .map(|(id, (doc, offset, partition))| {
                 let Some(doc) = doc else { return Ok(None) };
                 Ok(Some(Record {
                     conversation: parse::<Conversation>(id, &doc)?,
                     offset: offset.unwrap_or(-1),
+                    partition,
                 }))
             })
             .collect()
@@ -331,11 +405,15 @@ impl StateStore for RedisStore {
         all.iter().map(|r| parse(conversation, r)).collect()
     }
 
-    async fn write(&self, writes: Vec<Write>) -> Result<Vec<WriteOutcome>, StoreError> {
-        if writes.is_empty() {
+    async fn write(
+        &self,
+        writes: Vec<Write>,
+        marks: &[Mark],
+    ) -> Result<Vec<WriteOutcome>, StoreError> {
+        if writes.is_empty() && marks.is_empty() {
             return Ok(Vec::new());
         }
-        let pipe = self.write_pipeline(&writes)?;
+        let pipe = self.write_pipeline(&writes, marks)?;
         let mut conn = self.conn.clone();
         let results: Vec<i64> = match pipe.query_async(&mut conn).await {
             Ok(r) => r,
@@ -347,6 +425,17 @@ impl StateStore for RedisStore {
             }
             Err(e) => return Err(e.into()),
         };
+        if let Some((wanted, timeout_ms)) = self.wait {
+            // WAIT covers every write sent before it on this connection: the batch's included.
+            let acked: u32 = redis::cmd("WAIT")
+                .arg(wanted)
+                .arg(timeout_ms)
+                .query_async(&mut conn)
+                .await?;
+            if acked < wanted {
+                return Err(StoreError::Replicas { acked, wanted });
+            }
+        }
         Ok(results
             .into_iter()
             .map(|r| {
@@ -357,6 +446,22 @@ impl StateStore for RedisStore {
                 }
             })
             .collect())
+    }
+
+    async fn watermarks(
+        &self,
+        topic: &str,
+        partitions: &[i32],
+    ) -> Result<Vec<Option<i64>>, StoreError> {
+        if partitions.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.conn.clone();
+        Ok(redis::cmd("HMGET")
+            .arg(self.marks_key(topic))
+            .arg(partitions)
+            .query_async(&mut conn)
+            .await?)
     }
 
     async fn block(&self, blocks: &[Block]) -> Result<(), StoreError> {

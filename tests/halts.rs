@@ -1,0 +1,150 @@
+//! Redis losing writes that Kafka committed (review F1, fault case 1), on the real broker and
+//! Redis: the partitions it concerns halt loudly (log, `/metrics`, `/readyz`) instead of
+//! diverging, and `switchboard rebuild` brings them back to exactly what `simulate` computes.
+
+mod kafka_support;
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use kafka_support::*;
+
+/// Every key under `prefix`, dumped: a backup of the store as it is now.
+fn backup(prefix: &str) -> Vec<(String, Vec<u8>)> {
+    let mut conn = redis::Client::open(redis_url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}:*"))
+        .query(&mut conn)
+        .unwrap();
+    keys.into_iter()
+        .map(|k| {
+            let dump: Vec<u8> = redis::cmd("DUMP").arg(&k).query(&mut conn).unwrap();
+            (k, dump)
+        })
+        .collect()
+}
+
+/// Puts the store back as `backup` had it: what was written since is lost.
+fn restore(prefix: &str, backup: &[(String, Vec<u8>)]) {
+    forget_keys(prefix);
+    let mut conn = redis::Client::open(redis_url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    for (k, dump) in backup {
+        let _: () = redis::cmd("RESTORE")
+            .arg(k)
+            .arg(0)
+            .arg(dump.as_slice())
+            .arg("REPLACE")
+            .query(&mut conn)
+            .unwrap();
+    }
+}
+
+/// Lines `from..to` of `trace`, as a trace file of their own.
+fn slice(trace: &std::path::Path, from: usize, to: usize, name: &str) -> std::path::PathBuf {
+    let text = std::fs::read_to_string(trace).unwrap();
+    let lines: Vec<&str> = text.lines().skip(from).take(to - from).collect();
+    let path = std::env::temp_dir().join(format!("{name}-{}.jsonl", std::process::id()));
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    path
+}
+
+fn free_http_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Waits until the instance reports halted partitions on `/metrics`; returns them from
+/// `/readyz`.
+fn halted_partitions(port: u16, deadline: Duration) -> BTreeSet<i32> {
+    let start = Instant::now();
+    loop {
+        let halted = metrics(port)
+            .get("switchboard_halted_partitions")
+            .copied()
+            .unwrap_or(0.0);
+        if halted > 0.0 {
+            // Give the batch in hand time to meet the other partitions too.
+            std::thread::sleep(Duration::from_secs(3));
+            let (_, body) = http_get(port, "/readyz");
+            let listed: BTreeSet<i32> = body
+                .lines()
+                .filter_map(|l| l.strip_prefix("halted partition "))
+                .map(|l| l.split(':').next().unwrap().parse().unwrap())
+                .collect();
+            assert!(
+                body.contains("Redis lost writes"),
+                "the reason says what happened: {body}"
+            );
+            return listed;
+        }
+        assert!(
+            start.elapsed() < deadline,
+            "no partition halted after {deadline:?}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_restored_from_an_old_backup_halts_its_partitions_until_rebuilt() {
+    let setup = Setup::create("lost").await;
+    let prefix = format!("sbk:{}", setup.name);
+    let trace = scaled_trace("lost", 3);
+    let total = std::fs::read_to_string(&trace).unwrap().lines().count();
+    let (a, b) = (total / 3, 2 * total / 3);
+    // What each phase produces, and what the stream holds after it.
+    let phase = |from, to, n| slice(&trace, from, to, &format!("lost-phase{n}"));
+    let upto = |to, n| slice(&trace, 0, to, &format!("lost-upto{n}"));
+
+    // Phase 1, then a backup; phase 2, then the backup restored: Redis lost phase 2, which
+    // Kafka committed.
+    setup.produce_trace(&phase(0, a, 1));
+    let child = setup.spawn();
+    wait_for_results(
+        &setup,
+        expected_results(&upto(a, 1)),
+        Duration::from_secs(120),
+    );
+    terminate(child);
+    let old = backup(&prefix);
+    setup.produce_trace(&phase(a, b, 2));
+    let child = setup.spawn();
+    wait_for_results(
+        &setup,
+        expected_results(&upto(b, 2)),
+        Duration::from_secs(120),
+    );
+    terminate(child);
+    restore(&prefix, &old);
+
+    // Phase 3 arrives; the instance halts what Redis is behind on instead of applying it.
+    setup.produce_trace(&phase(b, total, 3));
+    let port = free_http_port();
+    let child = setup.spawn_with("1", &format!("127.0.0.1:{port}"));
+    let halted = halted_partitions(port, Duration::from_secs(90));
+    assert!(!halted.is_empty());
+    let results_while_halted = setup
+        .committed(switchboard::core::event::Topic::CommandResults)
+        .len();
+    terminate(child);
+
+    // The way out: rebuild each halted partition from the topic, then run again.
+    for p in &halted {
+        let (out, _) = setup.run_ok(&["rebuild", "--partition", &p.to_string()]);
+        assert!(out.contains("records applied"), "{out}");
+    }
+    let child = setup.spawn();
+    wait_for_results(&setup, expected_results(&trace), Duration::from_secs(120));
+    terminate(child);
+    assert!(results_while_halted < expected_results(&trace));
+    assert_matches_oracle(&setup, &trace).await;
+}
