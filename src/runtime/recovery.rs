@@ -3,7 +3,8 @@
 //!
 //! | error | action |
 //! |---|---|
-//! | a producer call (begin, produce, send offsets, commit, abort, init) failed as fenced: `Fenced`, `ProducerFenced`, `InvalidProducerEpoch` or `Fatal` | `ReplaceProducer { fenced: true }`: a new producer (same transactional ID, new epoch), then rewind. The fourth fencing within 10 minutes: `Exit` |
+//! | a producer call (begin, produce, send offsets, commit, abort, init) failed as fenced: `Fenced`, `ProducerFenced` or `Fatal` | `ReplaceProducer { fenced: true }`: a new producer (same transactional ID, new epoch), then rewind. The fourth fencing within 10 minutes: `Exit` |
+//! | a producer call or the abort failed with `InvalidProducerEpoch`: the coordinator timed the transaction out and bumped the epoch (a long broker outage, a stall past `transaction.timeout.ms`) | `ReplaceProducer { fenced: false }`: not a fencing by another instance, so not counted towards the exit |
 //! | the abort failed otherwise | `ReplaceProducer { fenced: false }`: a new producer with the same ID fences the old one and the coordinator finishes whatever it had begun; then rewind |
 //! | anything else, from a recovery step, once a stop was asked | `Exit` with that error |
 //! | anything else: Redis, the broker, a stale write, a commit that failed (a timed-out one after 3 resumes), the commit thread | `Retry`: abort the open transaction, rewind to the last commit. A failed batch then backs off 100 ms × the failures in a row (at most 3 s); a failed recovery step is retried after 200 ms, doubling up to 5 s |
@@ -76,6 +77,9 @@ impl Recovery {
     pub(super) fn action(&mut self, error: &RuntimeError, stopping: bool) -> Action {
         match error {
             RuntimeError::Producer(e) | RuntimeError::Abort(e) if fencing(e) => self.fenced(),
+            RuntimeError::Producer(e) | RuntimeError::Abort(e) if timed_out(e) => {
+                Action::ReplaceProducer { fenced: false }
+            }
             RuntimeError::Abort(_) => Action::ReplaceProducer { fenced: false },
             _ if stopping => Action::Exit,
             _ => Action::Retry,
@@ -132,17 +136,20 @@ impl Recovery {
     }
 }
 
-/// Row 1's error codes: the producer was fenced, or is otherwise beyond use.
+/// Row 1's error codes: the producer was fenced by another with its transactional ID, or is
+/// otherwise beyond use.
 fn fencing(e: &KafkaError) -> bool {
     matches!(
         e.rdkafka_error_code(),
-        Some(
-            RDKafkaErrorCode::Fenced
-                | RDKafkaErrorCode::ProducerFenced
-                | RDKafkaErrorCode::InvalidProducerEpoch
-                | RDKafkaErrorCode::Fatal
-        )
+        Some(RDKafkaErrorCode::Fenced | RDKafkaErrorCode::ProducerFenced | RDKafkaErrorCode::Fatal)
     )
+}
+
+/// Row 2's: the coordinator aborted the transaction as timed out and bumped the producer's epoch
+/// (KIP-588). The producer must be replaced, but no other instance is involved: counting it
+/// towards the exit would end an instance after a few long broker outages (review F9).
+fn timed_out(e: &KafkaError) -> bool {
+    e.rdkafka_error_code() == Some(RDKafkaErrorCode::InvalidProducerEpoch)
 }
 
 impl RuntimeError {
@@ -311,6 +318,18 @@ mod tests {
             recovery.action(&RuntimeError::Abort(KafkaError::Canceled), false),
             Action::ReplaceProducer { fenced: false }
         );
+        // A transaction the coordinator timed out, however often: replaced, never an exit.
+        let timed_out = || {
+            RuntimeError::Producer(KafkaError::MessageProduction(
+                RDKafkaErrorCode::InvalidProducerEpoch,
+            ))
+        };
+        for _ in 0..2 * MAX_FENCES {
+            assert_eq!(
+                recovery.action(&timed_out(), false),
+                Action::ReplaceProducer { fenced: false }
+            );
+        }
         assert_eq!(counter.get(), 0);
         for _ in 0..MAX_FENCES {
             assert_eq!(
