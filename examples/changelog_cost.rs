@@ -122,7 +122,10 @@ impl StateStore for Measured {
         &self,
         topic: &str,
         partitions: &[i32],
-    ) -> Result<Vec<Option<i64>>, switchboard::runtime::store::StoreError> {
+    ) -> Result<
+        Vec<Option<switchboard::runtime::store::Watermark>>,
+        switchboard::runtime::store::StoreError,
+    > {
         self.inner.watermarks(topic, partitions).await
     }
     async fn block(

@@ -8,7 +8,7 @@ use switchboard::runtime::pipeline::headers::{self, STRUCTURED_JSON};
 use switchboard::runtime::pipeline::{
     prepare_batch_at, process_batch, GroupOffsets, Header, Headers, InputRecord, PipelineError,
 };
-use switchboard::runtime::store::{MemoryStore, OutRecord, RedisStore, StateStore};
+use switchboard::runtime::store::{MemoryStore, OutRecord, RedisStore, StateStore, Watermark};
 use switchboard::tools::simulate::{inspect_document, output_line, Simulator};
 
 const MAX: usize = 1 << 20;
@@ -329,7 +329,10 @@ impl StateStore for DiesBeforeWriting {
         &self,
         topic: &str,
         partitions: &[i32],
-    ) -> Result<Vec<Option<i64>>, switchboard::runtime::store::StoreError> {
+    ) -> Result<
+        Vec<Option<switchboard::runtime::store::Watermark>>,
+        switchboard::runtime::store::StoreError,
+    > {
         self.inner.watermarks(topic, partitions).await
     }
     async fn block(
@@ -575,7 +578,13 @@ async fn a_store_behind_the_committed_offset_halts_the_partition_before_applying
             .watermarks("conversation.messages", &[0, 1])
             .await
             .unwrap(),
-        [Some(10), None]
+        [
+            Some(Watermark {
+                next: 10,
+                committed: -1
+            }),
+            None
+        ]
     );
     prepare_batch_at(
         &whole,
@@ -587,6 +596,64 @@ async fn a_store_behind_the_committed_offset_halts_the_partition_before_applying
     )
     .await
     .unwrap();
+}
+
+/// The watermark also records what the group had committed when it was written: a committed
+/// offset below that means the offsets went back (a reset, a new group ID, expired offsets, a
+/// lost commit), and the records from there were committed already — applying or replaying
+/// them would repeat their outputs. The batch written but not committed still replays.
+#[tokio::test]
+async fn offsets_moved_back_or_forgotten_halt_instead_of_repeating_outputs() {
+    let store = MemoryStore::new();
+    let dir = directory();
+    let lines: Vec<InputRecord> = trace_records();
+    process_batch(&store, &dir, Dialect::Web1on1, MAX, lines[..10].to_vec())
+        .await
+        .unwrap();
+    let at = |c: &[(i32, i64)], range: std::ops::Range<usize>| {
+        let (store, dir, offsets) = (&store, &dir, committed(c));
+        let records = lines[range].to_vec();
+        async move { prepare_batch_at(store, dir, Dialect::Web1on1, MAX, records, &offsets).await }
+    };
+    // Written once the group had committed 10; not committed itself (yet).
+    let second = at(&[(0, 10)], 10..20)
+        .await
+        .unwrap()
+        .write(&store)
+        .await
+        .unwrap();
+    // Its replay, from the committed offset, is no halt: the outputs come from the outbox.
+    let replay = at(&[(0, 10)], 10..20).await.unwrap();
+    let replay = replay.write(&store).await.unwrap();
+    assert_eq!(
+        (replay.replayed, replay.outputs.clone()),
+        (10, second.outputs)
+    );
+    // The group moved back behind what it had committed when the store was written.
+    let Err(PipelineError::Halt(halts)) = at(&[(0, 5)], 5..20).await else {
+        panic!("offsets moved back must halt");
+    };
+    assert!(
+        halts[0].reason.contains("moved back"),
+        "{}",
+        halts[0].reason
+    );
+    assert!(
+        halts[0].reason.contains("--to-offset 20"),
+        "{}",
+        halts[0].reason
+    );
+    // A new group ID (or expired offsets): nothing committed, yet the store saw commits.
+    let Err(PipelineError::Halt(halts)) = at(&[], 0..20).await else {
+        panic!("a forgotten group must halt");
+    };
+    assert!(
+        halts[0].reason.contains("committed nothing"),
+        "{}",
+        halts[0].reason
+    );
+    // Past the batch, once it committed, all goes on.
+    at(&[(0, 20)], 20..24).await.unwrap();
 }
 
 /// A conversation lives on the partition its first record came on; a record of it on another

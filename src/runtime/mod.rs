@@ -206,7 +206,9 @@ impl<S: StateStore, D: DirectorySource> Runtime<S, D> {
         // The previous batch must be committed before this one is written: its outcome first.
         self.settle()?;
         let writing = Instant::now();
-        let out = self.io.block_on(prepared?.write(&self.store))?;
+        let out = self
+            .io
+            .block_on(prepared?.after_commits(&self.committed).write(&self.store))?;
         applied += writing.elapsed();
         self.metrics.apply_seconds.observe(applied.as_secs_f64());
         self.start_commit(out, count)

@@ -23,7 +23,7 @@ use secrecy::ExposeSecret;
 use crate::config::Config;
 use crate::runtime::kafka::client_config;
 use crate::runtime::pipeline::{process_batch, Headers, InputRecord};
-use crate::runtime::store::{Mark, RedisDirectory, RedisStore, StateStore};
+use crate::runtime::store::{Mark, RedisDirectory, RedisStore, StateStore, Watermark};
 
 /// The arguments of `switchboard rebuild`.
 #[derive(Debug, Clone, clap::Args)]
@@ -52,7 +52,7 @@ struct Extent {
     high: i64,
     /// The group's committed offset (`None`: nothing committed).
     committed: Option<i64>,
-    watermark: Option<i64>,
+    watermark: Option<Watermark>,
 }
 
 const POLL: Duration = Duration::from_secs(10);
@@ -82,7 +82,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             extent.high,
             config.kafka.group_id,
             show(extent.committed),
-            show(extent.watermark),
+            show(extent.watermark.map(|w| w.next)),
         );
         if args.show {
             continue;
@@ -94,6 +94,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             topic: topic.clone(),
             partition,
             next: committed,
+            committed,
         };
         if !args.accept_store {
             rebuild(&config, &consumer, &store, &io, &extent, committed)?;

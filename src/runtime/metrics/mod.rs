@@ -17,7 +17,7 @@ use prometheus::{
 
 use crate::core::directory::Block;
 use crate::core::state::StoredMessage;
-use crate::runtime::store::{Mark, Record, StateStore, StoreError, Write, WriteOutcome};
+use crate::runtime::store::{Mark, Record, StateStore, StoreError, Watermark, Write, WriteOutcome};
 
 pub use halts::Halts;
 pub use lag::{Committed, ConsumerLag};
@@ -363,7 +363,7 @@ impl<S: StateStore> StateStore for TimedStore<S> {
         &self,
         topic: &str,
         partitions: &[i32],
-    ) -> Result<Vec<Option<i64>>, StoreError> {
+    ) -> Result<Vec<Option<Watermark>>, StoreError> {
         let t = Instant::now();
         let r = self.inner.watermarks(topic, partitions).await;
         self.observe("watermarks", t);

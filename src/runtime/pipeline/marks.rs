@@ -8,11 +8,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::core::message::Decoded;
-use crate::runtime::store::{Mark, StoreError};
+use crate::runtime::store::{Mark, StoreError, Watermark};
 
 use super::{GroupOffsets, Halt, InputRecord, PipelineError};
 
 /// The batch's partitions of its input topic.
+#[derive(Debug)]
 pub(super) struct Marks {
     topic: Option<Arc<str>>,
     pub(super) partitions: Vec<i32>,
@@ -30,44 +31,20 @@ impl Marks {
         self.topic.as_deref().unwrap_or_default()
     }
 
-    /// Halts every partition whose stored watermark is behind what the group committed: the
-    /// store lost writes that Kafka acknowledged, and applying on would diverge silently.
+    /// Halts every partition whose stored watermark says the store and the group's committed
+    /// offsets disagree (see [`Watermark`]): the store behind, or the offsets moved back.
     /// `stored` is in the order of `partitions`.
     pub(super) fn check(
         &self,
-        stored: &[Option<i64>],
+        stored: &[Option<Watermark>],
         committed: &GroupOffsets,
     ) -> Result<(), PipelineError> {
-        let topic = self.topic();
         let halts: Vec<Halt> = self
             .partitions
             .iter()
             .zip(stored)
             .filter_map(|(&partition, &mark)| {
-                let committed = committed.of(partition)?;
-                let reason = match mark {
-                    Some(mark) if mark >= committed => return None,
-                    Some(mark) => format!(
-                        "the state store has applied `{topic}` partition {partition} up to offset \
-                         {mark}, but the group has committed {committed}: Redis lost writes that \
-                         Kafka had acknowledged (a failover to a lagging replica, `appendfsync \
-                         everysec`, a restore from a backup), and going on would diverge. \
-                         Rebuild the partition's state from the topic with `switchboard rebuild \
-                         --partition {partition}`, then restart"
-                    ),
-                    // Nothing stored at all is the same loss, or a store written before
-                    // Switchboard kept watermarks; only the operator can tell which.
-                    None if committed > 0 => format!(
-                        "the state store has no watermark for `{topic}` partition {partition}, \
-                         but the group has committed offset {committed}: Redis lost this \
-                         partition's state (flushed, restored, replaced), or it was written by a \
-                         Switchboard that kept no watermarks. Rebuild it from the topic with \
-                         `switchboard rebuild --partition {partition}`, or, if the store is known \
-                         to be complete, accept it with `switchboard rebuild --partition \
-                         {partition} --accept-store`; then restart"
-                    ),
-                    None => return None,
-                };
+                let reason = self.disagreement(partition, mark, committed.of(partition))?;
                 Some(Halt { partition, reason })
             })
             .collect();
@@ -78,15 +55,80 @@ impl Marks {
         }
     }
 
+    /// Why the store's watermark and the group's committed offset disagree, if they do.
+    fn disagreement(
+        &self,
+        partition: i32,
+        mark: Option<Watermark>,
+        committed: Option<i64>,
+    ) -> Option<String> {
+        let topic = self.topic();
+        let way_back = |mark: Watermark| {
+            format!(
+                "Applying from there would repeat outputs already committed. If the offsets were \
+                 moved back, set them to the watermark again (`kafka-consumer-groups \
+                 --reset-offsets --to-offset {next} --topic {topic}:{partition}`); if Kafka lost \
+                 commits it had acknowledged, the outputs of the lost transactions are gone: set \
+                 the offsets so and re-drive what is missing with `switchboard replay`. Then \
+                 restart",
+                next = mark.next
+            )
+        };
+        match (mark, committed) {
+            (Some(mark), Some(c)) if mark.next < c => Some(format!(
+                "the state store has applied `{topic}` partition {partition} up to offset {next}, \
+                 but the group has committed {c}: Redis lost writes that Kafka had acknowledged \
+                 (a failover to a lagging replica, `appendfsync everysec`, a restore from a \
+                 backup), and going on would diverge. Rebuild the partition's state from the \
+                 topic with `switchboard rebuild --partition {partition}`, then restart",
+                next = mark.next
+            )),
+            (Some(mark), Some(c)) if c < mark.committed => Some(format!(
+                "the group's committed offset on `{topic}` partition {partition} is {c}, but the \
+                 store was written there after the group had committed {was} (applied up to \
+                 {next}): the group's offsets were moved back, or Kafka lost commits. {}",
+                way_back(mark),
+                was = mark.committed,
+                next = mark.next
+            )),
+            (Some(_), Some(_)) => None,
+            // Nothing stored at all, while the group has committed: the same loss, or a store
+            // written before Switchboard kept watermarks; only the operator can tell which.
+            (None, Some(c)) if c > 0 => Some(format!(
+                "the state store has no watermark for `{topic}` partition {partition}, but the \
+                 group has committed offset {c}: Redis lost this partition's state (flushed, \
+                 restored, replaced), or it was written by a Switchboard that kept no watermarks. \
+                 Rebuild it from the topic with `switchboard rebuild --partition {partition}`, \
+                 or, if the store is known to be complete, accept it with `switchboard rebuild \
+                 --partition {partition} --accept-store`; then restart"
+            )),
+            (Some(mark), None) if mark.committed >= 0 => Some(format!(
+                "the group has committed nothing on `{topic}` partition {partition}, but the \
+                 store was written there after a commit at {was} (applied up to {next}): a new \
+                 group ID, or committed offsets that expired (`offsets.retention.minutes`). {}",
+                way_back(mark),
+                was = mark.committed,
+                next = mark.next
+            )),
+            _ => None,
+        }
+    }
+
     /// The watermarks a written batch moves forward: every partition it consumed, dead letters
     /// included, so that a batch that changed no conversation still counts as applied.
-    pub(super) fn to_write(&self, next_offsets: &BTreeMap<i32, i64>) -> Vec<Mark> {
+    /// `committed`: the group's committed offsets when the batch is written.
+    pub(super) fn to_write(
+        &self,
+        next_offsets: &BTreeMap<i32, i64>,
+        committed: &GroupOffsets,
+    ) -> Vec<Mark> {
         next_offsets
             .iter()
             .map(|(&partition, &next)| Mark {
                 topic: self.topic().to_string(),
                 partition,
                 next,
+                committed: committed.of(partition).unwrap_or(-1),
             })
             .collect()
     }

@@ -268,9 +268,10 @@ where
     }
     let writes = ws.into_writes();
     Ok(Attempt::Done(Prepared {
-        marks: marks.to_write(&out.next_offsets),
         out,
         writes,
+        marks,
+        committed: committed.clone(),
     }))
 }
 

@@ -8,7 +8,7 @@ use crate::core::directory::{Block, BlockList, Directory};
 use crate::core::log::LogWrite;
 use crate::core::message::Decoded;
 use crate::core::state::Conversation;
-use crate::runtime::store::{Pending, Record, StateStore, Write};
+use crate::runtime::store::{Pending, Record, StateStore, Watermark, Write};
 
 use super::marks::Marks;
 use super::reads::{block_candidates, replaying, Reads};
@@ -58,7 +58,7 @@ pub(super) struct Workset<'a, D: Directory> {
     pub(super) work: HashMap<String, Work>,
     pub(super) view: BatchDirectory<'a, D>,
     /// The stored watermarks of the batch's partitions, in the order of `Marks::partitions`.
-    pub(super) marks: Vec<Option<i64>>,
+    pub(super) marks: Vec<Option<Watermark>>,
 }
 
 impl<'a, D: Directory> Workset<'a, D> {

@@ -4,9 +4,10 @@
 
 use tracing::Instrument as _;
 
-use crate::runtime::store::{Mark, StateStore, Write, WriteOutcome};
+use crate::runtime::store::{StateStore, Write, WriteOutcome};
 
-use super::{BatchOutput, PipelineError};
+use super::marks::Marks;
+use super::{BatchOutput, GroupOffsets, PipelineError};
 
 /// A batch applied but not yet written: its outputs, and the state writes that must be stored
 /// before they may be produced.
@@ -18,11 +19,21 @@ use super::{BatchOutput, PipelineError};
 pub struct Prepared {
     pub(super) out: BatchOutput,
     pub(super) writes: Vec<Write>,
-    /// The watermarks of the batch's partitions, written with its conversations.
-    pub(super) marks: Vec<Mark>,
+    /// The batch's partitions, whose watermarks are written with its conversations.
+    pub(super) marks: Marks,
+    /// The group's committed offsets, as known when the batch was prepared.
+    pub(super) committed: GroupOffsets,
 }
 
 impl Prepared {
+    /// What the group has committed since the batch was prepared (the batch before it, which was
+    /// committing meanwhile): the watermarks record the offsets committed when the batch is
+    /// written.
+    pub fn after_commits(mut self, committed: &GroupOffsets) -> Self {
+        self.committed = committed.clone();
+        self
+    }
+
     /// Writes the batch's conversations and watermarks; fails if one of them is no longer at
     /// the offset the batch read (another instance wrote it meanwhile).
     pub async fn write<S: StateStore>(self, store: &S) -> Result<BatchOutput, PipelineError> {
@@ -32,6 +43,7 @@ impl Prepared {
             conversations = self.writes.len()
         );
         async {
+            let marks = self.marks.to_write(&self.out.next_offsets, &self.committed);
             let names: Vec<String> = self
                 .writes
                 .iter()
@@ -39,7 +51,7 @@ impl Prepared {
                 .collect();
             for (id, outcome) in names
                 .into_iter()
-                .zip(store.write(self.writes, &self.marks).await?)
+                .zip(store.write(self.writes, &marks).await?)
             {
                 if outcome == WriteOutcome::Stale {
                     return Err(PipelineError::Stale(id));

@@ -3,7 +3,9 @@
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Mutex;
 
-use super::{flatten, Mark, Pending, Record, StateStore, StoreError, Write, WriteOutcome};
+use super::{
+    flatten, Mark, Pending, Record, StateStore, StoreError, Watermark, Write, WriteOutcome,
+};
 use crate::core::directory::{Block, BlockList};
 use crate::core::state::{FormResult, StoredMessage};
 
@@ -22,7 +24,7 @@ pub struct MemoryStore {
     conversations: Mutex<std::collections::HashMap<String, Entry>>,
     blocked: Mutex<BlockList>,
     /// Watermarks by (topic, partition).
-    marks: Mutex<std::collections::HashMap<(String, i32), i64>>,
+    marks: Mutex<std::collections::HashMap<(String, i32), Watermark>>,
 }
 
 impl MemoryStore {
@@ -108,8 +110,12 @@ impl StateStore for MemoryStore {
         for m in marks {
             let at = stored_marks
                 .entry((m.topic.clone(), m.partition))
-                .or_insert(m.next);
-            *at = (*at).max(m.next);
+                .or_insert(Watermark {
+                    next: m.next,
+                    committed: m.committed,
+                });
+            at.next = at.next.max(m.next);
+            at.committed = at.committed.max(m.committed);
         }
         Ok(writes
             .into_iter()
@@ -150,7 +156,7 @@ impl StateStore for MemoryStore {
         &self,
         topic: &str,
         partitions: &[i32],
-    ) -> Result<Vec<Option<i64>>, StoreError> {
+    ) -> Result<Vec<Option<Watermark>>, StoreError> {
         let marks = self.marks.lock().expect("store lock");
         Ok(partitions
             .iter()

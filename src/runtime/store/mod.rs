@@ -101,17 +101,28 @@ pub struct Write {
     pub blocks: Vec<Block>,
 }
 
-/// A partition's applied-offset watermark: the input offset after the last record of the
-/// partition a written batch applied (or dead-lettered). Written atomically with the batch's
-/// conversations and only ever forward, it tells whether the store still holds everything the
-/// group has committed: a watermark below the committed offset means the store lost writes
-/// that Kafka had already acknowledged (a failover to a lagging replica, `appendfsync everysec`,
-/// a restore from backup).
+/// A partition's watermark, as a written batch moves it: both offsets only ever forward, written
+/// atomically with the batch's conversations.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Mark {
     pub topic: String,
     pub partition: i32,
+    /// The offset after the last record of the partition the batch applied (or dead-lettered).
     pub next: i64,
+    /// The group's committed offset on the partition when the batch was written (-1: none).
+    pub committed: i64,
+}
+
+/// What the store says it has applied of a partition (see [`Mark`]). Against the group's
+/// committed offset C: `next` below C means the store lost writes Kafka acknowledged (a failover
+/// to a lagging replica, `appendfsync everysec`, a restore from backup); C below `committed`
+/// means the group's offsets went back (a reset, a new group ID, expired offsets, a lost
+/// commit). Between the two, the records from C to `next` are the batch written but not
+/// committed, which replays from the outbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Watermark {
+    pub next: i64,
+    pub committed: i64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -189,7 +200,7 @@ pub trait StateStore: Send + Sync {
         &self,
         topic: &str,
         partitions: &[i32],
-    ) -> impl std::future::Future<Output = Result<Vec<Option<i64>>, StoreError>> + Send;
+    ) -> impl std::future::Future<Output = Result<Vec<Option<Watermark>>, StoreError>> + Send;
 
     /// Adds IPs to organizations' block lists. Idempotent, and an IP blocked twice keeps the
     /// earlier time, so replays and out-of-order arrivals agree.

@@ -6,90 +6,15 @@
 use redis::aio::ConnectionManager;
 use redis::{ErrorKind, Script, ServerErrorKind, Value};
 
-use super::{flatten, Mark, Pending, Record, StateStore, StoreError, Write, WriteOutcome};
+use super::{
+    flatten, Mark, Pending, Record, StateStore, StoreError, Watermark, Write, WriteOutcome,
+};
 use crate::core::directory::Block;
 use crate::core::state::{Conversation, FormResult, StoredMessage};
 
-/// Writes one conversation if, and only if, it is still at the state the batch read (its stored
-/// offset is the write's base, or it is absent and so is the base) and the batch's offset is
-/// above that base. KEYS: header, messages, ids, results, result IDs, then the block list of each
-/// block. ARGV: base ('' for none), offset, header JSON, outbox (see [`encode_outbox`]), replace
-/// flag, the number of new results, the number of messages, the input partition, the number of
-/// blocks, the (time, IP) pairs of the blocks, the (result ID, result JSON) pairs, the (index,
-/// message JSON) pairs, then the (id, index) pairs. Returns 1 when written, 0 when stale.
-///
-/// Fields go in a few variadic commands rather than one call each: a call from Lua costs about
-/// as much as the field it writes, and this script is most of Redis's work. Results are the
-/// exception, one SADD each: a result is appended only if its ID is new to the set beside the
-/// list, which costs the same however long the list is, and most writes carry none.
-const WRITE: &str = r#"
-local stored = redis.call('HGET', KEYS[1], 'offset')
--- Compare and set: offsets compare as the decimal strings both sides were written as, and a
--- conversation without one (absent) matches only an absent base.
-if (stored or '') ~= ARGV[1] then
-  return 0
-end
--- Forward only, so that a conversation never returns to an offset it held: the same offset
--- then means the same state, whoever writes.
-if stored and tonumber(ARGV[2]) <= tonumber(stored) then
-  return 0
-end
--- unpack() is bounded by Lua's C stack: a replaced log of 100,000 messages goes in chunks.
-local function bulk(command, key, list, first, last)
-  for i = first, last, 1000 do
-    redis.call(command, key, unpack(list, i, math.min(i + 999, last)))
-  end
-end
-if ARGV[5] == '1' then
-  redis.call('DEL', KEYS[2], KEYS[3])
-end
-local results = tonumber(ARGV[6])
-local messages = tonumber(ARGV[7])
-local at = 10
--- LT: an IP blocked again keeps its earlier time (Redis 6.2+).
-for i = 1, tonumber(ARGV[9]) do
-  redis.call('ZADD', KEYS[5 + i], 'LT', ARGV[at], ARGV[at + 1])
-  at = at + 2
-end
-local new = {}
-for i = at, at + 2 * results - 1, 2 do
-  if redis.call('SADD', KEYS[5], ARGV[i]) == 1 then
-    new[#new + 1] = ARGV[i + 1]
-  end
-end
-bulk('RPUSH', KEYS[4], new, 1, #new)
-at = at + 2 * results
-bulk('HSET', KEYS[2], ARGV, at, at + 2 * messages - 1)
-at = at + 2 * messages
-bulk('HSET', KEYS[3], ARGV, at, at + 2 * messages - 1)
-redis.call('HSET', KEYS[1], 'doc', ARGV[3], 'offset', ARGV[2], 'outbox', ARGV[4], 'partition', ARGV[8])
-return 1
-"#;
+mod scripts;
 
-/// Moves a partition's watermark forward, never back (a late write of a zombie carries an older
-/// one). KEYS: the topic's watermarks. ARGV: partition, next offset.
-const MARK: &str = r#"
-local stored = redis.call('HGET', KEYS[1], ARGV[1])
-if not stored or tonumber(stored) < tonumber(ARGV[2]) then
-  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-end
-return 0
-"#;
-
-/// Log messages by ID. KEYS: ids, messages. ARGV: message IDs.
-const BY_ID: &str = r#"
-local found = {}
-for _, id in ipairs(ARGV) do
-  local index = redis.call('HGET', KEYS[1], id)
-  if index then
-    local message = redis.call('HGET', KEYS[2], index)
-    if message then
-      table.insert(found, message)
-    end
-  end
-end
-return found
-"#;
+use scripts::{BY_ID, MARK, WRITE};
 
 #[derive(Clone)]
 pub struct RedisStore {
@@ -238,6 +163,7 @@ impl RedisStore {
                 .arg(self.marks_key(&m.topic))
                 .arg(m.partition)
                 .arg(m.next)
+                .arg(m.committed)
                 .ignore();
         }
         Ok(pipe)
@@ -452,16 +378,29 @@ impl StateStore for RedisStore {
         &self,
         topic: &str,
         partitions: &[i32],
-    ) -> Result<Vec<Option<i64>>, StoreError> {
+    ) -> Result<Vec<Option<Watermark>>, StoreError> {
         if partitions.is_empty() {
             return Ok(Vec::new());
         }
+        let fields: Vec<String> = partitions
+            .iter()
+            .flat_map(|p| [p.to_string(), format!("{p}:committed")])
+            .collect();
         let mut conn = self.conn.clone();
-        Ok(redis::cmd("HMGET")
+        let found: Vec<Option<i64>> = redis::cmd("HMGET")
             .arg(self.marks_key(topic))
-            .arg(partitions)
+            .arg(fields)
             .query_async(&mut conn)
-            .await?)
+            .await?;
+        Ok(found
+            .chunks(2)
+            .map(|pair| {
+                pair[0].map(|next| Watermark {
+                    next,
+                    committed: pair[1].unwrap_or(-1),
+                })
+            })
+            .collect())
     }
 
     async fn block(&self, blocks: &[Block]) -> Result<(), StoreError> {
