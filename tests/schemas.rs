@@ -209,3 +209,50 @@ proptest! {
         }
     }
 }
+
+#[tokio::test]
+async fn the_dead_letter_standing_in_for_an_oversize_output_matches_its_schema() {
+    use switchboard::runtime::pipeline::{process_batch, InputRecord, Limits};
+    use switchboard::runtime::store::MemoryStore;
+    let schemas = Schemas::load();
+    let trace =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/trace.jsonl"))
+            .unwrap();
+    let long = format!(">crm-sync {}", "x".repeat(20_000));
+    let records: Vec<InputRecord> = trace
+        .lines()
+        .take_while(|l| !l.contains("/import"))
+        .enumerate()
+        .map(|(i, l)| InputRecord {
+            offset: i as i64,
+            payload: l.replace(">crm-sync", &long).into_bytes(),
+            key: serde_json::from_str::<Value>(l).unwrap()["conversation"]
+                .as_str()
+                .map(|c| c.as_bytes().to_vec()),
+            topic: "conversation.messages".into(),
+            ..InputRecord::default()
+        })
+        .collect();
+    let limits = Limits {
+        max_record_bytes: 1 << 20,
+        max_output_bytes: 16_384,
+    };
+    let out = process_batch(
+        &MemoryStore::new(),
+        &directory(),
+        Dialect::Web1on1,
+        limits,
+        records,
+    )
+    .await
+    .unwrap();
+    let dead: Vec<Value> = out
+        .outputs
+        .iter()
+        .filter(|o| o.topic == switchboard::core::event::Topic::DeadLetters)
+        .map(|o| serde_json::from_str(&o.value).unwrap())
+        .collect();
+    assert_eq!(dead.len(), 1);
+    schemas.check_output(&json!({"topic": "conversation.messages.dlq", "value": dead[0]}));
+    assert_eq!(dead[0]["data"]["reason"], "too_large");
+}
