@@ -925,6 +925,96 @@ async fn feed(
     all
 }
 
+/// A conversation `d0a1` with many long messages (its log far over `max_record_bytes`), a
+/// target `d0a2`, then `/import d0a1` into the target, and a message after it.
+fn long_import_trace() -> Vec<String> {
+    let line = |id: u32, conv: &str, extra: &str| {
+        format!(
+            r#"{{"id":"{id:024x}","conversation":"00000000000000000000{conv}","createdAt":"2024-05-01T10:{:02}:{:02}Z",{extra}}}"#,
+            id / 60,
+            id % 60
+        )
+    };
+    let contact = r#""type":"chat","role":"contact","organization":"0000000000000000000000a2","touchpoint":"web""#;
+    let agent = r#""type":"command","role":"agent","sender":"0000000000000000000000e1""#;
+    let mut lines = vec![line(1, "d0a1", &format!(r#"{contact},"text":"hello""#))];
+    for i in 2..40 {
+        let text = format!("message {i} {}", "blah ".repeat(60));
+        lines.push(line(i, "d0a1", &format!(r#"{contact},"text":"{text}""#)));
+    }
+    lines.push(line(
+        40,
+        "d0a2",
+        &format!(r#"{contact},"text":"the target""#),
+    ));
+    let import = r#""text":"/import 00000000000000000000d0a1""#;
+    lines.push(line(41, "d0a2", &format!("{agent},{import}")));
+    lines.push(line(
+        42,
+        "d0a2",
+        &format!(r#"{contact},"text":"after the import""#),
+    ));
+    lines
+}
+
+fn simulated(sim: &mut Simulator, trace: &str) -> Vec<(Topic, String, String)> {
+    sim.run_trace(trace)
+        .iter()
+        .map(|o| {
+            let v: serde_json::Value = serde_json::from_str(&output_line(o)).unwrap();
+            (o.topic, o.key.clone(), v["value"].to_string())
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn an_origin_longer_than_a_record_is_imported_in_parts_as_simulate_does() {
+    let limits = Limits {
+        max_record_bytes: 4096,
+        max_output_bytes: 16384,
+    };
+    let lines = long_import_trace();
+    let origin_bytes: usize = lines[..39].iter().map(String::len).sum();
+    assert!(origin_bytes > 4 * limits.max_record_bytes, "{origin_bytes}");
+    let store = MemoryStore::new();
+    let all = feed(&store, limits, &lines, 5).await;
+    let transfers: Vec<&OutRecord> = all
+        .iter()
+        .filter(|o| o.value.contains(r#""type":"import.transfer""#))
+        .collect();
+    assert!(transfers.len() >= 4, "{} transfer records", transfers.len());
+    for t in &transfers {
+        assert!(
+            t.value.len() <= limits.relay_bytes(),
+            "{} bytes",
+            t.value.len()
+        );
+    }
+    assert!(all.iter().all(|o| o.topic != Topic::DeadLetters));
+
+    let trace = lines.join("\n");
+    let mut sim =
+        Simulator::new(directory(), Dialect::Web1on1).with_max_relay_bytes(limits.relay_bytes());
+    same(
+        &as_triples(&all),
+        &simulated(&mut sim, &trace),
+        "import in parts",
+    );
+    final_state(&store, &sim.state_document()).await;
+    // The parts come to what one record carrying the whole transfer gives, result included.
+    let mut whole = Simulator::new(directory(), Dialect::Web1on1);
+    let whole_outputs = simulated(&mut whole, &trace);
+    assert_eq!(sim.state_document(), whole.state_document());
+    let results = |outputs: Vec<(Topic, String, String)>| -> Vec<String> {
+        outputs
+            .into_iter()
+            .filter(|o| o.0 == Topic::CommandResults)
+            .map(|o| o.2)
+            .collect()
+    };
+    assert_eq!(results(as_triples(&all)), results(whole_outputs));
+}
+
 #[tokio::test]
 async fn an_output_over_the_producer_limit_is_dead_lettered_and_the_stream_goes_on() {
     use switchboard::runtime::pipeline::limits::wire_size;

@@ -241,7 +241,7 @@ where
     let decoded = decode::merge_by_time(decode::decode_all(records, limits.max_record_bytes));
     let reads = Reads::of(&decoded);
     let marks = marks::Marks::new(topic, &out.next_offsets);
-    let mut ws = Workset::load(store, directory, &reads, &decoded, &marks)
+    let mut ws = Workset::load(store, directory, limits, &reads, &decoded, &marks)
         .await
         .map_err(|e| marks::poisoned(e, &decoded))?;
     marks.check(&ws.marks, committed)?;
