@@ -16,7 +16,7 @@ mod workload;
 
 use switchboard::core::log::LogWrite;
 use switchboard::core::Dialect;
-use switchboard::runtime::pipeline::{process_batch, InputRecord};
+use switchboard::runtime::pipeline::{process_batch, InputRecord, Limits};
 use switchboard::runtime::store::{Mark, MemoryStore, StateStore, Write};
 
 /// The memory store, measuring what each write would cost in either design.
@@ -171,7 +171,7 @@ fn main() {
                 &store,
                 &directory,
                 Dialect::Web1on1,
-                1 << 20,
+                Limits::defaults(),
                 records,
             ))
             .unwrap();

@@ -123,6 +123,14 @@ fn errors_name_the_setting() {
         "[kafka]\nsession_timeout_ms = 5\n",
         "kafka.session_timeout_ms",
     );
+    one(
+        "[kafka]\nmax_output_bytes = 1000\n",
+        "kafka.max_output_bytes",
+    );
+    one(
+        "[kafka]\nmax_output_bytes = 2000000000\n",
+        "kafka.max_output_bytes",
+    );
     one("[topics]\nbot_commands = \"command.results\"\n", "topics");
     one("[redis]\nurl = \"http://x\"\n", "redis.url");
     one("[redis]\nurl = \"redis://h/not-a-db\"\n", "redis.url");
@@ -392,6 +400,7 @@ fn properties_switchboard_sets_itself_are_refused_in_every_map() {
             ("enable.idempotence", "ENABLE_IDEMPOTENCE"),
             ("auto.offset.reset", "AUTO_OFFSET_RESET"),
             ("client.id", "CLIENT_ID"),
+            ("message.max.bytes", "MESSAGE_MAX_BYTES"),
         ] {
             let name = format!("SWITCHBOARD_KAFKA__{map}__{variable}");
             let found = problems(None, &[(name.as_str(), "x")]);
@@ -439,4 +448,15 @@ fn the_example_configuration_loads() {
         c.kafka.producer_properties["compression.type"].expose_secret(),
         "zstd"
     );
+}
+
+#[test]
+fn simulate_applies_the_record_limits_the_runtime_defaults_to() {
+    use switchboard::runtime::pipeline::Limits;
+    let loaded = config(&[]);
+    assert_eq!(Limits::defaults(), Limits::of(&loaded.kafka));
+    let c = config(&[("SWITCHBOARD_KAFKA__MAX_OUTPUT_BYTES", "20000")]);
+    assert_eq!(c.kafka.max_output_bytes, 20000);
+    assert!(Limits::of(&c.kafka).relay_bytes() < 20000);
+    assert_ne!(Limits::of(&c.kafka), Limits::defaults());
 }

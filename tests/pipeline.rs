@@ -6,12 +6,17 @@ use switchboard::core::event::Topic;
 use switchboard::core::Dialect;
 use switchboard::runtime::pipeline::headers::{self, STRUCTURED_JSON};
 use switchboard::runtime::pipeline::{
-    prepare_batch_at, process_batch, GroupOffsets, Header, Headers, InputRecord, PipelineError,
+    prepare_batch_at, process_batch, GroupOffsets, Header, Headers, InputRecord, Limits,
+    PipelineError,
 };
 use switchboard::runtime::store::{MemoryStore, OutRecord, RedisStore, StateStore, Watermark};
 use switchboard::tools::simulate::{inspect_document, output_line, Simulator};
 
-const MAX: usize = 1 << 20;
+/// The default limits (`config/default.toml`), which `Simulator::new` applies too.
+const MAX: Limits = Limits {
+    max_record_bytes: 1 << 20,
+    max_output_bytes: 1_000_000,
+};
 
 fn directory() -> MemoryDirectory {
     switchboard::directory_file::load(std::path::Path::new(concat!(
@@ -956,4 +961,205 @@ async fn every_output_carries_the_headers_of_the_record_that_caused_it() {
         seen.iter().all(|n| *n > 0),
         "relays, dead letters, events: {seen:?}"
     );
+}
+
+/// Feeds `lines` through `process_batch` under `limits` in batches of `size`, appending relay
+/// records to the end of the input as the input topic would; returns every output in order.
+async fn feed(
+    store: &impl StateStore,
+    limits: Limits,
+    lines: &[String],
+    size: usize,
+) -> Vec<OutRecord> {
+    let dir = directory();
+    let mut input: Vec<InputRecord> = lines
+        .iter()
+        .enumerate()
+        .map(|(i, l)| record(i as i64, l))
+        .collect();
+    let (mut all, mut next) = (Vec::new(), 0);
+    while next < input.len() {
+        let batch = input[next..(next + size).min(input.len())].to_vec();
+        next += batch.len();
+        let out = process_batch(store, &dir, Dialect::Web1on1, limits, batch)
+            .await
+            .unwrap();
+        for o in out.outputs.iter().filter(|o| o.topic == Topic::Input) {
+            input.push(relay(input.len() as i64, o));
+        }
+        all.extend(out.outputs);
+    }
+    all
+}
+
+/// A conversation `d0a1` with many long messages (its log far over `max_record_bytes`), a
+/// target `d0a2`, then `/import d0a1` into the target, and a message after it.
+fn long_import_trace() -> Vec<String> {
+    let line = |id: u32, conv: &str, extra: &str| {
+        format!(
+            r#"{{"id":"{id:024x}","conversation":"00000000000000000000{conv}","createdAt":"2024-05-01T10:{:02}:{:02}Z",{extra}}}"#,
+            id / 60,
+            id % 60
+        )
+    };
+    let contact = r#""type":"chat","role":"contact","organization":"0000000000000000000000a2","touchpoint":"web""#;
+    let agent = r#""type":"command","role":"agent","sender":"0000000000000000000000e1""#;
+    let mut lines = vec![line(1, "d0a1", &format!(r#"{contact},"text":"hello""#))];
+    for i in 2..40 {
+        let text = format!("message {i} {}", "blah ".repeat(60));
+        lines.push(line(i, "d0a1", &format!(r#"{contact},"text":"{text}""#)));
+    }
+    lines.push(line(
+        40,
+        "d0a2",
+        &format!(r#"{contact},"text":"the target""#),
+    ));
+    let import = r#""text":"/import 00000000000000000000d0a1""#;
+    lines.push(line(41, "d0a2", &format!("{agent},{import}")));
+    lines.push(line(
+        42,
+        "d0a2",
+        &format!(r#"{contact},"text":"after the import""#),
+    ));
+    lines
+}
+
+fn simulated(sim: &mut Simulator, trace: &str) -> Vec<(Topic, String, String)> {
+    sim.run_trace(trace)
+        .iter()
+        .map(|o| {
+            let v: serde_json::Value = serde_json::from_str(&output_line(o)).unwrap();
+            (o.topic, o.key.clone(), v["value"].to_string())
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn an_origin_longer_than_a_record_is_imported_in_parts_as_simulate_does() {
+    let limits = Limits {
+        max_record_bytes: 4096,
+        max_output_bytes: 16384,
+    };
+    let lines = long_import_trace();
+    let origin_bytes: usize = lines[..39].iter().map(String::len).sum();
+    assert!(origin_bytes > 4 * limits.max_record_bytes, "{origin_bytes}");
+    let store = MemoryStore::new();
+    let all = feed(&store, limits, &lines, 5).await;
+    let transfers: Vec<&OutRecord> = all
+        .iter()
+        .filter(|o| o.value.contains(r#""type":"import.transfer""#))
+        .collect();
+    assert!(transfers.len() >= 4, "{} transfer records", transfers.len());
+    for t in &transfers {
+        assert!(
+            t.value.len() <= limits.relay_bytes(),
+            "{} bytes",
+            t.value.len()
+        );
+    }
+    assert!(all.iter().all(|o| o.topic != Topic::DeadLetters));
+
+    let trace = lines.join("\n");
+    let mut sim =
+        Simulator::new(directory(), Dialect::Web1on1).with_max_relay_bytes(limits.relay_bytes());
+    same(
+        &as_triples(&all),
+        &simulated(&mut sim, &trace),
+        "import in parts",
+    );
+    final_state(&store, &sim.state_document()).await;
+    // The parts come to what one record carrying the whole transfer gives, result included.
+    let mut whole = Simulator::new(directory(), Dialect::Web1on1);
+    let whole_outputs = simulated(&mut whole, &trace);
+    assert_eq!(sim.state_document(), whole.state_document());
+    let results = |outputs: Vec<(Topic, String, String)>| -> Vec<String> {
+        outputs
+            .into_iter()
+            .filter(|o| o.0 == Topic::CommandResults)
+            .map(|o| o.2)
+            .collect()
+    };
+    assert_eq!(results(as_triples(&all)), results(whole_outputs));
+}
+
+#[tokio::test]
+async fn an_output_over_the_producer_limit_is_dead_lettered_and_the_stream_goes_on() {
+    use switchboard::runtime::pipeline::limits::wire_size;
+    let limits = Limits {
+        max_output_bytes: 3000,
+        ..MAX
+    };
+    let mut lines: Vec<String> = trace().lines().map(str::to_string).collect();
+    let at = lines.iter().position(|l| l.contains(">crm-sync")).unwrap();
+    lines[at] = lines[at].replace(">crm-sync", &format!(">crm-sync {}", "x".repeat(4000)));
+
+    let store = MemoryStore::new();
+    let got = feed(&store, limits, &lines, 7).await;
+    let unlimited = MemoryStore::new();
+    let expected = feed(&unlimited, MAX, &lines, 7).await;
+    assert!(got.iter().all(|o| wire_size(o) <= limits.max_output_bytes));
+    assert_eq!(got.len(), expected.len(), "one output for one");
+    let differ: Vec<usize> = (0..got.len()).filter(|&i| got[i] != expected[i]).collect();
+    assert_eq!(differ.len(), 1, "only the bot command's event: {differ:?}");
+    let (dead, original) = (&got[differ[0]], &expected[differ[0]]);
+    assert_eq!(
+        (original.topic, dead.topic),
+        (Topic::BotCommands, Topic::DeadLetters)
+    );
+    assert!(wire_size(original) > limits.max_output_bytes);
+    let v: serde_json::Value = serde_json::from_str(&dead.value).unwrap();
+    assert_eq!(v["data"]["reason"], "too_large");
+    let detail = v["data"]["detail"].as_str().unwrap();
+    let size = wire_size(original).to_string();
+    for part in ["BotCommands", "bot.commands", size.as_str(), "3000"] {
+        assert!(detail.contains(part), "{detail} names {part}");
+    }
+    assert_eq!(
+        dead.headers.get(headers::ERROR_REASON),
+        Some(&b"too_large"[..])
+    );
+    assert_eq!(dead.key, original.key);
+    // The state is as if nothing had been too large: only an output was.
+    let ids: Vec<String> = lines
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v["conversation"].as_str().map(str::to_string))
+        .collect();
+    for id in ids {
+        let a = switchboard::runtime::store::document(&store, &id, true)
+            .await
+            .unwrap();
+        let b = switchboard::runtime::store::document(&unlimited, &id, true)
+            .await
+            .unwrap();
+        assert_eq!(a.map(|d| d.0), b.map(|d| d.0), "{id}");
+    }
+}
+
+#[tokio::test]
+async fn a_replay_produces_the_same_dead_letter_for_an_oversize_output() {
+    let limits = Limits {
+        max_output_bytes: 3000,
+        ..MAX
+    };
+    let mut lines: Vec<String> = trace().lines().map(str::to_string).collect();
+    let at = lines.iter().position(|l| l.contains(">crm-sync")).unwrap();
+    lines[at] = lines[at].replace(">crm-sync", &format!(">crm-sync {}", "x".repeat(4000)));
+    let input: Vec<InputRecord> = lines[..=at]
+        .iter()
+        .enumerate()
+        .map(|(i, l)| record(i as i64, l))
+        .collect();
+    let store = MemoryStore::new();
+    let dir = directory();
+    let first = process_batch(&store, &dir, Dialect::Web1on1, limits, input.clone())
+        .await
+        .unwrap();
+    assert!(first.outputs.iter().any(|o| o.topic == Topic::DeadLetters));
+    // Its commit did not happen: the same records again come from the outbox.
+    let again = process_batch(&store, &dir, Dialect::Web1on1, limits, input.clone())
+        .await
+        .unwrap();
+    assert_eq!(again.replayed, input.len());
+    assert_eq!(again.outputs, first.outputs);
 }

@@ -209,3 +209,99 @@ proptest! {
         }
     }
 }
+
+#[tokio::test]
+async fn the_dead_letter_standing_in_for_an_oversize_output_matches_its_schema() {
+    use switchboard::runtime::pipeline::{process_batch, InputRecord, Limits};
+    use switchboard::runtime::store::MemoryStore;
+    let schemas = Schemas::load();
+    let trace =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/trace.jsonl"))
+            .unwrap();
+    let long = format!(">crm-sync {}", "x".repeat(20_000));
+    let records: Vec<InputRecord> = trace
+        .lines()
+        .take_while(|l| !l.contains("/import"))
+        .enumerate()
+        .map(|(i, l)| InputRecord {
+            offset: i as i64,
+            payload: l.replace(">crm-sync", &long).into_bytes(),
+            key: serde_json::from_str::<Value>(l).unwrap()["conversation"]
+                .as_str()
+                .map(|c| c.as_bytes().to_vec()),
+            topic: "conversation.messages".into(),
+            ..InputRecord::default()
+        })
+        .collect();
+    let limits = Limits {
+        max_record_bytes: 1 << 20,
+        max_output_bytes: 16_384,
+    };
+    let out = process_batch(
+        &MemoryStore::new(),
+        &directory(),
+        Dialect::Web1on1,
+        limits,
+        records,
+    )
+    .await
+    .unwrap();
+    let dead: Vec<Value> = out
+        .outputs
+        .iter()
+        .filter(|o| o.topic == switchboard::core::event::Topic::DeadLetters)
+        .map(|o| serde_json::from_str(&o.value).unwrap())
+        .collect();
+    assert_eq!(dead.len(), 1);
+    schemas.check_output(&json!({"topic": "conversation.messages.dlq", "value": dead[0]}));
+    assert_eq!(dead[0]["data"]["reason"], "too_large");
+}
+
+#[test]
+fn a_transfer_in_parts_and_the_state_waiting_for_them_match_their_schemas() {
+    let schemas = Schemas::load();
+    let mut sim = Simulator::new(directory(), Dialect::Web1on1).with_max_relay_bytes(2000);
+    let (origin, target) = ("00000000000000000000d0b1", "00000000000000000000d0b2");
+    let mut trace = Vec::new();
+    for (i, conv) in std::iter::repeat_n(origin, 20).chain([target]).enumerate() {
+        trace.push(
+            json!({"id": format!("{:024x}", i + 1), "conversation": conv, "type": "chat",
+            "role": "contact", "organization": ORG, "touchpoint": "web",
+            "text": format!("message {i}: {}", "words ".repeat(20)),
+            "createdAt": format!("2024-05-01T10:00:{i:02}Z")}),
+        );
+    }
+    for line in &trace {
+        sim.process(line.to_string().as_bytes(), "t");
+    }
+    let command = json!({"id": "0000000000000000000000ff", "conversation": target,
+        "type": "command", "role": "agent", "sender": ADA, "text": format!("/import {origin}"),
+        "createdAt": "2024-05-01T10:01:00Z"});
+    let request = sim.process(command.to_string().as_bytes(), "t");
+    let request = serde_json::to_vec(&request[0].value).unwrap();
+    let parts: Vec<_> = sim
+        .process(&request, "t")
+        .into_iter()
+        .filter(|o| o.topic == switchboard::core::event::Topic::Input)
+        .collect();
+    assert!(parts.len() > 2, "{} parts", parts.len());
+    for part in &parts {
+        let line: Value = serde_json::from_str(&output_line(part)).unwrap();
+        schemas.check_output(&line);
+    }
+    let kept = sim.process(&serde_json::to_vec(&parts[1].value).unwrap(), "t");
+    assert!(
+        kept.is_empty(),
+        "{:?}",
+        kept.iter().map(output_line).collect::<Vec<_>>()
+    );
+    let waiting = sim.state_document()[target].clone();
+    assert_eq!(
+        waiting["pendingImport"]["transfer"]["received"][0]["part"],
+        2
+    );
+    schemas.check_state(&waiting);
+    let mut broken = waiting.clone();
+    broken["pendingImport"]["transfer"]["received"][0]["extra"] = json!(1);
+    assert!(!schemas.errors("conversation", &broken).is_empty());
+}

@@ -634,6 +634,7 @@ async fn the_example_trace_stored_in_redis_matches_the_simulator() {
         let env = Env {
             directory: &dir,
             dialect: Dialect::Web1on1,
+            max_relay_bytes: switchboard::runtime::pipeline::Limits::defaults().relay_bytes(),
         };
         let t = apply(headers.remove(&id), log, m, &env);
         for o in &t.outputs {

@@ -5,10 +5,14 @@
 
 use switchboard::core::directory::MemoryDirectory;
 use switchboard::core::Dialect;
-use switchboard::runtime::pipeline::{process_batch, Header, Headers, InputRecord};
+use switchboard::runtime::pipeline::{process_batch, Header, Headers, InputRecord, Limits};
 use switchboard::runtime::store::MemoryStore;
 
-const MAX: usize = 1 << 20;
+/// The default limits (`config/default.toml`), which `Simulator::new` applies too.
+const MAX: Limits = Limits {
+    max_record_bytes: 1 << 20,
+    max_output_bytes: 1_000_000,
+};
 
 fn directory() -> MemoryDirectory {
     switchboard::directory_file::load(std::path::Path::new(concat!(

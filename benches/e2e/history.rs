@@ -6,7 +6,7 @@ use std::time::Instant;
 use serde_json::{json, Value};
 use switchboard::core::directory::MemoryDirectory;
 use switchboard::core::Dialect;
-use switchboard::runtime::pipeline::{process_batch, InputRecord};
+use switchboard::runtime::pipeline::{process_batch, InputRecord, Limits};
 use switchboard::runtime::store::RedisStore;
 use switchboard::tools::loadgen::{conversation_id, directory, organization_id, Generator};
 
@@ -58,7 +58,7 @@ impl Bench<'_> {
                 &self.store,
                 &self.dir,
                 Dialect::Web1on1,
-                1 << 20,
+                Limits::defaults(),
                 records,
             ))
             .unwrap();

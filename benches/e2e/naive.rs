@@ -94,6 +94,7 @@ impl Naive {
         let env = Env {
             directory: &self.directory,
             dialect: switchboard::core::Dialect::Web1on1,
+            max_relay_bytes: switchboard::runtime::pipeline::Limits::defaults().relay_bytes(),
         };
         let t = apply(conversation, &log, msg, &env);
         log.apply(t.log);

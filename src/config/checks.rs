@@ -11,7 +11,7 @@ use super::{Config, Kafka, Problem, Properties, Redis, PARTITIONERS};
 use crate::core::event::Topic;
 
 /// Properties Switchboard sets itself, with the setting to use instead (or why none).
-const OWN_PROPERTIES: [(&str, &str); 16] = [
+const OWN_PROPERTIES: [(&str, &str); 17] = [
     ("bootstrap.servers", "use kafka.brokers"),
     ("metadata.broker.list", "use kafka.brokers"),
     ("group.id", "use kafka.group_id"),
@@ -22,6 +22,7 @@ const OWN_PROPERTIES: [(&str, &str); 16] = [
     ("linger.ms", "use kafka.linger_ms"),
     ("queue.buffering.max.ms", "use kafka.linger_ms"),
     ("partitioner", "use kafka.partitioner"),
+    ("message.max.bytes", "use kafka.max_output_bytes"),
     (
         "enable.auto.commit",
         "offsets are committed in each batch's transaction",
@@ -130,6 +131,14 @@ fn kafka(k: &Kafka, fail: &mut impl FnMut(&str, String)) {
     }
     if k.max_record_bytes < 1024 {
         fail("kafka.max_record_bytes", "must be at least 1024".into());
+    }
+    // The floor leaves room for a dead letter standing in for an oversize output; the ceiling
+    // is librdkafka's for message.max.bytes.
+    if !(16_384..=1_000_000_000).contains(&k.max_output_bytes) {
+        fail(
+            "kafka.max_output_bytes",
+            "must be from 16384 to 1000000000".into(),
+        );
     }
     if k.transaction_timeout_ms < 1000 {
         fail(

@@ -56,6 +56,9 @@ pub struct Kafka {
     pub batch_max_messages: usize,
     pub batch_linger_ms: u64,
     pub max_record_bytes: usize,
+    /// The largest record produced (the producer's `message.max.bytes`); a larger output is
+    /// dead-lettered instead.
+    pub max_output_bytes: usize,
     /// The producer's `linger.ms`.
     pub linger_ms: u32,
     /// How keys map to partitions for the records Switchboard writes to the input topic (the
@@ -293,6 +296,15 @@ pub struct Loaded {
 }
 
 impl Config {
+    /// The settings of `config/default.toml` alone, unvalidated and not filled in (an empty
+    /// `transactional_id` stays empty): for what the tools share with the runtime's defaults.
+    pub fn defaults() -> Config {
+        use figment::providers::{Format, Toml};
+        figment::Figment::from(Toml::string(DEFAULTS))
+            .extract()
+            .expect("config/default.toml is a configuration")
+    }
+
     /// Loads the layers from this process's environment and validates the result.
     pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
         Ok(Self::load_from(file, &environment())?.config)

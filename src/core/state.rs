@@ -83,10 +83,30 @@ pub struct LastContact {
 }
 
 /// An `/import` this conversation (the target) has asked its origin for and not yet received.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PendingImport {
     pub command: String,
     pub origin: String,
+    /// The parts of a transfer too large for one record that have arrived so far; absent until
+    /// the first part arrives (and for a transfer that travels as one record).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transfer: Option<PartialTransfer>,
+}
+
+/// A transfer arriving in several records (see `core::command::import`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PartialTransfer {
+    /// How many parts the transfer has.
+    pub parts: u32,
+    /// The parts received, each once, in part order.
+    pub received: Vec<TransferPart>,
+}
+
+/// One part of a transfer: its number (from 1) and the copies it carried.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TransferPart {
+    pub part: u32,
+    pub messages: Vec<StoredMessage>,
 }
 
 /// Everything about a conversation except its message log.

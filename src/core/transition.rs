@@ -28,11 +28,16 @@ use crate::core::Dialect;
 
 mod effects;
 
-/// What the core reads besides the conversation: reference data and the dialect.
+/// What the core reads besides the conversation: reference data, the dialect, and how large a
+/// record it may address to the input topic.
 #[derive(Clone, Copy)]
 pub struct Env<'a> {
     pub directory: &'a dyn Directory,
     pub dialect: Dialect,
+    /// The most bytes a relay record may take, serialised (its value): a larger `/import`
+    /// transfer travels as several records. The runtime derives it from the record limits the
+    /// input topic and the producer enforce, leaving room for the record's key and headers.
+    pub max_relay_bytes: usize,
 }
 
 /// Everything one message does.
@@ -222,6 +227,10 @@ pub struct Step<'a> {
     pub blocks: Vec<Block>,
     /// The message the result is about, when not the one being applied (`/import`, step 3).
     pub result_for: Option<String>,
+    /// The ID the outputs' IDs derive from, when not the applied message's: the last part of a
+    /// transfer names the `/import`'s result after the whole transfer, so that the result is
+    /// the same whichever part completed it, and as it is for a transfer of one record.
+    pub cause: Option<String>,
     /// The applied message is already in the log (or must not be stored).
     pub stored: bool,
     /// Where in `writes` the message's own append waits to be filled (see [`apply`]).
@@ -241,6 +250,7 @@ impl<'a> Step<'a> {
             extra: Vec::new(),
             blocks: Vec::new(),
             result_for: None,
+            cause: None,
             stored: false,
             own_slot: None,
         }
@@ -344,9 +354,11 @@ impl<'a> Step<'a> {
         let msg: &'a Message = self.msg;
         let now = msg.created_at.as_str();
         let conv_id = msg.conversation.as_str();
+        let cause = self.cause.take();
+        let cause = cause.as_deref().unwrap_or(&msg.id);
         let mut outputs: Vec<Output> = Vec::with_capacity(self.events.len() + self.extra.len() + 1);
         for (position, data) in std::mem::take(&mut self.events).into_iter().enumerate() {
-            outputs.push(Output::event(&msg.id, position, Some(now), conv_id, data));
+            outputs.push(Output::event(cause, position, Some(now), conv_id, data));
         }
         outputs.append(&mut self.extra);
         if let Some(result) = result {
@@ -364,7 +376,7 @@ impl<'a> Step<'a> {
                 version: if exists { self.conv.version } else { 0 },
             };
             outputs.push(Output::event(
-                &msg.id,
+                cause,
                 outputs.len(),
                 Some(now),
                 conv_id,

@@ -46,6 +46,11 @@ pub(crate) fn new_producer(config: &Config) -> Result<BaseProducer, KafkaError> 
         // delays that flush (5 ms here cost a third of the latency at moderate rates).
         .set("linger.ms", config.kafka.linger_ms.to_string())
         .set("partitioner", &config.kafka.partitioner)
+        // The pipeline dead-letters any output over this, so the producer never refuses one.
+        .set(
+            "message.max.bytes",
+            config.kafka.max_output_bytes.to_string(),
+        )
         .create()
         .map_err(redact)
 }

@@ -28,7 +28,7 @@ use tracing::{info, warn};
 use crate::config::Config;
 use crate::runtime::metrics::Metrics;
 use crate::runtime::pipeline::{
-    prepare_batch_at, BatchOutput, GroupOffsets, InputRecord, PipelineError,
+    prepare_batch_at, BatchOutput, GroupOffsets, InputRecord, Limits, PipelineError,
 };
 use crate::runtime::store::DirectorySource;
 use crate::runtime::store::StateStore;
@@ -198,7 +198,7 @@ impl<S: StateStore, D: DirectorySource> Runtime<S, D> {
             &self.store,
             &self.directory,
             self.config.dialect,
-            self.config.kafka.max_record_bytes,
+            Limits::of(&self.config.kafka),
             batch,
             &self.committed,
         ));

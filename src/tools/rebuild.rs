@@ -22,7 +22,7 @@ use secrecy::ExposeSecret;
 
 use crate::config::Config;
 use crate::runtime::kafka::client_config;
-use crate::runtime::pipeline::{process_batch, Headers, InputRecord};
+use crate::runtime::pipeline::{process_batch, Headers, InputRecord, Limits};
 use crate::runtime::store::{Mark, RedisDirectory, RedisStore, StateStore, Watermark};
 
 /// The arguments of `switchboard rebuild`.
@@ -189,7 +189,7 @@ fn rebuild(
             store,
             &directory,
             config.dialect,
-            config.kafka.max_record_bytes,
+            Limits::of(&config.kafka),
             batch,
         ))?;
         Ok(())

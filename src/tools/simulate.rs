@@ -25,6 +25,7 @@ use crate::core::message::{decode, Decoded, KeySource};
 use crate::core::state::{Conversation, StoredMessage};
 use crate::core::transition::{apply, invalid, Env};
 use crate::core::Dialect;
+use crate::runtime::pipeline::Limits;
 
 #[derive(Debug, Default)]
 struct Slot {
@@ -36,6 +37,9 @@ struct Slot {
 pub struct Simulator {
     directory: MemoryDirectory,
     dialect: Dialect,
+    /// How large a relay record may be: by default what the runtime derives from the default
+    /// record limits, so that `simulate` splits an `/import` transfer as the stream does.
+    max_relay_bytes: usize,
     conversations: HashMap<String, Slot>,
 }
 
@@ -44,8 +48,15 @@ impl Simulator {
         Simulator {
             directory,
             dialect,
+            max_relay_bytes: Limits::defaults().relay_bytes(),
             conversations: HashMap::default(),
         }
+    }
+
+    /// The same simulator with relay records of at most `bytes` (see `Env::max_relay_bytes`).
+    pub fn with_max_relay_bytes(mut self, bytes: usize) -> Self {
+        self.max_relay_bytes = bytes;
+        self
     }
 
     /// Applies one record; `locator` names it in its source (for dead-letter IDs).
@@ -72,6 +83,7 @@ impl Simulator {
                 let env = Env {
                     directory: &self.directory,
                     dialect: self.dialect,
+                    max_relay_bytes: self.max_relay_bytes,
                 };
                 // Only a conversation that did not exist can be left absent (a refused first message).
                 let new_key = slot

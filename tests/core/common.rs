@@ -187,6 +187,14 @@ impl H {
         }
     }
 
+    /// The example directory, with relay records of at most `bytes`.
+    pub fn with_max_relay_bytes(bytes: usize) -> Self {
+        H {
+            sim: Simulator::new(directory(), Dialect::Web1on1).with_max_relay_bytes(bytes),
+            n: 0,
+        }
+    }
+
     /// Sends one message, filling in `id` and `createdAt` (one second apart) when absent, then
     /// delivers any relay records it causes, as the stream would.
     pub fn send(&mut self, mut message: Value) -> Out {

@@ -6,6 +6,7 @@ mod chat;
 mod envelope;
 mod forms;
 mod import;
+mod import_parts;
 mod notify;
 mod participants;
 mod set_action;

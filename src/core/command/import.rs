@@ -16,6 +16,12 @@
 //! Relay records get no result of their own: the `/import` command gets exactly one. A
 //! conversation with an import pending refuses to be an origin, so two conversations importing
 //! each other cannot both end up archived.
+//!
+//! No relay record is larger than [`Env::max_relay_bytes`](crate::core::transition::Env): a
+//! transfer that would be travels as several records, which the target keeps in its pending
+//! import until the last has arrived, then applies as one ([`parts`]).
+
+mod parts;
 
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -47,6 +53,11 @@ struct Transfer {
     messages: Vec<StoredMessage>,
     #[serde(default)]
     error: Option<TransferError>,
+    /// Which part this is (from 1) and of how many, for a transfer of several records.
+    #[serde(default)]
+    part: Option<u32>,
+    #[serde(default)]
+    parts: Option<u32>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -106,10 +117,6 @@ impl<'m> Import<'m> {
                 format!("the import of {} is still in progress", p.origin),
             ));
         }
-        step.conv.pending_import = Some(PendingImport {
-            command: step.msg.id.clone(),
-            origin: origin.to_string(),
-        });
         let command = StoredMessage::from_message(step.msg, 0);
         let record = json!({
             "id": derive(&[&step.msg.id, IMPORT_REQUEST]),
@@ -125,6 +132,23 @@ impl<'m> Import<'m> {
                 "command": command,
             },
         });
+        // Every relay record carries the command: one too large to relay could never come back.
+        let bytes = parts::json_len(&record);
+        if bytes > step.env.max_relay_bytes {
+            return Err(reject(
+                Code::LimitReached,
+                format!(
+                    "the /import command is too large to relay: its request takes {bytes} \
+                     bytes, more than the {} a relay record may",
+                    step.env.max_relay_bytes
+                ),
+            ));
+        }
+        step.conv.pending_import = Some(PendingImport {
+            command: step.msg.id.clone(),
+            origin: origin.to_string(),
+            transfer: None,
+        });
         step.extra.push(Output {
             topic: Topic::Input,
             key: origin.to_string(),
@@ -134,31 +158,42 @@ impl<'m> Import<'m> {
     }
 }
 
-/// The transfer record of step 2, carrying the copies or the refusal back to the target.
-fn transfer_record(
-    request: &Message,
-    req: &Request,
-    body: Result<Vec<StoredMessage>, Refusal>,
-) -> Output {
-    let mut meta = json!({ "origin": request.conversation, "command": req.command });
-    match body {
-        Ok(messages) => meta["messages"] = json!(messages),
-        Err(r) => meta["error"] = json!({ "code": r.code, "detail": r.detail }),
-    }
+/// A transfer record of step 2, back to the target: its value.
+fn transfer_value(request: &Message, req: &Request, body: &parts::Body) -> Value {
+    json!({
+        "id": body.id,
+        "conversation": req.target,
+        "type": IMPORT_TRANSFER,
+        "role": "bot",
+        "sender": request.sender,
+        "text": "",
+        "createdAt": request.created_at,
+        "meta": body.meta,
+    })
+}
+
+fn transfer_output(request: &Message, req: &Request, body: &parts::Body) -> Output {
     Output {
         topic: Topic::Input,
         key: req.target.clone(),
-        value: Payload::Message(json!({
-            "id": derive(&[&req.command.id, IMPORT_TRANSFER]),
-            "conversation": req.target,
-            "type": IMPORT_TRANSFER,
-            "role": "bot",
-            "sender": request.sender,
-            "text": "",
-            "createdAt": request.created_at,
-            "meta": meta,
-        })),
+        value: Payload::Message(transfer_value(request, req, body)),
     }
+}
+
+/// What every transfer record's `meta` holds.
+fn base_meta(request: &Message, req: &Request) -> Value {
+    json!({ "origin": request.conversation, "command": req.command })
+}
+
+/// The transfer carrying a refusal: always one record.
+fn refusal_record(request: &Message, req: &Request, r: Refusal) -> Output {
+    let mut meta = base_meta(request, req);
+    meta["error"] = json!({ "code": r.code, "detail": r.detail });
+    let body = parts::Body {
+        id: parts::transfer_id(&req.command.id),
+        meta,
+    };
+    transfer_output(request, req, &body)
 }
 
 /// Step 2 when the origin does not exist.
@@ -174,7 +209,7 @@ pub fn missing_origin(msg: &Message) -> Transition {
     Transition {
         conversation: None,
         log: Vec::new(),
-        outputs: vec![transfer_record(msg, &req, Err(refusal))],
+        outputs: vec![refusal_record(msg, &req, refusal)],
         blocks: Vec::new(),
         outcome: None,
     }
@@ -205,7 +240,7 @@ pub fn origin(step: &mut Step<'_>) -> Handled {
         None
     };
     if let Some(r) = refusal {
-        step.extra.push(transfer_record(step.msg, &req, Err(r)));
+        step.extra.push(refusal_record(step.msg, &req, r));
         return Ok(Verdict::Relayed { applied: false });
     }
 
@@ -224,10 +259,27 @@ pub fn origin(step: &mut Step<'_>) -> Handled {
         original.version += 1;
         tagged.push(original);
     }
+    let request: &Message = step.msg;
+    let bodies = parts::split(
+        &req.command.id,
+        &base_meta(request, &req),
+        &copies,
+        step.env.max_relay_bytes,
+        |body| transfer_value(request, &req, body),
+    );
+    let bodies = match bodies {
+        Ok(bodies) => bodies,
+        Err(r) => {
+            step.extra.push(refusal_record(request, &req, r));
+            return Ok(Verdict::Relayed { applied: false });
+        }
+    };
     step.writes.push(LogWrite::Replace(tagged));
     step.conv.name = "TRANSFERRED".into();
     step.set_status(Status::Archived, DequeueReason::Archive, None);
-    step.extra.push(transfer_record(step.msg, &req, Ok(copies)));
+    for body in &bodies {
+        step.extra.push(transfer_output(request, &req, body));
+    }
     Ok(Verdict::Relayed { applied: true })
 }
 
@@ -252,6 +304,24 @@ pub fn transfer(step: &mut Step<'_>) -> Handled {
             "no import is pending for this transfer",
         ));
     }
+    let messages = if t.part.is_none() && t.parts.is_none() {
+        t.messages
+    } else {
+        if t.error.is_some() {
+            return Err(reject(
+                Code::UnexpectedRelay,
+                "a refusal travels as one transfer record, not in parts",
+            ));
+        }
+        let pending = step.conv.pending_import.as_mut().expect("checked above");
+        match parts::gather(pending, t.part, t.parts, t.messages)? {
+            parts::Gathered::Waiting => return Ok(Verdict::Relayed { applied: false }),
+            parts::Gathered::Complete(all) => {
+                step.cause = Some(parts::transfer_id(&t.command.id));
+                all
+            }
+        }
+    };
     // From here on the import is over, merged or not: it is no longer pending, and the
     // `/import` gets its one result.
     step.result_for = Some(t.command.id.clone());
@@ -274,7 +344,7 @@ pub fn transfer(step: &mut Step<'_>) -> Handled {
         .cloned()
         .chain(std::iter::once(t.command))
         .map(|m| (nanos(&m.created_at), 0, m))
-        .chain(t.messages.into_iter().map(|m| (nanos(&m.created_at), 1, m)))
+        .chain(messages.into_iter().map(|m| (nanos(&m.created_at), 1, m)))
         .collect();
     merged.sort_by(|a, b| (a.0, a.1, &a.2.id).cmp(&(b.0, b.1, &b.2.id)));
     let merged: Vec<StoredMessage> = merged

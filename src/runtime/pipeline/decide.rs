@@ -134,7 +134,10 @@ impl<D: Directory> Workset<'_, D> {
             return w.replay(conversation, record, committed, outputs);
         }
         let (disposition, produced) = match readable {
-            Ok(m) => apply_message(w, &mut self.view, m, dialect),
+            Ok(m) => {
+                let relay = self.limits.relay_bytes();
+                apply_message(w, &mut self.view, m, dialect, relay)
+            }
             Err(i) => {
                 let result = invalid(w.conversation.as_ref(), &i, &locator(record));
                 (Disposition::Invalid, vec![result])
@@ -151,11 +154,13 @@ fn apply_message<D: Directory>(
     view: &mut BatchDirectory<'_, D>,
     m: Message,
     dialect: Dialect,
+    max_relay_bytes: usize,
 ) -> (Disposition, Vec<Output>) {
     let kind = m.type_name.clone();
     let env = Env {
         directory: view,
         dialect,
+        max_relay_bytes,
     };
     let t = apply(w.conversation.take(), &w.log, m, &env);
     w.log.apply(&t.log);

@@ -22,7 +22,8 @@
 //! 5. write (`write.rs`): [`Prepared::write`] stores the conversations, each with the blocks
 //!    its records made, and the partitions' watermarks;
 //! 6. produce: the runtime's, from [`BatchOutput::outputs`], each with the headers
-//!    `headers.rs` gives it.
+//!    `headers.rs` gives it, and each known to fit the producer's limit (`limits.rs`: one that
+//!    would not is replaced by a dead letter).
 //!
 //! [`prepare_batch`] runs stages 1–4 again while the directory cache lacks entries (see
 //! `DirectorySource`); [`process_batch`] is [`prepare_batch`] and then [`Prepared::write`].
@@ -30,6 +31,7 @@
 mod decide;
 mod decode;
 pub mod headers;
+pub mod limits;
 mod marks;
 mod reads;
 pub mod trace;
@@ -47,6 +49,7 @@ use crate::runtime::store::directory::{DirectorySource, Key};
 use crate::runtime::store::{OutRecord, StateStore, StoreError};
 
 pub use self::headers::{Header, Headers};
+pub use self::limits::Limits;
 use self::reads::Reads;
 use self::workset::Workset;
 pub use self::write::Prepared;
@@ -140,14 +143,14 @@ pub async fn process_batch<S, D>(
     store: &S,
     directory: &D,
     dialect: Dialect,
-    max_record_bytes: usize,
+    limits: Limits,
     records: Vec<InputRecord>,
 ) -> Result<BatchOutput, PipelineError>
 where
     S: StateStore,
     D: DirectorySource,
 {
-    prepare_batch(store, directory, dialect, max_record_bytes, records)
+    prepare_batch(store, directory, dialect, limits, records)
         .await?
         .write(store)
         .await
@@ -160,7 +163,7 @@ pub async fn prepare_batch<S, D>(
     store: &S,
     directory: &D,
     dialect: Dialect,
-    max_record_bytes: usize,
+    limits: Limits,
     records: Vec<InputRecord>,
 ) -> Result<Prepared, PipelineError>
 where
@@ -168,7 +171,7 @@ where
     D: DirectorySource,
 {
     let none = GroupOffsets::default();
-    prepare_batch_at(store, directory, dialect, max_record_bytes, records, &none).await
+    prepare_batch_at(store, directory, dialect, limits, records, &none).await
 }
 
 /// [`prepare_batch`], knowing what the group has committed.
@@ -176,7 +179,7 @@ pub async fn prepare_batch_at<S, D>(
     store: &S,
     directory: &D,
     dialect: Dialect,
-    max_record_bytes: usize,
+    limits: Limits,
     records: Vec<InputRecord>,
     committed: &GroupOffsets,
 ) -> Result<Prepared, PipelineError>
@@ -189,14 +192,7 @@ where
         directory.refresh().await?;
         let mut records = records;
         for _ in 0..DIRECTORY_ROUNDS {
-            let attempted = attempt(
-                store,
-                directory,
-                dialect,
-                max_record_bytes,
-                records,
-                committed,
-            );
+            let attempted = attempt(store, directory, dialect, limits, records, committed);
             match attempted.await? {
                 Attempt::Done(prepared) => return Ok(prepared),
                 Attempt::Incomplete {
@@ -228,7 +224,7 @@ async fn attempt<S, D>(
     store: &S,
     directory: &D,
     dialect: Dialect,
-    max_record_bytes: usize,
+    limits: Limits,
     records: Vec<InputRecord>,
     committed: &GroupOffsets,
 ) -> Result<Attempt, PipelineError>
@@ -242,10 +238,10 @@ where
         ..BatchOutput::default()
     };
     let topic = records.first().map(|r| Arc::clone(&r.topic));
-    let decoded = decode::merge_by_time(decode::decode_all(records, max_record_bytes));
+    let decoded = decode::merge_by_time(decode::decode_all(records, limits.max_record_bytes));
     let reads = Reads::of(&decoded);
     let marks = marks::Marks::new(topic, &out.next_offsets);
-    let mut ws = Workset::load(store, directory, &reads, &decoded, &marks)
+    let mut ws = Workset::load(store, directory, limits, &reads, &decoded, &marks)
         .await
         .map_err(|e| marks::poisoned(e, &decoded))?;
     marks.check(&ws.marks, committed)?;
@@ -266,6 +262,8 @@ where
             missing,
         });
     }
+    // Every output, dead letters and replayed ones too, is known to fit before it is produced.
+    limits::fit(&mut out.outputs, limits.max_output_bytes);
     let writes = ws.into_writes();
     Ok(Attempt::Done(Prepared {
         out,

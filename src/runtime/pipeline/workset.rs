@@ -10,6 +10,7 @@ use crate::core::message::Decoded;
 use crate::core::state::Conversation;
 use crate::runtime::store::{Pending, Record, StateStore, Watermark, Write};
 
+use super::limits::Limits;
 use super::marks::Marks;
 use super::reads::{block_candidates, replaying, Reads};
 use super::view::{BatchDirectory, BatchLog};
@@ -55,6 +56,8 @@ impl Work {
 
 /// The batch's conversations by ID, and the directory it applies them against.
 pub(super) struct Workset<'a, D: Directory> {
+    /// The record limits; the core reads the relay records' from them.
+    pub(super) limits: Limits,
     pub(super) work: HashMap<String, Work>,
     pub(super) view: BatchDirectory<'a, D>,
     /// The stored watermarks of the batch's partitions, in the order of `Marks::partitions`.
@@ -66,6 +69,7 @@ impl<'a, D: Directory> Workset<'a, D> {
     pub(super) async fn load<S: StateStore>(
         store: &S,
         directory: &'a D,
+        limits: Limits,
         reads: &Reads,
         decoded: &[(InputRecord, Decoded)],
         marks: &Marks,
@@ -79,6 +83,7 @@ impl<'a, D: Directory> Workset<'a, D> {
         }
         let blocked = block_lists(store, block_candidates(decoded, &work)).await?;
         Ok(Workset {
+            limits,
             work,
             view: BatchDirectory {
                 inner: directory,
