@@ -747,6 +747,56 @@ async fn a_poison_conversation_halts_only_its_partitions() {
     );
 }
 
+/// A conversation whose keys break its write script (here a key of the wrong type) halts its
+/// own partition; the other conversations of the batch are written (Redis ran the rest of the
+/// transaction) and their partitions go on.
+#[tokio::test]
+async fn a_conversation_whose_write_script_fails_halts_only_its_partition() {
+    let dir = directory();
+    let lines: Vec<InputRecord> = trace_records();
+    let store = redis("script").await;
+    let client = redis::Client::open(
+        std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:16379/".into()),
+    )
+    .unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    // d001's message log should be a hash; a string there makes HSET fail inside the script.
+    let key = format!(
+        "sbpipe:{}:script:{{00000000000000000000d001}}:m",
+        std::process::id()
+    );
+    let _: () = redis::cmd("SET")
+        .arg(&key)
+        .arg("not a hash")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let mut other = lines[24].clone();
+    other.partition = 5;
+    let got = process_batch(
+        &store,
+        &dir,
+        Dialect::Web1on1,
+        MAX,
+        vec![lines[0].clone(), other],
+    )
+    .await;
+    let Err(PipelineError::Halt(halts)) = got else {
+        panic!("expected a halt, got {got:?}");
+    };
+    assert_eq!(halts.iter().map(|h| h.partition).collect::<Vec<_>>(), [0]);
+    assert!(
+        halts[0].reason.contains("00000000000000000000d001"),
+        "{}",
+        halts[0].reason
+    );
+    let d002 = store
+        .load(&["00000000000000000000d002".to_string()])
+        .await
+        .unwrap();
+    assert_eq!(d002[0].as_ref().map(|r| r.partition), Some(Some(5)));
+}
+
 fn committed(offsets: &[(i32, i64)]) -> GroupOffsets {
     GroupOffsets(offsets.iter().copied().collect())
 }

@@ -140,7 +140,8 @@ pub(super) fn poisoned(e: PipelineError, decoded: &[(InputRecord, Decoded)]) -> 
     let conversation = match &e {
         PipelineError::Store(
             StoreError::Corrupt { conversation, .. }
-            | StoreError::CorruptOutbox { conversation, .. },
+            | StoreError::CorruptOutbox { conversation, .. }
+            | StoreError::Script { conversation, .. },
         ) => conversation.clone(),
         _ => return e,
     };
@@ -163,14 +164,19 @@ pub(super) fn halt_conversation(
     PipelineError::Halt(
         partitions
             .into_iter()
-            .map(|partition| Halt {
-                partition,
-                reason: format!(
-                    "{why}. `switchboard inspect {conversation}` shows what is stored; repair \
-                     or delete it, or rebuild the partition's state with `switchboard rebuild \
-                     --partition {partition}`, then restart"
-                ),
-            })
+            .map(|partition| poison(conversation, why, partition))
             .collect(),
     )
+}
+
+/// The halt of `partition` for a conversation of it whose stored state is unusable.
+pub(super) fn poison(conversation: &str, why: &str, partition: i32) -> Halt {
+    Halt {
+        partition,
+        reason: format!(
+            "{why}. `switchboard inspect {conversation}` shows what is stored; repair or delete \
+             it, or rebuild the partition's state with `switchboard rebuild --partition \
+             {partition}`, then restart"
+        ),
+    }
 }

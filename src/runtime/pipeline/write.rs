@@ -4,9 +4,9 @@
 
 use tracing::Instrument as _;
 
-use crate::runtime::store::{StateStore, Write, WriteOutcome};
+use crate::runtime::store::{StateStore, StoreError, Write, WriteOutcome};
 
-use super::marks::Marks;
+use super::marks::{poison, Marks};
 use super::{BatchOutput, GroupOffsets, PipelineError};
 
 /// A batch applied but not yet written: its outputs, and the state writes that must be stored
@@ -44,15 +44,16 @@ impl Prepared {
         );
         async {
             let marks = self.marks.to_write(&self.out.next_offsets, &self.committed);
-            let names: Vec<String> = self
+            let names: Vec<(String, i32)> = self
                 .writes
                 .iter()
-                .map(|w| w.conversation.id.clone())
+                .map(|w| (w.conversation.id.clone(), w.partition))
                 .collect();
-            for (id, outcome) in names
-                .into_iter()
-                .zip(store.write(self.writes, &marks).await?)
-            {
+            let outcomes = store
+                .write(self.writes, &marks)
+                .await
+                .map_err(|e| poisoned(e, &names))?;
+            for ((id, _), outcome) in names.into_iter().zip(outcomes) {
                 if outcome == WriteOutcome::Stale {
                     return Err(PipelineError::Stale(id));
                 }
@@ -62,4 +63,15 @@ impl Prepared {
         .instrument(span)
         .await
     }
+}
+
+/// One conversation's data broke its write script: its partition halts, not the rest.
+/// `names`: the batch's conversations with their partitions.
+fn poisoned(e: StoreError, names: &[(String, i32)]) -> PipelineError {
+    if let StoreError::Script { conversation, .. } = &e {
+        if let Some((_, partition)) = names.iter().find(|(id, _)| id == conversation) {
+            return PipelineError::Halt(vec![poison(conversation, &e.to_string(), *partition)]);
+        }
+    }
+    e.into()
 }

@@ -144,6 +144,11 @@ pub enum StoreError {
     },
     #[error("only {acked} of the {wanted} Redis replicas `redis.wait_replicas` asks for acknowledged the write in time")]
     Replicas { acked: u32, wanted: u32 },
+    #[error("the write script failed on conversation {conversation}'s stored data: {detail}")]
+    Script {
+        conversation: String,
+        detail: String,
+    },
     #[error("the stored outbox of conversation {conversation} is not valid: {detail}")]
     CorruptOutbox {
         conversation: String,

@@ -215,6 +215,32 @@ fn is_noscript(e: &redis::RedisError) -> bool {
     e.kind() == ErrorKind::Server(ServerErrorKind::NoScript)
 }
 
+/// A batch's write that failed because one conversation's script raised an error (its keys
+/// hold what the script cannot work with: a key of the wrong type, say) is that
+/// conversation's, not the batch's: Redis ran the other commands of the transaction. Any other
+/// failure (out of memory, a connection lost) is the batch's.
+fn failed_script(e: redis::RedisError, writes: &[Write]) -> StoreError {
+    let script_error = e.clone().into_server_errors().and_then(|errors| {
+        errors.iter().find_map(|(index, error)| {
+            let text = error.to_string();
+            let own = text.contains("user_script") || text.contains("WRONGTYPE");
+            own.then(|| {
+                writes
+                    .get(*index)
+                    .map(|w| (w.conversation.id.clone(), text))
+            })
+            .flatten()
+        })
+    });
+    match script_error {
+        Some((conversation, detail)) => StoreError::Script {
+            conversation,
+            detail,
+        },
+        None => e.into(),
+    }
+}
+
 fn parse<T: serde::de::DeserializeOwned>(conversation: &str, text: &str) -> Result<T, StoreError> {
     serde_json::from_str(text).map_err(|source| StoreError::Corrupt {
         conversation: conversation.to_string(),
@@ -349,7 +375,7 @@ impl StateStore for RedisStore {
                 self.load_scripts().await?;
                 pipe.query_async(&mut conn).await?
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(failed_script(e, &writes)),
         };
         if let Some((wanted, timeout_ms)) = self.wait {
             // WAIT covers every write sent before it on this connection: the batch's included.
