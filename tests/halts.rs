@@ -7,6 +7,10 @@ mod kafka_support;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
+use rdkafka::consumer::{CommitMode, Consumer};
+use rdkafka::{Offset, TopicPartitionList};
+use switchboard::core::event::Topic;
+
 use kafka_support::*;
 
 /// Every key under `prefix`, dumped: a backup of the store as it is now.
@@ -63,8 +67,8 @@ fn free_http_port() -> u16 {
 }
 
 /// Waits until the instance reports halted partitions on `/metrics`; returns them from
-/// `/readyz`.
-fn halted_partitions(port: u16, deadline: Duration) -> BTreeSet<i32> {
+/// `/readyz`, whose reasons must say `why`.
+fn halted_partitions(port: u16, why: &str, deadline: Duration) -> BTreeSet<i32> {
     let start = Instant::now();
     loop {
         let halted = metrics(port)
@@ -80,10 +84,7 @@ fn halted_partitions(port: u16, deadline: Duration) -> BTreeSet<i32> {
                 .filter_map(|l| l.strip_prefix("halted partition "))
                 .map(|l| l.split(':').next().unwrap().parse().unwrap())
                 .collect();
-            assert!(
-                body.contains("Redis lost writes"),
-                "the reason says what happened: {body}"
-            );
+            assert!(body.contains(why), "the reason says what happened: {body}");
             return listed;
         }
         assert!(
@@ -130,11 +131,9 @@ async fn redis_restored_from_an_old_backup_halts_its_partitions_until_rebuilt() 
     setup.produce_trace(&phase(b, total, 3));
     let port = free_http_port();
     let child = setup.spawn_with("1", &format!("127.0.0.1:{port}"));
-    let halted = halted_partitions(port, Duration::from_secs(90));
+    let halted = halted_partitions(port, "Redis lost writes", Duration::from_secs(90));
     assert!(!halted.is_empty());
-    let results_while_halted = setup
-        .committed(switchboard::core::event::Topic::CommandResults)
-        .len();
+    let results_while_halted = setup.committed(Topic::CommandResults).len();
     terminate(child);
 
     // The way out: rebuild each halted partition from the topic, then run again.
@@ -146,5 +145,71 @@ async fn redis_restored_from_an_old_backup_halts_its_partitions_until_rebuilt() 
     wait_for_results(&setup, expected_results(&trace), Duration::from_secs(120));
     terminate(child);
     assert!(results_while_halted < expected_results(&trace));
+    assert_matches_oracle(&setup, &trace).await;
+}
+
+/// The group's committed offsets on the input topic, partition by partition.
+fn group_offsets(setup: &Setup) -> Vec<(i32, i64)> {
+    let consumer = consumer(&format!("sb-{}", setup.name));
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        tpl.add_partition(&setup.topic(Topic::Input), p);
+    }
+    let committed = consumer
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .unwrap();
+    committed
+        .elements()
+        .iter()
+        .map(|e| match e.offset() {
+            Offset::Offset(o) => (e.partition(), o),
+            other => panic!("partition {} has no commit: {other:?}", e.partition()),
+        })
+        .collect()
+}
+
+/// Commits `offsets` for the group, as `kafka-consumer-groups --reset-offsets` does while no
+/// member is running.
+fn set_group_offsets(setup: &Setup, offsets: &[(i32, i64)]) {
+    let consumer = consumer(&format!("sb-{}", setup.name));
+    let mut tpl = TopicPartitionList::new();
+    for (p, o) in offsets {
+        tpl.add_partition_offset(&setup.topic(Topic::Input), *p, Offset::Offset(*o))
+            .unwrap();
+    }
+    consumer.commit(&tpl, CommitMode::Sync).unwrap();
+}
+
+/// Review case 4: the group's offsets moved back while the processor was stopped. Nothing is
+/// applied or produced again; the partitions halt naming the watermark, and moving the offsets
+/// forward to it, as the reason says, lets the stream go on exactly.
+#[tokio::test(flavor = "multi_thread")]
+async fn offsets_moved_back_halt_until_moved_forward_again() {
+    let setup = Setup::create("moved").await;
+    let trace = scaled_trace("moved", 2);
+    setup.produce_trace(&trace);
+    let child = setup.spawn();
+    let expected = expected_results(&trace);
+    wait_for_results(&setup, expected, Duration::from_secs(120));
+    terminate(child);
+    let done = group_offsets(&setup);
+    let back: Vec<(i32, i64)> = done.iter().map(|(p, o)| (*p, (o - 6).max(0))).collect();
+    set_group_offsets(&setup, &back);
+
+    let port = free_http_port();
+    let child = setup.spawn_with("1", &format!("127.0.0.1:{port}"));
+    let halted = halted_partitions(port, "moved back", Duration::from_secs(90));
+    assert_eq!(halted.len(), done.iter().filter(|(_, o)| *o > 0).count());
+    terminate(child);
+    assert_eq!(
+        setup.committed(Topic::CommandResults).len(),
+        expected,
+        "nothing was produced again"
+    );
+
+    set_group_offsets(&setup, &done);
+    let child = setup.spawn();
+    std::thread::sleep(Duration::from_secs(8));
+    terminate(child);
     assert_matches_oracle(&setup, &trace).await;
 }

@@ -28,7 +28,7 @@ use tracing::{info, warn};
 use crate::config::Config;
 use crate::runtime::metrics::Metrics;
 use crate::runtime::pipeline::{
-    prepare_batch_at, BatchOutput, GroupOffsets, InputRecord, Limits, PipelineError,
+    note_commits, prepare_batch_at, BatchOutput, GroupOffsets, InputRecord, Limits, PipelineError,
 };
 use crate::runtime::store::DirectorySource;
 use crate::runtime::store::StateStore;
@@ -86,6 +86,8 @@ pub struct Runtime<S, D> {
     /// What the group has committed on the assigned partitions: fetched at every rewind, then
     /// moved by every commit.
     committed: GroupOffsets,
+    /// What the store was last told the group had committed (see `note_commits`).
+    noted: GroupOffsets,
     metrics: Arc<Metrics>,
     /// Set when the first batch begins: the end of start-up (see [`Runtime::started`]).
     started: Option<Arc<AtomicBool>>,
@@ -115,6 +117,7 @@ impl<S: StateStore, D: DirectorySource> Runtime<S, D> {
             committing,
             recovery: Recovery::new(metrics.fencings.clone()),
             committed: GroupOffsets::default(),
+            noted: GroupOffsets::default(),
             metrics,
             started: None,
             stats: Stats::default(),
@@ -162,8 +165,9 @@ impl<S: StateStore, D: DirectorySource> Runtime<S, D> {
                     }
                 }
                 Polled::Empty => {
-                    if let Err(e) = self.settle() {
-                        self.failed(e, stop)?;
+                    match self.settle() {
+                        Ok(()) => self.note_commits(),
+                        Err(e) => self.failed(e, stop)?,
                     }
                     if idle(idle_exit, last_activity, started) {
                         break;
@@ -177,11 +181,14 @@ impl<S: StateStore, D: DirectorySource> Runtime<S, D> {
                 Polled::Stopping => break,
             }
         }
-        if let Err(e) = self.settle() {
-            warn!(error = %e, "the last batch did not commit; it will be replayed");
-            self.stats.aborted += 1;
-            self.metrics.aborted.inc();
-            self.abandon();
+        match self.settle() {
+            Ok(()) => self.note_commits(),
+            Err(e) => {
+                warn!(error = %e, "the last batch did not commit; it will be replayed");
+                self.stats.aborted += 1;
+                self.metrics.aborted.inc();
+                self.abandon();
+            }
         }
         info!(?self.stats, "stopping");
         Ok(self.stats)
@@ -206,9 +213,10 @@ impl<S: StateStore, D: DirectorySource> Runtime<S, D> {
         // The previous batch must be committed before this one is written: its outcome first.
         self.settle()?;
         let writing = Instant::now();
-        let out = self
-            .io
-            .block_on(prepared?.after_commits(&self.committed).write(&self.store))?;
+        let notes = note_commits(&self.config.topics.input, &self.committed, &self.noted);
+        let prepared = prepared?.after_commits(&self.committed).noting(notes);
+        let out = self.io.block_on(prepared.write(&self.store))?;
+        self.noted = self.committed.clone();
         applied += writing.elapsed();
         self.metrics.apply_seconds.observe(applied.as_secs_f64());
         self.start_commit(out, count)
@@ -277,6 +285,21 @@ impl<S: StateStore, D: DirectorySource> Runtime<S, D> {
         self.stats.records += f.records;
         self.stats.outputs += f.outputs;
         Ok(())
+    }
+
+    /// Tells the store of commits it has not heard of with a batch (the last ones before the
+    /// stream went idle or stops). Best effort: until it does, the store only knows less.
+    fn note_commits(&mut self) {
+        let notes = note_commits(&self.config.topics.input, &self.committed, &self.noted);
+        if notes.is_empty() {
+            return;
+        }
+        match self.io.block_on(self.store.write(Vec::new(), &notes)) {
+            Ok(_) => self.noted = self.committed.clone(),
+            Err(e) => {
+                warn!(error = %e, "cannot note the last commits in the store; retrying when idle")
+            }
+        }
     }
 
     pub fn store(&self) -> &S {

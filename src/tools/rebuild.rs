@@ -178,6 +178,8 @@ fn rebuild(
         .map(|(name, _)| name)
         .collect();
     io.block_on(store.forget(&names))?;
+    // Applied again from offset 0: the old watermark would take that for offsets moved back.
+    io.block_on(store.forget_watermark(&config.topics.input, partition))?;
     println!(
         "partition {partition}: deleted {} conversations; applying offsets 0..{committed} again",
         names.len()

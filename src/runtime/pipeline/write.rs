@@ -4,7 +4,7 @@
 
 use tracing::Instrument as _;
 
-use crate::runtime::store::{StateStore, StoreError, Write, WriteOutcome};
+use crate::runtime::store::{Mark, StateStore, StoreError, Write, WriteOutcome};
 
 use super::marks::{poison, Marks};
 use super::{BatchOutput, GroupOffsets, PipelineError};
@@ -23,6 +23,7 @@ pub struct Prepared {
     pub(super) marks: Marks,
     /// The group's committed offsets, as known when the batch was prepared.
     pub(super) committed: GroupOffsets,
+    pub(super) notes: Vec<Mark>,
 }
 
 impl Prepared {
@@ -31,6 +32,13 @@ impl Prepared {
     /// written.
     pub fn after_commits(mut self, committed: &GroupOffsets) -> Self {
         self.committed = committed.clone();
+        self
+    }
+
+    /// Watermarks to write with the batch's own: what the group committed on partitions the
+    /// batch has no records of (see [`note_commits`]).
+    pub fn noting(mut self, notes: Vec<Mark>) -> Self {
+        self.notes = notes;
         self
     }
 
@@ -43,7 +51,12 @@ impl Prepared {
             conversations = self.writes.len()
         );
         async {
-            let marks = self.marks.to_write(&self.out.next_offsets, &self.committed);
+            let mut marks = self.marks.to_write(&self.out.next_offsets, &self.committed);
+            marks.extend(
+                self.notes
+                    .into_iter()
+                    .filter(|n| !self.out.next_offsets.contains_key(&n.partition)),
+            );
             let names: Vec<(String, i32)> = self
                 .writes
                 .iter()
@@ -74,4 +87,23 @@ fn poisoned(e: StoreError, names: &[(String, i32)]) -> PipelineError {
         }
     }
     e.into()
+}
+
+/// Tells the store what the group has committed (but not the offsets `noted`, which it was told
+/// last), as watermarks that move only the committed offset (`next` -1 moves nothing: a store
+/// that lost writes must still show it). Without it the store would learn of a batch's commit only with the partition's next
+/// batch, and the group's offsets moved back into the last batch's span would look like that
+/// batch not committed yet, and replay its outputs again.
+pub fn note_commits(topic: &str, committed: &GroupOffsets, noted: &GroupOffsets) -> Vec<Mark> {
+    committed
+        .0
+        .iter()
+        .filter(|(p, c)| noted.of(**p) != Some(**c))
+        .map(|(&partition, &c)| Mark {
+            topic: topic.to_string(),
+            partition,
+            next: -1,
+            committed: c,
+        })
+        .collect()
 }

@@ -111,8 +111,8 @@ impl StateStore for MemoryStore {
             let at = stored_marks
                 .entry((m.topic.clone(), m.partition))
                 .or_insert(Watermark {
-                    next: m.next,
-                    committed: m.committed,
+                    next: -1,
+                    committed: -1,
                 });
             at.next = at.next.max(m.next);
             at.committed = at.committed.max(m.committed);
@@ -160,7 +160,12 @@ impl StateStore for MemoryStore {
         let marks = self.marks.lock().expect("store lock");
         Ok(partitions
             .iter()
-            .map(|p| marks.get(&(topic.to_string(), *p)).copied())
+            .map(|p| {
+                marks
+                    .get(&(topic.to_string(), *p))
+                    .copied()
+                    .filter(|m| m.next >= 0)
+            })
             .collect())
     }
 

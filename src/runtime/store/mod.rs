@@ -107,7 +107,8 @@ pub struct Write {
 pub struct Mark {
     pub topic: String,
     pub partition: i32,
-    /// The offset after the last record of the partition the batch applied (or dead-lettered).
+    /// The offset after the last record of the partition the batch applied (or dead-lettered);
+    /// -1 leaves it as it is.
     pub next: i64,
     /// The group's committed offset on the partition when the batch was written (-1: none).
     pub committed: i64,

@@ -76,6 +76,18 @@ impl RedisStore {
         Ok(())
     }
 
+    /// Deletes a partition's watermark (`switchboard rebuild`, before applying it again).
+    pub async fn forget_watermark(&self, topic: &str, partition: i32) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let _: Value = redis::cmd("HDEL")
+            .arg(self.marks_key(topic))
+            .arg(partition)
+            .arg(format!("{partition}:committed"))
+            .query_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
     async fn load_scripts(&self) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
         self.write.prepare_invoke().load_async(&mut conn).await?;

@@ -57,10 +57,13 @@ return 1
 "#;
 
 /// Moves a partition's watermark forward, never back (a late write of a zombie carries an older
-/// one): fields `<partition>` (next) and `<partition>:committed`, each on its own. KEYS: the
-/// topic's watermarks. ARGV: partition, next, committed.
+/// one): fields `<partition>` (next) and `<partition>:committed`, each on its own; -1 moves
+/// nothing. KEYS: the topic's watermarks. ARGV: partition, next, committed.
 pub(super) const MARK: &str = r#"
 local function forward(field, value)
+  if tonumber(value) < 0 then
+    return
+  end
   local stored = redis.call('HGET', KEYS[1], field)
   if not stored or tonumber(stored) < tonumber(value) then
     redis.call('HSET', KEYS[1], field, value)
