@@ -213,3 +213,74 @@ async fn offsets_moved_back_halt_until_moved_forward_again() {
     terminate(child);
     assert_matches_oracle(&setup, &trace).await;
 }
+
+/// Review case 13: one conversation whose stored state cannot be read (its header overwritten
+/// with garbage while the processor was down) halts only its own partition; the other
+/// partitions go on, `/readyz` stays ready and names the partition, and a rebuild of that one
+/// partition ends exactly as `simulate`.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_poison_conversation_halts_its_partition_while_the_others_flow() {
+    let setup = Setup::create("poison-conv").await;
+    let prefix = format!("sbk:{}", setup.name);
+    let trace = scaled_trace("poison-conv", 3);
+    let total = std::fs::read_to_string(&trace).unwrap().lines().count();
+    let half = total / 2;
+    setup.produce_trace(&slice(&trace, 0, half, "poison-1"));
+    let child = setup.spawn();
+    wait_for_results(
+        &setup,
+        expected_results(&slice(&trace, 0, half, "poison-upto")),
+        Duration::from_secs(120),
+    );
+    terminate(child);
+
+    // A conversation with messages on both sides of the stop, corrupted.
+    let conversations: Vec<String> = std::fs::read_to_string(&trace)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap_or_default();
+            v["conversation"].as_str().unwrap_or_default().to_string()
+        })
+        .collect();
+    let victim = conversations[half..]
+        .iter()
+        .find(|c| !c.is_empty() && conversations[..half].contains(c))
+        .expect("a conversation on both sides")
+        .clone();
+    let mut conn = redis::Client::open(redis_url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let _: () = redis::cmd("HSET")
+        .arg(format!("{prefix}:{{{victim}}}:h"))
+        .arg("doc")
+        .arg("{garbage")
+        .query(&mut conn)
+        .unwrap();
+
+    setup.produce_trace(&slice(&trace, half, total, "poison-2"));
+    let before = setup.committed(Topic::CommandResults).len();
+    let port = free_http_port();
+    let child = setup.spawn_with("1", &format!("127.0.0.1:{port}"));
+    let halted = halted_partitions(port, &victim, Duration::from_secs(90));
+    assert_eq!(halted.len(), 1, "only the victim's partition: {halted:?}");
+    // The others go on: results keep arriving, and the instance stays ready.
+    let start = Instant::now();
+    while setup.committed(Topic::CommandResults).len() <= before {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the other partitions stalled"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(http_get(port, "/readyz").0, 200);
+    terminate(child);
+
+    let p = halted.iter().next().unwrap().to_string();
+    setup.run_ok(&["rebuild", "--partition", &p]);
+    let child = setup.spawn();
+    wait_for_results(&setup, expected_results(&trace), Duration::from_secs(120));
+    terminate(child);
+    assert_matches_oracle(&setup, &trace).await;
+}
