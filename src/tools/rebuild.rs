@@ -167,14 +167,11 @@ fn rebuild(
     })?;
     let names: Vec<String> = conversations.into_iter().collect();
     // A conversation of another partition (a misrouted record named it) is left alone.
-    let stored = io.block_on(store.load(&names))?;
+    let stored = io.block_on(store.stored_partitions(&names))?;
     let names: Vec<String> = names
         .into_iter()
         .zip(stored)
-        .filter(|(_, r)| {
-            r.as_ref()
-                .is_none_or(|r| r.partition.is_none_or(|p| p == partition))
-        })
+        .filter(|(_, p)| p.is_none_or(|p| p == partition))
         .map(|(name, _)| name)
         .collect();
     io.block_on(store.forget(&names))?;

@@ -76,6 +76,24 @@ impl RedisStore {
         Ok(())
     }
 
+    /// The partition each of these conversations is stored with (`None`: absent, or stored
+    /// before partitions were), read without parsing anything else: a conversation whose
+    /// document is damaged still answers.
+    pub async fn stored_partitions(
+        &self,
+        conversations: &[String],
+    ) -> Result<Vec<Option<i32>>, StoreError> {
+        if conversations.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for id in conversations {
+            pipe.cmd("HGET").arg(self.key(id, "h")).arg("partition");
+        }
+        let mut conn = self.conn.clone();
+        Ok(pipe.query_async(&mut conn).await?)
+    }
+
     /// Deletes a partition's watermark (`switchboard rebuild`, before applying it again).
     pub async fn forget_watermark(&self, topic: &str, partition: i32) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
