@@ -700,96 +700,78 @@ async fn a_record_on_another_partition_than_its_conversations_is_dead_lettered()
     );
 }
 
+/// Damages d001's key `part` in the store `test` with `damage` (a command taking the key), then
+/// runs a batch of `d001` (partition 0) and `d002` (moved to partition 5): d001's partition, and
+/// only it, must halt, naming d001.
+async fn only_d001_halts(
+    store: &RedisStore,
+    test: &str,
+    part: &str,
+    damage: &[&str],
+    d001: InputRecord,
+    mut d002: InputRecord,
+) {
+    let client = redis::Client::open(
+        std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:16379/".into()),
+    )
+    .unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let key = format!(
+        "sbpipe:{}:{test}:{{00000000000000000000d001}}:{part}",
+        std::process::id()
+    );
+    let _: () = redis::cmd(damage[0])
+        .arg(&key)
+        .arg(&damage[1..])
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    d002.partition = 5;
+    let got = process_batch(store, &directory(), Dialect::Web1on1, MAX, vec![d001, d002]).await;
+    let Err(PipelineError::Halt(halts)) = got else {
+        panic!("expected a halt, got {got:?}");
+    };
+    assert_eq!(halts.iter().map(|h| h.partition).collect::<Vec<_>>(), [0]);
+    let reason = &halts[0].reason;
+    assert!(reason.contains("00000000000000000000d001"), "{reason}");
+}
+
 /// A conversation whose stored state cannot be read halts the partitions its records came on,
 /// and nothing else (the runtime goes on with the others).
 #[tokio::test]
 async fn a_poison_conversation_halts_only_its_partitions() {
-    let dir = directory();
     let lines: Vec<InputRecord> = trace_records();
     let store = redis("poison").await;
-    process_batch(&store, &dir, Dialect::Web1on1, MAX, lines[..10].to_vec())
-        .await
-        .unwrap();
-    let client = redis::Client::open(
-        std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:16379/".into()),
-    )
-    .unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let key = format!(
-        "sbpipe:{}:poison:{{00000000000000000000d001}}:h",
-        std::process::id()
-    );
-    let _: () = redis::cmd("HSET")
-        .arg(&key)
-        .arg("doc")
-        .arg("{not json")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    let mut other = lines[30].clone();
-    other.partition = 5;
-    let got = process_batch(
+    process_batch(
         &store,
-        &dir,
+        &directory(),
         Dialect::Web1on1,
         MAX,
-        vec![lines[10].clone(), other],
+        lines[..10].to_vec(),
+    )
+    .await
+    .unwrap();
+    let (d001, d002) = (lines[10].clone(), lines[30].clone());
+    only_d001_halts(
+        &store,
+        "poison",
+        "h",
+        &["HSET", "doc", "{not json"],
+        d001,
+        d002,
     )
     .await;
-    let Err(PipelineError::Halt(halts)) = got else {
-        panic!("expected a halt, got {got:?}");
-    };
-    assert_eq!(halts.iter().map(|h| h.partition).collect::<Vec<_>>(), [0]);
-    assert!(
-        halts[0].reason.contains("00000000000000000000d001"),
-        "{}",
-        halts[0].reason
-    );
 }
 
-/// A conversation whose keys break its write script (here a key of the wrong type) halts its
-/// own partition; the other conversations of the batch are written (Redis ran the rest of the
-/// transaction) and their partitions go on.
+/// A conversation whose keys break its write script (here its message log a string, not a
+/// hash) halts its own partition; the other conversations of the batch are written (Redis ran
+/// the rest of the transaction) and their partitions go on.
 #[tokio::test]
 async fn a_conversation_whose_write_script_fails_halts_only_its_partition() {
-    let dir = directory();
     let lines: Vec<InputRecord> = trace_records();
     let store = redis("script").await;
-    let client = redis::Client::open(
-        std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:16379/".into()),
-    )
-    .unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    // d001's message log should be a hash; a string there makes HSET fail inside the script.
-    let key = format!(
-        "sbpipe:{}:script:{{00000000000000000000d001}}:m",
-        std::process::id()
-    );
-    let _: () = redis::cmd("SET")
-        .arg(&key)
-        .arg("not a hash")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    let mut other = lines[24].clone();
-    other.partition = 5;
-    let got = process_batch(
-        &store,
-        &dir,
-        Dialect::Web1on1,
-        MAX,
-        vec![lines[0].clone(), other],
-    )
-    .await;
-    let Err(PipelineError::Halt(halts)) = got else {
-        panic!("expected a halt, got {got:?}");
-    };
-    assert_eq!(halts.iter().map(|h| h.partition).collect::<Vec<_>>(), [0]);
-    assert!(
-        halts[0].reason.contains("00000000000000000000d001"),
-        "{}",
-        halts[0].reason
-    );
+    let (d001, d002) = (lines[0].clone(), lines[24].clone());
+    only_d001_halts(&store, "script", "m", &["SET", "not a hash"], d001, d002).await;
     let d002 = store
         .load(&["00000000000000000000d002".to_string()])
         .await
