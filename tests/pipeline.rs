@@ -16,6 +16,7 @@ use switchboard::tools::simulate::{inspect_document, output_line, Simulator};
 const MAX: Limits = Limits {
     max_record_bytes: 1 << 20,
     max_output_bytes: 1_000_000,
+    import_timeout_ms: 86_400_000,
 };
 
 fn directory() -> MemoryDirectory {
@@ -1039,6 +1040,7 @@ async fn an_origin_longer_than_a_record_is_imported_in_parts_as_simulate_does() 
     let limits = Limits {
         max_record_bytes: 4096,
         max_output_bytes: 16384,
+        ..MAX
     };
     let lines = long_import_trace();
     let origin_bytes: usize = lines[..39].iter().map(String::len).sum();

@@ -234,8 +234,8 @@ async fn the_dead_letter_standing_in_for_an_oversize_output_matches_its_schema()
         })
         .collect();
     let limits = Limits {
-        max_record_bytes: 1 << 20,
         max_output_bytes: 16_384,
+        ..Limits::defaults()
     };
     let out = process_batch(
         &MemoryStore::new(),

@@ -28,8 +28,8 @@ use crate::core::Dialect;
 
 mod effects;
 
-/// What the core reads besides the conversation: reference data, the dialect, and how large a
-/// record it may address to the input topic.
+/// What the core reads besides the conversation: reference data, the dialect, how large a
+/// record it may address to the input topic, and how long an `/import` may stay pending.
 #[derive(Clone, Copy)]
 pub struct Env<'a> {
     pub directory: &'a dyn Directory,
@@ -38,6 +38,9 @@ pub struct Env<'a> {
     /// transfer travels as several records. The runtime derives it from the record limits the
     /// input topic and the producer enforce, leaving room for the record's key and headers.
     pub max_relay_bytes: usize,
+    /// How long, in message time, an `/import` may stay pending: a message to its target more
+    /// than this after the `/import`'s `createdAt` fails it first (`imports.timeout_ms`).
+    pub import_timeout_ms: u64,
 }
 
 /// Everything one message does.

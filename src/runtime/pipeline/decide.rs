@@ -14,6 +14,7 @@ use crate::core::Dialect;
 use crate::runtime::store::{OutRecord, Pending};
 
 use super::headers::{self, Headers};
+use super::limits::Limits;
 use super::view::BatchDirectory;
 use super::workset::{Work, Workset};
 use super::{BatchOutput, GroupOffsets, Halt, InputRecord, PipelineError};
@@ -135,8 +136,7 @@ impl<D: Directory> Workset<'_, D> {
         }
         let (disposition, produced) = match readable {
             Ok(m) => {
-                let relay = self.limits.relay_bytes();
-                apply_message(w, &mut self.view, m, dialect, relay)
+                apply_message(w, &mut self.view, m, dialect, &self.limits)
             }
             Err(i) => {
                 let result = invalid(w.conversation.as_ref(), &i, &locator(record));
@@ -154,13 +154,14 @@ fn apply_message<D: Directory>(
     view: &mut BatchDirectory<'_, D>,
     m: Message,
     dialect: Dialect,
-    max_relay_bytes: usize,
+    limits: &Limits,
 ) -> (Disposition, Vec<Output>) {
     let kind = m.type_name.clone();
     let env = Env {
         directory: view,
         dialect,
-        max_relay_bytes,
+        max_relay_bytes: limits.relay_bytes(),
+        import_timeout_ms: limits.import_timeout_ms,
     };
     let t = apply(w.conversation.take(), &w.log, m, &env);
     w.log.apply(&t.log);
