@@ -7,7 +7,7 @@
 use crate::core::directory::Directory;
 use crate::core::event::{Outcome, Output, Topic};
 use crate::core::message::{
-    DeadLetter, DeadReason, Decoded, Invalid, Message, IMPORT_REQUEST, IMPORT_TRANSFER,
+    DeadLetter, DeadReason, Decoded, Invalid, Message, IMPORT_CANCEL, IMPORT_REQUEST, IMPORT_TRANSFER,
 };
 use crate::core::transition::{apply, invalid, Env};
 use crate::core::Dialect;
@@ -40,7 +40,7 @@ pub(super) enum Disposition {
 /// The message types counted under their own name: SPEC section 2's, and the `/import` relay
 /// records Switchboard writes itself. Any other `type` is the producer's to choose, so as a
 /// label it would make one series per value sent: it is counted as `other`.
-const COUNTED_TYPES: [&str; 7] = [
+const COUNTED_TYPES: [&str; 8] = [
     "chat",
     "command",
     "form",
@@ -48,6 +48,7 @@ const COUNTED_TYPES: [&str; 7] = [
     "mention",
     IMPORT_REQUEST,
     IMPORT_TRANSFER,
+    IMPORT_CANCEL,
 ];
 
 impl Disposition {
@@ -65,8 +66,8 @@ impl Disposition {
                     Some(Outcome::Ignored) => "ignored",
                     Some(Outcome::Rejected) => "rejected",
                     // Relay records to an origin report nothing themselves; the /import's result
-                    // comes with the transfer.
-                    None if kind == IMPORT_REQUEST => "relayed",
+                    // comes with the transfer, or with its timeout.
+                    None if kind == IMPORT_REQUEST || kind == IMPORT_CANCEL => "relayed",
                     None => "deferred",
                 };
                 let kind = COUNTED_TYPES
