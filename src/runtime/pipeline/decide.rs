@@ -7,7 +7,8 @@
 use crate::core::directory::Directory;
 use crate::core::event::{Outcome, Output, Topic};
 use crate::core::message::{
-    DeadLetter, DeadReason, Decoded, Invalid, Message, IMPORT_CANCEL, IMPORT_REQUEST, IMPORT_TRANSFER,
+    DeadLetter, DeadReason, Decoded, Invalid, Message, IMPORT_CANCEL, IMPORT_REQUEST,
+    IMPORT_TRANSFER,
 };
 use crate::core::transition::{apply, invalid, Env};
 use crate::core::Dialect;
@@ -136,9 +137,7 @@ impl<D: Directory> Workset<'_, D> {
             return w.replay(conversation, record, committed, outputs);
         }
         let (disposition, produced) = match readable {
-            Ok(m) => {
-                apply_message(w, &mut self.view, m, dialect, &self.limits)
-            }
+            Ok(m) => apply_message(w, &mut self.view, m, dialect, &self.limits),
             Err(i) => {
                 let result = invalid(w.conversation.as_ref(), &i, &locator(record));
                 (Disposition::Invalid, vec![result])
