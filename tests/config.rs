@@ -451,12 +451,26 @@ fn the_example_configuration_loads() {
 }
 
 #[test]
-fn simulate_applies_the_record_limits_the_runtime_defaults_to() {
+fn simulate_applies_the_limits_the_runtime_defaults_to() {
     use switchboard::runtime::pipeline::Limits;
     let loaded = config(&[]);
-    assert_eq!(Limits::defaults(), Limits::of(&loaded.kafka));
+    assert_eq!(Limits::defaults(), Limits::of(&loaded));
+    assert_eq!(Limits::defaults().import_timeout_ms, 86_400_000);
     let c = config(&[("SWITCHBOARD_KAFKA__MAX_OUTPUT_BYTES", "20000")]);
     assert_eq!(c.kafka.max_output_bytes, 20000);
-    assert!(Limits::of(&c.kafka).relay_bytes() < 20000);
-    assert_ne!(Limits::of(&c.kafka), Limits::defaults());
+    assert!(Limits::of(&c).relay_bytes() < 20000);
+    assert_ne!(Limits::of(&c), Limits::defaults());
+    let c = config(&[("SWITCHBOARD_IMPORTS__TIMEOUT_MS", "60000")]);
+    assert_eq!(Limits::of(&c).import_timeout_ms, 60_000);
+}
+
+#[test]
+fn the_import_timeout_is_at_least_a_second() {
+    let problems = problems(None, &[("SWITCHBOARD_IMPORTS__TIMEOUT_MS", "999")]);
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.setting == "imports.timeout_ms" && p.reason.contains("at least 1000")),
+        "{problems:?}"
+    );
 }

@@ -16,6 +16,7 @@ use switchboard::tools::simulate::{inspect_document, output_line, Simulator};
 const MAX: Limits = Limits {
     max_record_bytes: 1 << 20,
     max_output_bytes: 1_000_000,
+    import_timeout_ms: 86_400_000,
 };
 
 fn directory() -> MemoryDirectory {
@@ -1071,6 +1072,7 @@ async fn an_origin_longer_than_a_record_is_imported_in_parts_as_simulate_does() 
     let limits = Limits {
         max_record_bytes: 4096,
         max_output_bytes: 16384,
+        ..MAX
     };
     let lines = long_import_trace();
     let origin_bytes: usize = lines[..39].iter().map(String::len).sum();
@@ -1194,4 +1196,70 @@ async fn a_replay_produces_the_same_dead_letter_for_an_oversize_output() {
         .unwrap();
     assert_eq!(again.replayed, input.len());
     assert_eq!(again.outputs, first.outputs);
+}
+
+/// An `/import` whose request is still in the input topic when a message reaches its target
+/// past `imports.timeout_ms`: the limit reaches the core through `Limits`, and the stream fails
+/// the import, undoes the origin's archiving and refuses the late transfer, as `simulate` does.
+#[tokio::test]
+async fn an_import_timed_out_in_the_stream_ends_as_simulate_ends_it() {
+    let line = |id: u32, conv: &str, at: &str, rest: &str| {
+        format!(
+            r#"{{"id":"{id:024x}","conversation":"00000000000000000000{conv}","createdAt":"2024-05-01T10:{at}Z",{rest}}}"#
+        )
+    };
+    let contact = r#""type":"chat","role":"contact","organization":"0000000000000000000000a2","touchpoint":"web","text":"hi""#;
+    let import = r#""type":"command","role":"agent","sender":"0000000000000000000000e1","text":"/import 00000000000000000000d0c1""#;
+    let lines = vec![
+        line(1, "d0c1", "00:01", contact),
+        line(2, "d0c2", "00:02", contact),
+        line(3, "d0c2", "00:03", import),
+        // 61 s after the /import, before its request (appended to the input) is read.
+        line(4, "d0c2", "01:04", contact),
+    ];
+    let results_for = |all: &[OutRecord], id: &str| -> Vec<serde_json::Value> {
+        all.iter()
+            .filter(|o| o.topic == Topic::CommandResults)
+            .map(|o| serde_json::from_str::<serde_json::Value>(&o.value).unwrap()["data"].clone())
+            .filter(|d| d["message"] == id)
+            .collect()
+    };
+    let command = format!("{:024x}", 3);
+    let limits = Limits {
+        import_timeout_ms: 60_000,
+        ..MAX
+    };
+    let store = MemoryStore::new();
+    let all = feed(&store, limits, &lines, 4).await;
+    let types: Vec<String> = all
+        .iter()
+        .filter(|o| o.topic == Topic::Input)
+        .map(|o| serde_json::from_str::<serde_json::Value>(&o.value).unwrap()["type"].to_string())
+        .collect();
+    assert_eq!(
+        types,
+        [
+            r#""import.request""#,
+            r#""import.cancel""#,
+            r#""import.transfer""#
+        ]
+    );
+    let result = results_for(&all, &command);
+    assert_eq!(result.len(), 1, "one result for the /import");
+    assert_eq!(result[0]["code"], "import_timed_out");
+    let mut sim = Simulator::new(directory(), Dialect::Web1on1).with_import_timeout_ms(60_000);
+    same(
+        &as_triples(&all),
+        &simulated(&mut sim, &lines.join("\n")),
+        "timed out",
+    );
+    final_state(&store, &sim.state_document()).await;
+    let origin = &sim.state_document()["00000000000000000000d0c1"];
+    assert_eq!(origin["status"], "queued");
+    assert_ne!(origin["name"], "TRANSFERRED");
+    assert_eq!(origin.get("transferred"), None);
+
+    // Under the default limit the same records import.
+    let all = feed(&MemoryStore::new(), MAX, &lines, 4).await;
+    assert_eq!(results_for(&all, &command)[0]["outcome"], "applied");
 }

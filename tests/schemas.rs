@@ -234,8 +234,8 @@ async fn the_dead_letter_standing_in_for_an_oversize_output_matches_its_schema()
         })
         .collect();
     let limits = Limits {
-        max_record_bytes: 1 << 20,
         max_output_bytes: 16_384,
+        ..Limits::defaults()
     };
     let out = process_batch(
         &MemoryStore::new(),
@@ -304,4 +304,54 @@ fn a_transfer_in_parts_and_the_state_waiting_for_them_match_their_schemas() {
     let mut broken = waiting.clone();
     broken["pendingImport"]["transfer"]["received"][0]["extra"] = json!(1);
     assert!(!schemas.errors("conversation", &broken).is_empty());
+}
+
+#[test]
+fn a_timed_out_import_its_cancel_and_the_states_around_it_match_their_schemas() {
+    let schemas = Schemas::load();
+    let mut sim = Simulator::new(directory(), Dialect::Web1on1).with_import_timeout_ms(60_000);
+    let (origin, target) = ("00000000000000000000d0d1", "00000000000000000000d0d2");
+    let line = |id: u32, conv: &str, at: &str, extra: Value| {
+        let mut v = json!({"id": format!("{id:024x}"), "conversation": conv,
+            "createdAt": format!("2024-05-01T10:{at}Z")});
+        v.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        v
+    };
+    let contact = json!({"type": "chat", "role": "contact", "organization": ORG,
+        "touchpoint": "web", "text": "hi"});
+    let import = json!({"type": "command", "role": "agent", "sender": ADA,
+        "text": format!("/import {origin}")});
+    sim.process(
+        line(1, origin, "00:01", contact.clone())
+            .to_string()
+            .as_bytes(),
+        "t",
+    );
+    sim.process(
+        line(2, target, "00:02", contact.clone())
+            .to_string()
+            .as_bytes(),
+        "t",
+    );
+    let request = sim.process(line(3, target, "00:03", import).to_string().as_bytes(), "t");
+    schemas.check_state(&sim.state_document()[target]);
+    let late = sim.process(
+        line(4, target, "01:04", contact).to_string().as_bytes(),
+        "t",
+    );
+    let archived = sim.process(&serde_json::to_vec(&request[0].value).unwrap(), "t");
+    schemas.check_state(&sim.state_document()[origin]);
+    assert!(sim.state_document()[origin].get("transferred").is_some());
+    let restored = sim.process(&serde_json::to_vec(&late[0].value).unwrap(), "t");
+    let types: Vec<Value> = late.iter().map(|o| json!(output_line(o))).collect();
+    assert!(types[0].as_str().unwrap().contains("import.cancel"));
+    for o in late.iter().chain(&archived).chain(&restored) {
+        schemas.check_output(&serde_json::from_str(&output_line(o)).unwrap());
+    }
+    assert!(late
+        .iter()
+        .any(|o| output_line(o).contains("import_timed_out")));
+    schemas.check_state(&sim.state_document()[origin]);
 }

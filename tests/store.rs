@@ -635,6 +635,7 @@ async fn the_example_trace_stored_in_redis_matches_the_simulator() {
             directory: &dir,
             dialect: Dialect::Web1on1,
             max_relay_bytes: switchboard::runtime::pipeline::Limits::defaults().relay_bytes(),
+            import_timeout_ms: switchboard::runtime::pipeline::Limits::defaults().import_timeout_ms,
         };
         let t = apply(headers.remove(&id), log, m, &env);
         for o in &t.outputs {

@@ -12,6 +12,7 @@ use switchboard::runtime::store::MemoryStore;
 const MAX: Limits = Limits {
     max_record_bytes: 1 << 20,
     max_output_bytes: 1_000_000,
+    import_timeout_ms: 86_400_000,
 };
 
 fn directory() -> MemoryDirectory {

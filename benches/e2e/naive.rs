@@ -95,6 +95,7 @@ impl Naive {
             directory: &self.directory,
             dialect: switchboard::core::Dialect::Web1on1,
             max_relay_bytes: switchboard::runtime::pipeline::Limits::defaults().relay_bytes(),
+            import_timeout_ms: switchboard::runtime::pipeline::Limits::defaults().import_timeout_ms,
         };
         let t = apply(conversation, &log, msg, &env);
         log.apply(t.log);

@@ -69,6 +69,11 @@ pub(super) fn check(config: &Config) -> Vec<Problem> {
             fail(setting, "must be at least 1".into());
         }
     }
+    // Shorter than a relay's round trip, every import would fail; the time is message time, so
+    // the round trip is how far apart the platform's own clocks and queues put messages.
+    if config.imports.timeout_ms < 1000 {
+        fail("imports.timeout_ms", "must be at least 1000".into());
+    }
     if config.http.listen.parse::<SocketAddr>().is_err() {
         fail(
             "http.listen",

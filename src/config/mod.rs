@@ -38,6 +38,7 @@ pub struct Config {
     pub topics: Topics,
     pub redis: Redis,
     pub directory: DirectoryCache,
+    pub imports: Imports,
     pub http: Http,
     pub log: Log,
 }
@@ -200,6 +201,14 @@ impl DirectoryCache {
             version_check: std::time::Duration::from_millis(self.version_check_ms),
         }
     }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Imports {
+    /// How long, in message time, an `/import` may stay pending before the next message to its
+    /// target fails it (`import_timed_out`).
+    pub timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]

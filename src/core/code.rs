@@ -46,6 +46,7 @@ pub enum Code {
     SameConversation,
     OrganizationMismatch,
     ImportInProgress,
+    ImportTimedOut,
     UnexpectedRelay,
     // Ignored: nothing to do.
     NoChange,
@@ -93,6 +94,7 @@ impl Code {
             Code::SameConversation => "same_conversation",
             Code::OrganizationMismatch => "organization_mismatch",
             Code::ImportInProgress => "import_in_progress",
+            Code::ImportTimedOut => "import_timed_out",
             Code::UnexpectedRelay => "unexpected_relay",
             Code::NoChange => "no_change",
             Code::AlreadyLiked => "already_liked",

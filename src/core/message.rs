@@ -35,6 +35,8 @@ pub enum Kind {
     ImportRequest,
     /// Relay step 2 → 3 of `/import`, addressed back to the target conversation.
     ImportTransfer,
+    /// Back to the origin when an `/import` timed out at its target, to undo the origin's part.
+    ImportCancel,
     /// Any other platform type: stored, otherwise inert.
     Other,
 }
@@ -49,15 +51,16 @@ impl Kind {
             "mention" => Kind::Mention,
             IMPORT_REQUEST => Kind::ImportRequest,
             IMPORT_TRANSFER => Kind::ImportTransfer,
+            IMPORT_CANCEL => Kind::ImportCancel,
             _ => Kind::Other,
         }
     }
 }
 
-/// The `type` of the relay record sent to the origin of an `/import`.
+/// The `type`s of the `/import` relay records, whose roles [`Kind`] describes.
 pub const IMPORT_REQUEST: &str = "import.request";
-/// The `type` of the relay record sent back to the target of an `/import`.
 pub const IMPORT_TRANSFER: &str = "import.transfer";
+pub const IMPORT_CANCEL: &str = "import.cancel";
 
 /// The contact details a contact message may carry.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -87,6 +87,13 @@ pub struct LastContact {
 pub struct PendingImport {
     pub command: String,
     pub origin: String,
+    /// The `/import` command's `createdAt`, which its timeout counts from, and its sender, who
+    /// signs the cancel sent when it times out. Absent in a pending import written before
+    /// imports could time out: such an import never does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sender: Option<String>,
     /// The parts of a transfer too large for one record that have arrived so far; absent until
     /// the first part arrives (and for a transfer that travels as one record).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -107,6 +114,23 @@ pub struct PartialTransfer {
 pub struct TransferPart {
     pub part: u32,
     pub messages: Vec<StoredMessage>,
+}
+
+/// What an origin that archived itself for an `/import` needs to undo it, should the target
+/// time out and cancel: the request it answered and what the archiving changed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Transferred {
+    pub target: String,
+    /// The `/import` command's ID.
+    pub command: String,
+    pub name: String,
+    pub status: Status,
+    /// The queued period's channels, which the archiving dequeued.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub channels: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub channels_offline: Vec<String>,
 }
 
 /// Everything about a conversation except its message log.
@@ -142,6 +166,10 @@ pub struct Conversation {
     /// Web1on1's `/leave` closes only if the conversation was accepted since it was last queued.
     pub accepted_since_queued: bool,
     pub pending_import: Option<PendingImport>,
+    /// Set when this conversation archived itself as the origin of an `/import`; absent
+    /// otherwise, and then left out of the document.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transferred: Option<Transferred>,
 }
 
 impl Conversation {
@@ -174,6 +202,7 @@ impl Conversation {
             last_contact: None,
             accepted_since_queued: false,
             pending_import: None,
+            transferred: None,
         }
     }
 

@@ -28,8 +28,8 @@ use crate::core::Dialect;
 
 mod effects;
 
-/// What the core reads besides the conversation: reference data, the dialect, and how large a
-/// record it may address to the input topic.
+/// What the core reads besides the conversation: reference data, the dialect, how large a
+/// record it may address to the input topic, and how long an `/import` may stay pending.
 #[derive(Clone, Copy)]
 pub struct Env<'a> {
     pub directory: &'a dyn Directory,
@@ -38,6 +38,9 @@ pub struct Env<'a> {
     /// transfer travels as several records. The runtime derives it from the record limits the
     /// input topic and the producer enforce, leaving room for the record's key and headers.
     pub max_relay_bytes: usize,
+    /// How long, in message time, an `/import` may stay pending: a message to its target more
+    /// than this after the `/import`'s `createdAt` fails it first (`imports.timeout_ms`).
+    pub import_timeout_ms: u64,
 }
 
 /// Everything one message does.
@@ -47,7 +50,8 @@ pub struct Transition {
     pub conversation: Option<Conversation>,
     /// Changes to the conversation's log, in order.
     pub log: Vec<LogWrite>,
-    /// Output records in order; the result, when this message concludes one, is last.
+    /// Output records in order; the result, when this message concludes one, is last. An
+    /// `/import` the message found timed out comes first: its cancel, then its result.
     pub outputs: Vec<Output>,
     /// IPs to add to organizations' block lists.
     pub blocks: Vec<Block>,
@@ -88,7 +92,7 @@ pub struct LogNeeds {
 /// Which parts of the log [`apply`] will read for this message.
 pub fn needs(message: &Message) -> LogNeeds {
     match message.kind {
-        Kind::ImportRequest | Kind::ImportTransfer => LogNeeds {
+        Kind::ImportRequest | Kind::ImportTransfer | Kind::ImportCancel => LogNeeds {
             message: None,
             all: true,
         },
@@ -117,16 +121,19 @@ pub fn apply(
     env: &Env<'_>,
 ) -> Transition {
     let existed = conversation.is_some();
-    let conv = match conversation {
+    let mut conv = match conversation {
         Some(c) => c,
         None => match message.kind {
             Kind::ImportRequest => return crate::core::command::import::missing_origin(&message),
+            Kind::ImportCancel => return crate::core::command::import::nothing_to_cancel(),
             _ => match create(&message, env) {
                 Ok(c) => c,
                 Err(refusal) => return refused_unknown(&message, refusal),
             },
         },
     };
+    // An import that timed out ends before the message is applied, whatever the message.
+    let timed_out = crate::core::command::import::time_out(&mut conv, &message, env);
     // Debug builds check that a refusal left the conversation as it was (`finish` checks the rest).
     #[cfg(debug_assertions)]
     let before = conv.clone();
@@ -140,6 +147,7 @@ pub fn apply(
         );
     }
     let (mut transition, own_slot) = step.finish(handled, existed);
+    transition.outputs.splice(0..0, timed_out);
     // The handlers' borrows of the message have ended: move it into the slot it reserved.
     if let Some(LogWrite::Append(slot)) = own_slot.and_then(|at| transition.log.get_mut(at)) {
         slot.fill_from(message);
@@ -261,6 +269,7 @@ impl<'a> Step<'a> {
         match self.msg.kind {
             Kind::ImportRequest => return crate::core::command::import::origin(self),
             Kind::ImportTransfer => return crate::core::command::import::transfer(self),
+            Kind::ImportCancel => return crate::core::command::import::cancel(self),
             _ => {}
         }
         if self.conv.status == Status::Archived {
@@ -284,7 +293,9 @@ impl<'a> Step<'a> {
             Kind::Form => crate::core::command::forms::form(self),
             Kind::Field => crate::core::command::forms::field(self),
             Kind::Mention => crate::core::command::notify::mention(self),
-            Kind::ImportRequest | Kind::ImportTransfer => unreachable!("handled above"),
+            Kind::ImportRequest | Kind::ImportTransfer | Kind::ImportCancel => {
+                unreachable!("handled above")
+            }
             Kind::Other => Ok(Verdict::Applied),
         }
     }

@@ -205,7 +205,7 @@ impl<S: StateStore, D: DirectorySource> Runtime<S, D> {
             &self.store,
             &self.directory,
             self.config.dialect,
-            Limits::of(&self.config.kafka),
+            Limits::of(&self.config),
             batch,
             &self.committed,
         ));

@@ -188,7 +188,7 @@ fn rebuild(
             store,
             &directory,
             config.dialect,
-            Limits::of(&config.kafka),
+            Limits::of(config),
             batch,
         ))?;
         Ok(())

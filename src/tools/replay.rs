@@ -5,8 +5,8 @@
 //! (times a speed factor) or is as fast as the broker takes them. Optional ID remapping gives
 //! every conversation and message ID of a replay a fresh, consistent substitute, so one trace can
 //! be replayed many times into the same system without collisions; relay records Switchboard
-//! wrote itself (`import.request`, `import.transfer`) are skipped, since the processor will
-//! write them again.
+//! wrote itself (`import.request`, `import.transfer`, `import.cancel`) are skipped, since the
+//! processor will write them again.
 //!
 //! With `--unwrap-dlq`, a dead-letter topic is re-driven instead: each dead letter's original
 //! record, key, payload and headers as they were (`dlq`).
@@ -304,7 +304,11 @@ fn producer(target: &Target) -> Result<BaseProducer<Deliveries>, KafkaError> {
 fn is_relay(v: &Value) -> bool {
     matches!(
         v["type"].as_str(),
-        Some(crate::core::message::IMPORT_REQUEST | crate::core::message::IMPORT_TRANSFER)
+        Some(
+            crate::core::message::IMPORT_REQUEST
+                | crate::core::message::IMPORT_TRANSFER
+                | crate::core::message::IMPORT_CANCEL
+        )
     )
 }
 

@@ -40,6 +40,8 @@ pub struct Simulator {
     /// How large a relay record may be: by default what the runtime derives from the default
     /// record limits, so that `simulate` splits an `/import` transfer as the stream does.
     max_relay_bytes: usize,
+    /// How long an `/import` may stay pending: by default the runtime's default.
+    import_timeout_ms: u64,
     conversations: HashMap<String, Slot>,
 }
 
@@ -49,8 +51,15 @@ impl Simulator {
             directory,
             dialect,
             max_relay_bytes: Limits::defaults().relay_bytes(),
+            import_timeout_ms: Limits::defaults().import_timeout_ms,
             conversations: HashMap::default(),
         }
+    }
+
+    /// The same simulator failing an `/import` pending for more than `ms` of message time.
+    pub fn with_import_timeout_ms(mut self, ms: u64) -> Self {
+        self.import_timeout_ms = ms;
+        self
     }
 
     /// The same simulator with relay records of at most `bytes` (see `Env::max_relay_bytes`).
@@ -84,6 +93,7 @@ impl Simulator {
                     directory: &self.directory,
                     dialect: self.dialect,
                     max_relay_bytes: self.max_relay_bytes,
+                    import_timeout_ms: self.import_timeout_ms,
                 };
                 // Only a conversation that did not exist can be left absent (a refused first message).
                 let new_key = slot

@@ -195,6 +195,14 @@ impl H {
         }
     }
 
+    /// The example directory in `dialect`, failing an `/import` pending for more than `ms`.
+    pub fn with_import_timeout_ms(dialect: Dialect, ms: u64) -> Self {
+        H {
+            sim: Simulator::new(directory(), dialect).with_import_timeout_ms(ms),
+            n: 0,
+        }
+    }
+
     /// Sends one message, filling in `id` and `createdAt` (one second apart) when absent, then
     /// delivers any relay records it causes, as the stream would.
     pub fn send(&mut self, mut message: Value) -> Out {

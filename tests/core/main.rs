@@ -7,6 +7,7 @@ mod envelope;
 mod forms;
 mod import;
 mod import_parts;
+mod import_timeout;
 mod notify;
 mod participants;
 mod set_action;

@@ -17,11 +17,19 @@
 //! conversation with an import pending refuses to be an origin, so two conversations importing
 //! each other cannot both end up archived.
 //!
+//! An import that waits longer than [`Env::import_timeout_ms`](crate::core::transition::Env)
+//! for its transfer is failed by the target, which tells the origin to undo its part
+//! ([`cancel`]).
+//!
 //! No relay record is larger than [`Env::max_relay_bytes`](crate::core::transition::Env): a
 //! transfer that would be travels as several records, which the target keeps in its pending
 //! import until the last has arrived, then applies as one ([`parts`]).
 
+mod cancel;
 mod parts;
+
+pub use cancel::cancel;
+pub(crate) use cancel::{nothing_to_cancel, time_out};
 
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -31,7 +39,7 @@ use crate::core::event::{DequeueReason, Output, Payload, Topic};
 use crate::core::id::{derive, is_object_id};
 use crate::core::log::LogWrite;
 use crate::core::message::{Message, IMPORT_REQUEST, IMPORT_TRANSFER};
-use crate::core::state::{LastContact, PendingImport, Status, StoredMessage};
+use crate::core::state::{LastContact, PendingImport, Status, StoredMessage, Transferred};
 use crate::core::transition::{Handled, Step, Transition, Verdict};
 
 use super::split_word;
@@ -147,6 +155,8 @@ impl<'m> Import<'m> {
         step.conv.pending_import = Some(PendingImport {
             command: step.msg.id.clone(),
             origin: origin.to_string(),
+            started: Some(step.msg.created_at.clone()),
+            sender: step.msg.sender.clone(),
             transfer: None,
         });
         step.extra.push(Output {
@@ -275,7 +285,15 @@ pub fn origin(step: &mut Step<'_>) -> Handled {
         }
     };
     step.writes.push(LogWrite::Replace(tagged));
-    step.conv.name = "TRANSFERRED".into();
+    // What a cancel would need to undo this, should the target time out (`cancel`).
+    step.conv.transferred = Some(Transferred {
+        target: req.target.clone(),
+        command: req.command.id.clone(),
+        name: std::mem::replace(&mut step.conv.name, "TRANSFERRED".into()),
+        status: step.conv.status,
+        channels: step.conv.channels.clone(),
+        channels_offline: step.conv.channels_offline.clone(),
+    });
     step.set_status(Status::Archived, DequeueReason::Archive, None);
     for body in &bodies {
         step.extra.push(transfer_output(request, &req, body));

@@ -7,13 +7,15 @@
 use crate::core::directory::Directory;
 use crate::core::event::{Outcome, Output, Topic};
 use crate::core::message::{
-    DeadLetter, DeadReason, Decoded, Invalid, Message, IMPORT_REQUEST, IMPORT_TRANSFER,
+    DeadLetter, DeadReason, Decoded, Invalid, Message, IMPORT_CANCEL, IMPORT_REQUEST,
+    IMPORT_TRANSFER,
 };
 use crate::core::transition::{apply, invalid, Env};
 use crate::core::Dialect;
 use crate::runtime::store::{OutRecord, Pending};
 
 use super::headers::{self, Headers};
+use super::limits::Limits;
 use super::view::BatchDirectory;
 use super::workset::{Work, Workset};
 use super::{BatchOutput, GroupOffsets, Halt, InputRecord, PipelineError};
@@ -39,7 +41,7 @@ pub(super) enum Disposition {
 /// The message types counted under their own name: SPEC section 2's, and the `/import` relay
 /// records Switchboard writes itself. Any other `type` is the producer's to choose, so as a
 /// label it would make one series per value sent: it is counted as `other`.
-const COUNTED_TYPES: [&str; 7] = [
+const COUNTED_TYPES: [&str; 8] = [
     "chat",
     "command",
     "form",
@@ -47,6 +49,7 @@ const COUNTED_TYPES: [&str; 7] = [
     "mention",
     IMPORT_REQUEST,
     IMPORT_TRANSFER,
+    IMPORT_CANCEL,
 ];
 
 impl Disposition {
@@ -64,8 +67,8 @@ impl Disposition {
                     Some(Outcome::Ignored) => "ignored",
                     Some(Outcome::Rejected) => "rejected",
                     // Relay records to an origin report nothing themselves; the /import's result
-                    // comes with the transfer.
-                    None if kind == IMPORT_REQUEST => "relayed",
+                    // comes with the transfer, or with its timeout.
+                    None if kind == IMPORT_REQUEST || kind == IMPORT_CANCEL => "relayed",
                     None => "deferred",
                 };
                 let kind = COUNTED_TYPES
@@ -134,10 +137,7 @@ impl<D: Directory> Workset<'_, D> {
             return w.replay(conversation, record, committed, outputs);
         }
         let (disposition, produced) = match readable {
-            Ok(m) => {
-                let relay = self.limits.relay_bytes();
-                apply_message(w, &mut self.view, m, dialect, relay)
-            }
+            Ok(m) => apply_message(w, &mut self.view, m, dialect, &self.limits),
             Err(i) => {
                 let result = invalid(w.conversation.as_ref(), &i, &locator(record));
                 (Disposition::Invalid, vec![result])
@@ -154,13 +154,14 @@ fn apply_message<D: Directory>(
     view: &mut BatchDirectory<'_, D>,
     m: Message,
     dialect: Dialect,
-    max_relay_bytes: usize,
+    limits: &Limits,
 ) -> (Disposition, Vec<Output>) {
     let kind = m.type_name.clone();
     let env = Env {
         directory: view,
         dialect,
-        max_relay_bytes,
+        max_relay_bytes: limits.relay_bytes(),
+        import_timeout_ms: limits.import_timeout_ms,
     };
     let t = apply(w.conversation.take(), &w.log, m, &env);
     w.log.apply(&t.log);

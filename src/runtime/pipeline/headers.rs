@@ -6,7 +6,7 @@
 //!   structured-mode CloudEvent, then the input record's headers (`traceparent`, `tracestate`
 //!   and the rest) except its own `content-type` and its binary-mode `ce_*` attributes, which
 //!   describe the input, not the event.
-//! - A relay record (`import.request`, `import.transfer`, written back to the input topic) is an
+//! - A relay record (`import.request`, `import.transfer`, `import.cancel`, written back to the input topic) is an
 //!   input message, not an event: it carries the causing record's headers as they were.
 //! - A dead letter carries the content type, then the original's headers, then the error's
 //!   context (as Kafka Connect's dead-letter queue does): [`ERROR_REASON`], [`ERROR_DETAIL`],

@@ -1,6 +1,7 @@
 //! How large records may be: the input records read (`kafka.max_record_bytes`), the records
 //! produced (`kafka.max_output_bytes`, the producer's `message.max.bytes`), and, from both, the
-//! relay records the core writes back to the input topic.
+//! relay records the core writes back to the input topic. Beside them, the one limit the core
+//! applies in message time: how long an `/import` may stay pending (`imports.timeout_ms`).
 //!
 //! No output may jam a partition: librdkafka refuses to produce a record over
 //! `message.max.bytes`, which would fail the batch, and its replay, for ever. So every output
@@ -12,20 +13,22 @@ use std::sync::LazyLock;
 
 use serde::Deserialize;
 
-use crate::config::{Config, Kafka};
+use crate::config::Config;
 use crate::core::event::{Output, Topic};
 use crate::core::message::{DeadLetter, DeadReason};
 use crate::runtime::store::OutRecord;
 
 use super::headers::{Header, Headers, CONTENT_TYPE, ERROR_DETAIL, ERROR_REASON, STRUCTURED_JSON};
 
-/// The record limits a batch is applied under.
+/// The limits a batch is applied under.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// Input records with a larger value are dead letters, unread.
     pub max_record_bytes: usize,
     /// The largest record the producer sends, as librdkafka counts it ([`wire_size`]).
     pub max_output_bytes: usize,
+    /// `Env::import_timeout_ms`: how long, in message time, an `/import` may stay pending.
+    pub import_timeout_ms: u64,
 }
 
 /// What librdkafka adds to a record's key and value when it checks `message.max.bytes`
@@ -42,16 +45,17 @@ const RELAY_HEADROOM: usize = 16 * 1024;
 const PREFIX_BYTES: usize = 4 * 1024;
 
 impl Limits {
-    pub fn of(kafka: &Kafka) -> Limits {
+    pub fn of(config: &Config) -> Limits {
         Limits {
-            max_record_bytes: kafka.max_record_bytes,
-            max_output_bytes: kafka.max_output_bytes,
+            max_record_bytes: config.kafka.max_record_bytes,
+            max_output_bytes: config.kafka.max_output_bytes,
+            import_timeout_ms: config.imports.timeout_ms,
         }
     }
 
     /// The limits of `config/default.toml`, which `simulate` applies too.
     pub fn defaults() -> Limits {
-        static DEFAULTS: LazyLock<Limits> = LazyLock::new(|| Limits::of(&Config::defaults().kafka));
+        static DEFAULTS: LazyLock<Limits> = LazyLock::new(|| Limits::of(&Config::defaults()));
         *DEFAULTS
     }
 
@@ -195,11 +199,13 @@ mod tests {
         let l = Limits {
             max_record_bytes: 1_048_576,
             max_output_bytes: 1_000_000,
+            import_timeout_ms: 86_400_000,
         };
         assert_eq!(l.relay_bytes(), 1_000_000 - RELAY_HEADROOM);
         let small = Limits {
             max_record_bytes: 4000,
             max_output_bytes: 1_000_000,
+            ..l
         };
         assert_eq!(small.relay_bytes(), 3000);
     }
