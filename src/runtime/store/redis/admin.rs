@@ -1,0 +1,55 @@
+//! What `switchboard rebuild` needs of the store beyond the processor's reads and writes.
+
+use redis::Value;
+
+use super::RedisStore;
+use crate::runtime::store::StoreError;
+
+impl RedisStore {
+    /// Deletes these conversations altogether (`switchboard rebuild`).
+    pub async fn forget(&self, conversations: &[String]) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        for chunk in conversations.chunks(500) {
+            let mut pipe = redis::pipe();
+            for id in chunk {
+                let keys: Vec<String> = ["h", "m", "i", "r", "rid"]
+                    .iter()
+                    .map(|part| self.key(id, part))
+                    .collect();
+                pipe.cmd("DEL").arg(keys).ignore();
+            }
+            let _: Value = pipe.query_async(&mut conn).await?;
+        }
+        Ok(())
+    }
+
+    /// The partition each of these conversations is stored with (`None`: absent, or stored
+    /// before partitions were), read without parsing anything else: a conversation whose
+    /// document is damaged still answers.
+    pub async fn stored_partitions(
+        &self,
+        conversations: &[String],
+    ) -> Result<Vec<Option<i32>>, StoreError> {
+        if conversations.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for id in conversations {
+            pipe.cmd("HGET").arg(self.key(id, "h")).arg("partition");
+        }
+        let mut conn = self.conn.clone();
+        Ok(pipe.query_async(&mut conn).await?)
+    }
+
+    /// Deletes a partition's watermark (`switchboard rebuild`, before applying it again).
+    pub async fn forget_watermark(&self, topic: &str, partition: i32) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let _: Value = redis::cmd("HDEL")
+            .arg(self.marks_key(topic))
+            .arg(partition)
+            .arg(format!("{partition}:committed"))
+            .query_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+}
