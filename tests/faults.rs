@@ -39,8 +39,12 @@ struct Instance {
     http: u16,
 }
 
+/// The proxies are shared: cases take turns, however many test threads cargo runs.
+static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// One case: its topics, trace and instances, and the clock the report is timed on.
 struct Case {
+    _turn: tokio::sync::MutexGuard<'static, ()>,
     setup: Setup,
     trace: PathBuf,
     expected: usize,
@@ -54,6 +58,7 @@ impl Case {
     /// Proxies reset (no toxics left by a case that failed), the broker checked to keep clients
     /// on the proxy, topics created and `copies` of the example trace produced.
     async fn new(name: &str, copies: u32, env: &[(&'static str, &str)]) -> Case {
+        let turn = TURN.lock().await;
         toxiproxy::reset();
         toxiproxy::check_kafka_listener();
         let setup = Setup::create(name).await;
@@ -61,6 +66,7 @@ impl Case {
         setup.produce_trace(&trace);
         let expected = expected_results(&trace);
         Case {
+            _turn: turn,
             setup,
             trace,
             expected,
@@ -156,6 +162,14 @@ impl Case {
         at
     }
 
+    /// The partitions instance `name` holds (0 while it starts).
+    fn assigned(&self, name: &str) -> i64 {
+        let i = self.instances.iter().find(|i| i.name == name).unwrap();
+        metrics(i.http)
+            .get("switchboard_assigned_partitions")
+            .map_or(0, |n| *n as i64)
+    }
+
     /// Panics unless some batch failed: the fault just put on must have hit work in flight, or
     /// the case proved nothing.
     fn assert_aborted(&self, fault: &str) {
@@ -229,7 +243,9 @@ impl Case {
         );
         for (name, log) in logs {
             eprintln!("  instance {name}: {}", warnings(&log));
-            let _ = std::fs::remove_file(log);
+            if std::env::var_os("FAULTS_KEEP_LOGS").is_none() {
+                let _ = std::fs::remove_file(log);
+            }
         }
     }
 }
@@ -356,6 +372,46 @@ async fn a_broker_stall_longer_than_a_call_timeout() {
     broker_outage("longstall", Outage::Stall, 45, 30).await;
 }
 
+/// Only instance b loses the broker (stalled, as by a partition between its host and the
+/// broker), past its session and transaction timeouts, while a carries on with every partition:
+/// when b is heard again its transaction was aborted and its partitions are a's, and it must
+/// get back without disturbing a, and without exiting.
+#[tokio::test(flavor = "multi_thread")]
+async fn one_instance_partitioned_from_the_broker_while_the_other_runs_on() {
+    let mut case = Case::new(
+        "partitioned",
+        60,
+        &[("SWITCHBOARD_KAFKA__TRANSACTION_TIMEOUT_MS", "5000")],
+    )
+    .await;
+    // Alone, a would drain the rest of the trace before b is heard again; 20 ms on each Redis
+    // reply keeps it busy.
+    REDIS.latency("pace", Stream::Downstream, 20);
+    case.spawn(
+        "a",
+        Via {
+            kafka: false,
+            redis: true,
+        },
+    );
+    case.spawn("b", BOTH);
+    let at = case.mid_stream();
+    KAFKA.stall();
+    let during = case.hold(Duration::from_secs(10));
+    KAFKA.unstall();
+    assert!(
+        during < case.expected,
+        "a must still be busy when b is heard again: {during} of {}",
+        case.expected
+    );
+    eprintln!(
+        "b's broker stalled for 10 s at {at} of {} results ({during} when it ended)",
+        case.expected
+    );
+    case.finish("b alone partitioned from the broker 10 s (transaction timeout 5 s, session 6 s)")
+        .await;
+}
+
 /// Redis slow (200 ms on every reply) for a while, then cut for 4 s, under two instances: batches
 /// fail on the cut, abort and replay from the last commit.
 #[tokio::test(flavor = "multi_thread")]
@@ -425,7 +481,7 @@ async fn kafka_latency_then_a_short_kafka_cut() {
 /// exactly where a's last commit ended.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_slow_commit_across_a_rebalance() {
-    let mut case = Case::new("slowcommit", 20, &[]).await;
+    let mut case = Case::new("slowcommit", 30, &[]).await;
     case.spawn(
         "a",
         Via {
@@ -436,6 +492,7 @@ async fn a_slow_commit_across_a_rebalance() {
     let at = case.mid_stream();
     KAFKA.latency("slow-up", Stream::Upstream, 1500);
     KAFKA.latency("slow-down", Stream::Downstream, 1500);
+    let joining = Instant::now();
     case.spawn(
         "b",
         Via {
@@ -443,12 +500,28 @@ async fn a_slow_commit_across_a_rebalance() {
             redis: false,
         },
     );
-    let slow = case.hold(Duration::from_secs(20));
+    while case.assigned("b") == 0 {
+        assert!(
+            joining.elapsed() < Duration::from_secs(90),
+            "b got no partitions{}",
+            case.logs()
+        );
+        case.hold(Duration::from_millis(300));
+    }
+    let moved = case.results();
+    let took = joining.elapsed();
+    assert!(
+        moved < case.expected,
+        "the rebalance must land mid-stream: {moved} of {}",
+        case.expected
+    );
+    case.hold(Duration::from_secs(5));
     KAFKA.remove("slow-up");
     KAFKA.remove("slow-down");
     eprintln!(
-        "a's broker +1.5 s each way from {at} to {slow} of {} results, b joined meanwhile",
+        "a's broker +1.5 s each way from {at} of {} results; b held partitions {took:.1?} after it started, at {moved}",
         case.expected
     );
-    case.finish("a's broker +1.5 s each way for 20 s while b joins").await;
+    case.finish("a's broker +1.5 s each way while b joins")
+        .await;
 }

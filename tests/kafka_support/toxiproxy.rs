@@ -181,12 +181,7 @@ impl Proxy {
 
     /// The toxics on the proxy, as Toxiproxy lists them.
     pub fn toxics(self) -> Vec<Value> {
-        serde_json::from_str(&call(
-            "GET",
-            &format!("/proxies/{}/toxics", self.0),
-            None,
-        ))
-        .unwrap()
+        serde_json::from_str(&call("GET", &format!("/proxies/{}/toxics", self.0), None)).unwrap()
     }
 }
 
