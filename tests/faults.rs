@@ -416,6 +416,47 @@ async fn one_instance_partitioned_from_the_broker_while_the_other_runs_on() {
         .await;
 }
 
+/// SIGTERM while the broker is away: the processor cannot commit nor get back to its last
+/// commit, and must still stop as a stop is documented to (status 0), within the time its
+/// broker calls may take; a new instance then finishes the run exact. (It once exited with
+/// status 1 here, with the error of the recovery step that failed after the signal.)
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "long (about 90 s): scripts/faults runs it"]
+async fn a_stop_asked_during_a_broker_outage_ends_cleanly() {
+    let mut case = Case::new(
+        "stopstall",
+        30,
+        &[("SWITCHBOARD_KAFKA__TRANSACTION_TIMEOUT_MS", "5000")],
+    )
+    .await;
+    let via = Via {
+        kafka: true,
+        redis: false,
+    };
+    case.spawn("a", via);
+    let at = case.mid_stream();
+    KAFKA.stall();
+    case.hold(Duration::from_secs(8));
+    let a = case.instances.pop().unwrap();
+    let asked = Instant::now();
+    let status = a.proc.terminate().expect("SIGTERM sent");
+    let took = asked.elapsed();
+    KAFKA.unstall();
+    assert!(
+        status.success(),
+        "SIGTERM during the outage must end the processor cleanly, got {status} after {took:.1?}; its log:\n{}",
+        tail(&a.log, 40)
+    );
+    eprintln!(
+        "stalled the broker at {at} of {} results; SIGTERM 8 s later ended the processor with {status} after {took:.1?}",
+        case.expected
+    );
+    eprintln!("  stopped instance: {}", warnings(&a.log));
+    case.spawn("a", via);
+    case.finish("SIGTERM during a broker stall, then a new instance")
+        .await;
+}
+
 /// Redis slow (200 ms on every reply) for a while, then cut for 4 s, under two instances: batches
 /// fail on the cut, abort and replay from the last commit.
 #[tokio::test(flavor = "multi_thread")]
