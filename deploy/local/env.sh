@@ -9,6 +9,12 @@ SWITCHBOARD_LOCAL_DIR="${SWITCHBOARD_LOCAL_DIR:-$REPO_ROOT/.cache/local}"
 
 KAFKA_PORT="${KAFKA_PORT:-19092}"
 KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-19093}"
+# A second listener for the network-fault tests: the broker binds it on KAFKA_FAULTS_PORT but
+# advertises it at Toxiproxy's Kafka proxy (KAFKA_PROXY_PORT), so that a client bootstrapping
+# through the proxy is told to stay on it, rather than reach the broker directly after its first
+# metadata answer.
+KAFKA_FAULTS_PORT="${KAFKA_FAULTS_PORT:-19094}"
+KAFKA_PROXY_PORT="${KAFKA_PROXY_PORT:-19095}"
 KAFKA_BOOTSTRAP="127.0.0.1:$KAFKA_PORT"
 # Partitions of every Switchboard topic.
 TOPIC_PARTITIONS="${TOPIC_PARTITIONS:-12}"
@@ -17,6 +23,13 @@ KAFKA_HEAP_OPTS="${KAFKA_HEAP_OPTS:--Xms256m -Xmx1g}"
 READY_TIMEOUT="${READY_TIMEOUT:-90}"
 
 REDIS_PORT="${REDIS_PORT:-16379}"
+
+# Toxiproxy (deploy/local/toxiproxy): its HTTP API, and where its Redis proxy listens. Its
+# binary is built once per version into SWITCHBOARD_TOOLS_DIR, shared by every checkout.
+SWITCHBOARD_TOOLS_DIR="${SWITCHBOARD_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/switchboard}"
+TOXIPROXY_VERSION="${TOXIPROXY_VERSION:-v2.12.0}"
+TOXIPROXY_PORT="${TOXIPROXY_PORT:-18474}"
+REDIS_PROXY_PORT="${REDIS_PROXY_PORT:-16380}"
 
 # The topics of SPEC section 1 (default names).
 SWITCHBOARD_TOPICS=(

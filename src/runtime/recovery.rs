@@ -6,7 +6,7 @@
 //! | a producer call (begin, produce, send offsets, commit, abort, init) failed as fenced: `Fenced`, `ProducerFenced` or `Fatal` | `ReplaceProducer { fenced: true }`: a new producer (same transactional ID, new epoch), then rewind. The fourth fencing within 10 minutes: `Exit` |
 //! | a producer call or the abort failed with `InvalidProducerEpoch`: the coordinator timed the transaction out and bumped the epoch (a long broker outage, a stall past `transaction.timeout.ms`) | `ReplaceProducer { fenced: false }`: not a fencing by another instance, so not counted towards the exit |
 //! | the abort failed otherwise | `ReplaceProducer { fenced: false }`: a new producer with the same ID fences the old one and the coordinator finishes whatever it had begun; then rewind |
-//! | anything else, from a recovery step, once a stop was asked | `Exit` with that error |
+//! | anything else, from a recovery step, once a stop was asked | `Stop`: `run` ends as at any stop (status 0), the error logged; whoever resumes replays from the last commit |
 //! | anything else: Redis, the broker, a stale write, a commit that failed (a timed-out one after 3 resumes), the commit thread | `Retry`: abort the open transaction, rewind to the last commit. A failed batch then backs off 100 ms × the failures in a row (at most 3 s); a failed recovery step is retried after 200 ms, doubling up to 5 s |
 //!
 //! A rewind goes to whatever was committed, so a transaction the coordinator finished for a
@@ -47,6 +47,10 @@ pub(super) enum Action {
     ReplaceProducer { fenced: bool },
     /// Give up: `run` returns the error.
     Exit,
+    /// A stop was asked and the way back to the last commit failed: go no further and let `run`
+    /// end as at any stop. Nothing is lost: whatever was not committed replays for whoever
+    /// resumes, as after a stop with the last batch uncommitted.
+    Stop,
 }
 
 /// What the policy remembers between errors.
@@ -81,7 +85,7 @@ impl Recovery {
                 Action::ReplaceProducer { fenced: false }
             }
             RuntimeError::Abort(_) => Action::ReplaceProducer { fenced: false },
-            _ if stopping => Action::Exit,
+            _ if stopping => Action::Stop,
             _ => Action::Retry,
         }
     }
@@ -241,6 +245,12 @@ impl<S: StateStore, D: DirectorySource> Runtime<S, D> {
         loop {
             let step = match action {
                 Action::Exit => return Err(error.into_exit()),
+                // Exiting with the error would tell an orchestrator that asked for the stop that
+                // the processor failed, for an outage it only happened to stop during.
+                Action::Stop => {
+                    warn!(error = %error, "stopping without getting back to the last commit; whoever resumes replays from it");
+                    return Ok(());
+                }
                 Action::ReplaceProducer { fenced: true } => {
                     warn!(error = %error, "fenced: starting a new transactional producer and replaying from the last commit");
                     self.replace_producer()
@@ -340,5 +350,11 @@ mod tests {
         // The one too many is counted too, as the instance exits.
         assert_eq!(recovery.action(&fenced(), true), Action::Exit);
         assert_eq!(counter.get(), MAX_FENCES as u64 + 1);
+        // Anything else failing once a stop was asked ends the run as a stop, not an error.
+        assert_eq!(recovery.action(&other(), true), Action::Stop);
+        assert_eq!(
+            recovery.action(&RuntimeError::Abort(KafkaError::Canceled), true),
+            Action::ReplaceProducer { fenced: false }
+        );
     }
 }

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod process;
+pub mod toxiproxy;
 
 use std::collections::HashMap;
 use std::process::{Command, Stdio};
@@ -176,6 +177,12 @@ impl Setup {
 
     /// An instance serving /metrics, /healthz and /readyz on `http` (port 0: any free port).
     pub fn spawn_with(&self, instance: &str, http: &str) -> Proc {
+        Proc::spawn(&mut self.instance_command(instance, http))
+    }
+
+    /// The `switchboard run` of [`Setup::spawn_with`], not yet started (for a test to change
+    /// where it connects or logs).
+    pub fn instance_command(&self, instance: &str, http: &str) -> Command {
         let mut cmd = self.command(&["run"]);
         cmd.env("SWITCHBOARD_HTTP__LISTEN", http)
             .env(
@@ -184,7 +191,7 @@ impl Setup {
             )
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());
-        Proc::spawn(&mut cmd)
+        cmd
     }
 
     /// `switchboard <args>` configured for this setup (topics, group, Redis prefix), with short
