@@ -79,6 +79,8 @@ pub(super) struct Commit {
     pub(super) outputs: Vec<OutRecord>,
     pub(super) offsets: TopicPartitionList,
     pub(super) group: ConsumerGroupMetadata,
+    /// `transaction.timeout.ms`: a transaction open longer has been aborted by the coordinator.
+    pub(super) timeout: Duration,
 }
 
 impl Commit {
@@ -112,7 +114,8 @@ impl Commit {
         let p = &self.producer;
         p.begin_transaction()
             .map_err(|e| Failed::NotBegun(RuntimeError::Producer(e)))?;
-        let open = |e: KafkaError| Failed::Open(RuntimeError::Producer(e));
+        let timeout = self.timeout;
+        let open = |e: KafkaError| Failed::Open(outlived(e, started, timeout));
         for record in &self.outputs {
             let mut pending = BaseRecord::to(self.topics.name(record.topic))
                 .key(record.key.as_str())
@@ -142,6 +145,19 @@ impl Commit {
                 Err(e) => return Err(open(e)),
             }
         }
+    }
+}
+
+/// A transaction open longer than `timeout` was aborted by the coordinator, which bumped the
+/// producer's epoch; librdkafka then reports the producer as fenced "by a newer instance", as it
+/// does when another instance took the transactional ID. Told apart by the transaction's age, a
+/// broker outage is not counted as a fencing (review F9): only another instance can fence a
+/// transaction younger than its timeout.
+fn outlived(e: KafkaError, started: Instant, timeout: Duration) -> RuntimeError {
+    if started.elapsed() > timeout {
+        RuntimeError::TimedOut(e)
+    } else {
+        RuntimeError::Producer(e)
     }
 }
 
@@ -207,6 +223,21 @@ mod tests {
         });
         assert!(thread.join().is_err());
         assert!(gate.wait_idle(Duration::from_millis(10)));
+    }
+
+    #[test]
+    fn a_failure_of_a_transaction_older_than_its_timeout_is_the_coordinators_doing() {
+        let fenced = || KafkaError::MessageProduction(rdkafka::error::RDKafkaErrorCode::Fenced);
+        let young = Instant::now();
+        assert!(matches!(
+            outlived(fenced(), young, Duration::from_secs(60)),
+            RuntimeError::Producer(_)
+        ));
+        let old = Instant::now() - Duration::from_secs(61);
+        assert!(matches!(
+            outlived(fenced(), old, Duration::from_secs(60)),
+            RuntimeError::TimedOut(_)
+        ));
     }
 
     #[test]

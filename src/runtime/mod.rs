@@ -52,6 +52,12 @@ pub enum RuntimeError {
     /// Aborting the open transaction.
     #[error("kafka: {0}")]
     Abort(KafkaError),
+    /// A producer call of a transaction open longer than `transaction.timeout.ms`: the
+    /// coordinator aborted it.
+    #[error(
+        "the transaction outlived kafka.transaction_timeout_ms and the coordinator aborted it: {0}"
+    )]
+    TimedOut(KafkaError),
     #[error(transparent)]
     Pipeline(#[from] PipelineError),
     /// Fenced more often than `recovery` allows: what the runtime exits with.
@@ -231,6 +237,7 @@ impl<S: StateStore, D: DirectorySource> Runtime<S, D> {
             offsets: self.input.offsets(&out.next_offsets)?,
             group: self.input.group_metadata(),
             outputs: out.outputs,
+            timeout: Duration::from_millis(self.config.kafka.transaction_timeout_ms.into()),
         };
         let outputs = commit.outputs.len() as u64;
         let dead_letters = commit

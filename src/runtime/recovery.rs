@@ -4,7 +4,7 @@
 //! | error | action |
 //! |---|---|
 //! | a producer call (begin, produce, send offsets, commit, abort, init) failed as fenced: `Fenced`, `ProducerFenced` or `Fatal` | `ReplaceProducer { fenced: true }`: a new producer (same transactional ID, new epoch), then rewind. The fourth fencing within 10 minutes: `Exit` |
-//! | a producer call or the abort failed with `InvalidProducerEpoch`: the coordinator timed the transaction out and bumped the epoch (a long broker outage, a stall past `transaction.timeout.ms`) | `ReplaceProducer { fenced: false }`: not a fencing by another instance, so not counted towards the exit |
+//! | the coordinator timed the transaction out and bumped the epoch (a long broker outage, a stall past `transaction.timeout.ms`): a producer call or the abort failed with `InvalidProducerEpoch`, or any producer call of a transaction open longer than the timeout failed (`TimedOut`: librdkafka reports that as fenced too) | `ReplaceProducer { fenced: false }`: not a fencing by another instance, so not counted towards the exit |
 //! | the abort failed otherwise | `ReplaceProducer { fenced: false }`: a new producer with the same ID fences the old one and the coordinator finishes whatever it had begun; then rewind |
 //! | anything else, from a recovery step, once a stop was asked | `Stop`: `run` ends as at any stop (status 0), the error logged; whoever resumes replays from the last commit |
 //! | anything else: Redis, the broker, a stale write, a commit that failed (a timed-out one after 3 resumes), the commit thread | `Retry`: abort the open transaction, rewind to the last commit. A failed batch then backs off 100 ms × the failures in a row (at most 3 s); a failed recovery step is retried after 200 ms, doubling up to 5 s |
@@ -84,6 +84,7 @@ impl Recovery {
             RuntimeError::Producer(e) | RuntimeError::Abort(e) if timed_out(e) => {
                 Action::ReplaceProducer { fenced: false }
             }
+            RuntimeError::TimedOut(_) => Action::ReplaceProducer { fenced: false },
             RuntimeError::Abort(_) => Action::ReplaceProducer { fenced: false },
             _ if stopping => Action::Stop,
             _ => Action::Retry,
@@ -328,7 +329,16 @@ mod tests {
             recovery.action(&RuntimeError::Abort(KafkaError::Canceled), false),
             Action::ReplaceProducer { fenced: false }
         );
-        // A transaction the coordinator timed out, however often: replaced, never an exit.
+        // A transaction the coordinator timed out, however often and however librdkafka names
+        // it: replaced, never an exit.
+        for _ in 0..2 * MAX_FENCES {
+            let fenced_late =
+                RuntimeError::TimedOut(KafkaError::MessageProduction(RDKafkaErrorCode::Fenced));
+            assert_eq!(
+                recovery.action(&fenced_late, false),
+                Action::ReplaceProducer { fenced: false }
+            );
+        }
         let timed_out = || {
             RuntimeError::Producer(KafkaError::MessageProduction(
                 RDKafkaErrorCode::InvalidProducerEpoch,
