@@ -31,8 +31,9 @@ pub(super) enum Txn {
     Idle,
     /// The commit thread is carrying a batch's transaction (begun there, committed there).
     Committing(InFlight),
-    /// A transaction was begun and did not commit: it must be aborted before the next.
-    Open,
+    /// A transaction was begun (at that instant) and did not commit: it must be aborted before
+    /// the next.
+    Open(Instant),
 }
 
 impl Txn {
@@ -63,6 +64,8 @@ pub(super) struct InFlight {
     pub(super) kinds: HashMap<(String, &'static str), u64>,
     /// The offsets the transaction commits, per input partition.
     pub(super) next_offsets: std::collections::BTreeMap<i32, i64>,
+    /// When its transaction began (about: when the thread was started).
+    pub(super) began: Instant,
 }
 
 /// A transaction that did not commit, by whether it is still open (to be aborted).
@@ -153,7 +156,7 @@ impl Commit {
 /// does when another instance took the transactional ID. Told apart by the transaction's age, a
 /// broker outage is not counted as a fencing (review F9): only another instance can fence a
 /// transaction younger than its timeout.
-fn outlived(e: KafkaError, started: Instant, timeout: Duration) -> RuntimeError {
+pub(super) fn outlived(e: KafkaError, started: Instant, timeout: Duration) -> RuntimeError {
     if started.elapsed() > timeout {
         RuntimeError::TimedOut(e)
     } else {

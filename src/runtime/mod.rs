@@ -253,6 +253,7 @@ impl<S: StateStore, D: DirectorySource> Runtime<S, D> {
             dead_letters,
             kinds: out.kinds,
             next_offsets: out.next_offsets,
+            began: Instant::now(),
         });
         Ok(())
     }
@@ -270,7 +271,7 @@ impl<S: StateStore, D: DirectorySource> Runtime<S, D> {
             Ok(took) => took,
             Err(Failed::NotBegun(error)) => return Err(error),
             Err(Failed::Open(error)) => {
-                self.txn = Txn::Open;
+                self.txn = Txn::Open(f.began);
                 return Err(error);
             }
         };

@@ -24,7 +24,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{Producer, PurgeConfig};
 use tracing::{error, warn};
 
-use super::commit::Txn;
+use super::commit::{outlived, Txn};
 use super::kafka::{abort_serving_deliveries, new_producer, TIMEOUT};
 use super::{Runtime, RuntimeError};
 use crate::runtime::pipeline::{Halt, PipelineError};
@@ -287,10 +287,17 @@ impl<S: StateStore, D: DirectorySource> Runtime<S, D> {
     /// broker restart the producer can be left waiting on requests that will never be answered —
     /// the policy replaces the producer.
     fn end_transaction(&mut self) -> Result<(), RuntimeError> {
-        if !matches!(self.txn, Txn::Open) {
+        let Txn::Open(began) = self.txn else {
             return Ok(());
-        }
-        abort_serving_deliveries(&self.producer).map_err(RuntimeError::Abort)?;
+        };
+        let timeout = Duration::from_millis(self.config.kafka.transaction_timeout_ms.into());
+        // Aborting what the coordinator already aborted fails as fenced: not another instance.
+        abort_serving_deliveries(&self.producer).map_err(|e| {
+            match outlived(e, began, timeout) {
+                RuntimeError::Producer(e) => RuntimeError::Abort(e),
+                timed_out => timed_out,
+            }
+        })?;
         self.txn = Txn::Idle;
         Ok(())
     }
