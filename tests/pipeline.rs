@@ -470,6 +470,32 @@ async fn records_behind_the_committed_offset_are_skipped_and_the_rest_replayed()
     assert_eq!(again.outputs, second.outputs);
 }
 
+/// Dead letters too: one behind the committed offset was produced with its batch already.
+#[tokio::test]
+async fn a_dead_letter_behind_the_committed_offset_is_not_produced_again() {
+    let store = MemoryStore::new();
+    let dir = directory();
+    let garbage = record(5, "not json at all");
+    let out = prepare_batch_at(
+        &store,
+        &dir,
+        Dialect::Web1on1,
+        MAX,
+        vec![garbage.clone()],
+        &committed(&[(0, 10)]),
+    )
+    .await
+    .unwrap()
+    .write(&store)
+    .await
+    .unwrap();
+    assert_eq!((out.skipped, out.outputs.len()), (1, 0));
+    let fresh = process_batch(&store, &dir, Dialect::Web1on1, MAX, vec![garbage])
+        .await
+        .unwrap();
+    assert_eq!(fresh.outputs[0].topic, Topic::DeadLetters);
+}
+
 /// A record the store has applied, that the group has not committed and that no outbox holds
 /// any more (a later batch was written over it, which happens only after its own commit): the
 /// group's offsets went back, or Kafka lost a commit. Neither repeating its outputs nor dropping

@@ -104,6 +104,14 @@ impl<D: Directory> Workset<'_, D> {
         committed: &GroupOffsets,
         outputs: &mut Vec<OutRecord>,
     ) -> Result<Disposition, PipelineError> {
+        // Behind the group's committed offset: done and committed already, outputs and dead
+        // letters included (a consumer that resumed behind its commit). Emitting nothing is exact.
+        if committed
+            .of(record.partition)
+            .is_some_and(|c| record.offset < c)
+        {
+            return Ok(Disposition::Skipped);
+        }
         let readable: Result<Message, Invalid> = match decoded {
             Decoded::Message(m) => Ok(m),
             Decoded::Invalid(i) => Err(i),
@@ -124,14 +132,6 @@ impl<D: Directory> Workset<'_, D> {
         if let Some(home) = w.partition.filter(|p| *p != record.partition) {
             outputs.push(dead_letter(&misrouted(conversation, home, record), record));
             return Ok(Disposition::DeadLetter);
-        }
-        // Behind the group's committed offset: applied and committed already, outputs included
-        // (a consumer that resumed behind its commit). Emitting nothing is exact.
-        if committed
-            .of(record.partition)
-            .is_some_and(|c| record.offset < c)
-        {
-            return Ok(Disposition::Skipped);
         }
         if record.offset <= w.stored_offset {
             return w.replay(conversation, record, committed, outputs);
