@@ -476,6 +476,16 @@ async fn a_dead_letter_behind_the_committed_offset_is_not_produced_again() {
     let store = MemoryStore::new();
     let dir = directory();
     let garbage = record(5, "not json at all");
+    // The store has seen the partition up to offset 10.
+    process_batch(
+        &store,
+        &dir,
+        Dialect::Web1on1,
+        MAX,
+        vec![record(9, "nor this")],
+    )
+    .await
+    .unwrap();
     let out = prepare_batch_at(
         &store,
         &dir,
@@ -490,9 +500,16 @@ async fn a_dead_letter_behind_the_committed_offset_is_not_produced_again() {
     .await
     .unwrap();
     assert_eq!((out.skipped, out.outputs.len()), (1, 0));
-    let fresh = process_batch(&store, &dir, Dialect::Web1on1, MAX, vec![garbage])
-        .await
-        .unwrap();
+    // The same record where nothing was committed is a dead letter.
+    let fresh = process_batch(
+        &MemoryStore::new(),
+        &dir,
+        Dialect::Web1on1,
+        MAX,
+        vec![garbage],
+    )
+    .await
+    .unwrap();
     assert_eq!(fresh.outputs[0].topic, Topic::DeadLetters);
 }
 
