@@ -161,9 +161,12 @@ impl<S: StateStore, D: DirectorySource> Runtime<S, D> {
                 Polled::Batch(mut batch) => {
                     last_activity = Some(Instant::now());
                     // Records of a halted partition fetched before it was paused.
-                    batch.retain(|r| !self.metrics.halts.is_halted(r.partition));
-                    if batch.is_empty() {
-                        continue;
+                    let halted = self.metrics.halts.partitions();
+                    if !halted.is_empty() {
+                        batch.retain(|r| !halted.contains(&r.partition));
+                        if batch.is_empty() {
+                            continue;
+                        }
                     }
                     match self.step(batch) {
                         Ok(()) => self.recovery.succeeded(),

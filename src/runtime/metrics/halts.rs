@@ -32,11 +32,10 @@ impl Halts {
         new
     }
 
-    pub fn is_halted(&self, partition: i32) -> bool {
-        self.partitions
-            .lock()
-            .expect("halts lock")
-            .contains_key(&partition)
+    /// The halted partitions, as they are now.
+    pub fn partitions(&self) -> std::collections::BTreeSet<i32> {
+        let halted = self.partitions.lock().expect("halts lock");
+        halted.keys().copied().collect()
     }
 
     /// Forgets the halts of partitions given up: whoever gets them next finds what halted them
