@@ -1,0 +1,197 @@
+//! Redis over TLS (`rediss://`): a Redis serving TLS only, with certificates made here by
+//! `openssl` (a CA of the test's own and a server certificate for 127.0.0.1). Switchboard trusts
+//! the system's store, or the CA file in `SSL_CERT_FILE`; without the CA it refuses the server.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A TLS-only `redis-server` of this test's own, killed when dropped.
+struct Server {
+    child: Child,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CA (`ca.pem`) and a server certificate it signed (`server.pem`, `server.key`).
+fn certificates(dir: &Path) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=switchboard test CA",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+        ],
+    );
+    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            "san.ext",
+            "-out",
+            "server.pem",
+        ],
+    );
+}
+
+fn tls_server() -> Server {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = std::env::temp_dir().join(format!("sb-tls-{}-{port}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    certificates(&dir);
+    let child = Command::new("redis-server")
+        .args([
+            "--port",
+            "0",
+            "--tls-port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+        ])
+        .args([
+            "--tls-cert-file",
+            "server.pem",
+            "--tls-key-file",
+            "server.key",
+        ])
+        .args([
+            "--tls-ca-cert-file",
+            "ca.pem",
+            "--tls-auth-clients",
+            "no",
+            "--save",
+            "",
+        ])
+        .current_dir(&dir)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("redis-server (deploy/local/redis install)");
+    let server = Server { child, port, dir };
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the TLS Redis did not listen"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    server
+}
+
+/// `switchboard directory load` of the example directory into the TLS Redis.
+fn load_directory(server: &Server, ca: Option<&Path>) -> std::process::Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchboard"));
+    cmd.args([
+        "directory",
+        "load",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/examples/directory.yaml"),
+    ])
+    .env(
+        "SWITCHBOARD_REDIS__URL",
+        format!("rediss://127.0.0.1:{}/", server.port),
+    )
+    .env("SWITCHBOARD_REDIS__KEY_PREFIX", "sbtls")
+    .env_remove("SSL_CERT_DIR");
+    match ca {
+        Some(ca) => cmd.env("SSL_CERT_FILE", ca),
+        None => cmd.env_remove("SSL_CERT_FILE"),
+    };
+    cmd.output().unwrap()
+}
+
+#[test]
+fn rediss_works_with_the_servers_ca_and_refuses_a_server_it_cannot_verify() {
+    let server = tls_server();
+    let refused = load_directory(&server, None);
+    assert!(
+        !refused.status.success(),
+        "a server signed by an unknown CA was trusted"
+    );
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.to_lowercase().contains("certificate"), "{stderr}");
+
+    let ca = server.dir.join("ca.pem");
+    let loaded = load_directory(&server, Some(&ca));
+    assert!(
+        loaded.status.success(),
+        "{}",
+        String::from_utf8_lossy(&loaded.stderr)
+    );
+    // Read back over TLS with the redis crate itself: the directory is there.
+    let client = redis::Client::build_with_tls(
+        format!("rediss://127.0.0.1:{}/", server.port),
+        redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(std::fs::read(&ca).unwrap()),
+        },
+    )
+    .unwrap();
+    let mut conn = client.get_connection().unwrap();
+    let version: Option<String> = redis::cmd("GET")
+        .arg("sbtls:{dir}:version")
+        .query(&mut conn)
+        .unwrap();
+    assert!(version.is_some(), "the directory's version key over TLS");
+}
