@@ -199,15 +199,18 @@ fn is_noscript(e: &redis::RedisError) -> bool {
     e.kind() == ErrorKind::Server(ServerErrorKind::NoScript)
 }
 
-/// A batch's write that failed because one conversation's script raised an error (its keys
-/// hold what the script cannot work with: a key of the wrong type, say) is that
-/// conversation's, not the batch's: Redis ran the other commands of the transaction. Any other
-/// failure (out of memory, a connection lost) is the batch's.
+/// A batch's write that failed because one conversation's script met data it cannot work with
+/// (a key of the wrong type, a field that is not a number) is that conversation's, not the
+/// batch's: Redis ran the other commands of the transaction. Any other failure (a command the
+/// ACL refuses, out of memory, a read-only replica, a connection lost) is the batch's: it would
+/// fail every conversation alike.
 fn failed_script(e: redis::RedisError, writes: &[Write]) -> StoreError {
     let script_error = e.clone().into_server_errors().and_then(|errors| {
         errors.iter().find_map(|(index, error)| {
             let text = error.to_string();
-            let own = text.contains("user_script") || text.contains("WRONGTYPE");
+            let own = ["WRONGTYPE", "attempt to", "bad argument"]
+                .iter()
+                .any(|data| text.contains(data));
             own.then(|| {
                 writes
                     .get(*index)
