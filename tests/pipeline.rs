@@ -1159,9 +1159,9 @@ async fn an_origin_longer_than_a_record_is_imported_in_parts_as_simulate_does() 
     assert_eq!(results(as_triples(&all)), results(whole_outputs));
 }
 
-#[tokio::test]
-async fn an_output_over_the_producer_limit_is_dead_lettered_and_the_stream_goes_on() {
-    use switchboard::runtime::pipeline::limits::wire_size;
+/// Limits of 3,000 bytes per output, and the example trace with its `>crm-sync` bot command
+/// (line `at`) made about 4,000 bytes long, so that its event is too large to produce.
+fn oversize_bot_command() -> (Limits, Vec<String>, usize) {
     let limits = Limits {
         max_output_bytes: 3000,
         ..MAX
@@ -1169,6 +1169,13 @@ async fn an_output_over_the_producer_limit_is_dead_lettered_and_the_stream_goes_
     let mut lines: Vec<String> = trace().lines().map(str::to_string).collect();
     let at = lines.iter().position(|l| l.contains(">crm-sync")).unwrap();
     lines[at] = lines[at].replace(">crm-sync", &format!(">crm-sync {}", "x".repeat(4000)));
+    (limits, lines, at)
+}
+
+#[tokio::test]
+async fn an_output_over_the_producer_limit_is_dead_lettered_and_the_stream_goes_on() {
+    use switchboard::runtime::pipeline::limits::wire_size;
+    let (limits, lines, _) = oversize_bot_command();
 
     let store = MemoryStore::new();
     let got = feed(&store, limits, &lines, 7).await;
@@ -1215,13 +1222,7 @@ async fn an_output_over_the_producer_limit_is_dead_lettered_and_the_stream_goes_
 
 #[tokio::test]
 async fn a_replay_produces_the_same_dead_letter_for_an_oversize_output() {
-    let limits = Limits {
-        max_output_bytes: 3000,
-        ..MAX
-    };
-    let mut lines: Vec<String> = trace().lines().map(str::to_string).collect();
-    let at = lines.iter().position(|l| l.contains(">crm-sync")).unwrap();
-    lines[at] = lines[at].replace(">crm-sync", &format!(">crm-sync {}", "x".repeat(4000)));
+    let (limits, lines, at) = oversize_bot_command();
     let input: Vec<InputRecord> = lines[..=at]
         .iter()
         .enumerate()
