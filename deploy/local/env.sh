@@ -23,6 +23,16 @@ KAFKA_HEAP_OPTS="${KAFKA_HEAP_OPTS:--Xms256m -Xmx1g}"
 READY_TIMEOUT="${READY_TIMEOUT:-90}"
 
 REDIS_PORT="${REDIS_PORT:-16379}"
+# Redis Cluster (deploy/local/redis-cluster): REDIS_CLUSTER_NODES nodes on consecutive ports from
+# REDIS_CLUSTER_PORT, with REDIS_CLUSTER_REPLICAS replicas per master (6 and 1: 3 masters).
+REDIS_CLUSTER_PORT="${REDIS_CLUSTER_PORT:-17000}"
+REDIS_CLUSTER_NODES="${REDIS_CLUSTER_NODES:-6}"
+REDIS_CLUSTER_REPLICAS="${REDIS_CLUSTER_REPLICAS:-1}"
+# Redis Sentinel (deploy/local/redis-sentinel): a primary and a replica from REDIS_SENTINEL_DATA_PORT,
+# three Sentinels from REDIS_SENTINEL_PORT, watching the service REDIS_SENTINEL_SERVICE.
+REDIS_SENTINEL_DATA_PORT="${REDIS_SENTINEL_DATA_PORT:-17100}"
+REDIS_SENTINEL_PORT="${REDIS_SENTINEL_PORT:-26379}"
+REDIS_SENTINEL_SERVICE="${REDIS_SENTINEL_SERVICE:-switchboard}"
 
 # Toxiproxy (deploy/local/toxiproxy): its HTTP API, and where its Redis proxy listens. Its
 # binary is built once per version into SWITCHBOARD_TOOLS_DIR, shared by every checkout.

@@ -11,6 +11,7 @@
 mod checks;
 mod env;
 mod layers;
+mod redis_target;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -128,6 +129,15 @@ pub struct Redis {
     /// Replicas that must acknowledge a batch's write before it commits (Redis `WAIT`); 0: none.
     pub wait_replicas: u32,
     pub wait_timeout_ms: u64,
+    /// Redis Cluster's seed nodes, `host:port` (a list, or one comma-separated string from the
+    /// environment); set: Cluster mode, `url` giving only the scheme and credentials.
+    #[serde(deserialize_with = "redis_target::list")]
+    pub cluster_nodes: Vec<String>,
+    /// Sentinels, `host:port`, watching `sentinel_service`; set: the primary they name is
+    /// used, `url` giving the scheme, credentials and database.
+    #[serde(deserialize_with = "redis_target::list")]
+    pub sentinel_nodes: Vec<String>,
+    pub sentinel_service: String,
 }
 
 impl Redis {
@@ -380,6 +390,11 @@ impl Config {
     /// The Redis URL to connect with, credentials included (see [`Redis::connection_url`]).
     pub fn redis_url(&self) -> SecretString {
         self.redis.connection_url()
+    }
+
+    /// Where Redis is: one node, a Cluster or Sentinels (see [`Redis::target`]).
+    pub fn redis_target(&self) -> crate::runtime::store::Target {
+        self.redis.target()
     }
 }
 

@@ -12,7 +12,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use secrecy::ExposeSecret;
 
 use crate::config::{Config, Loaded};
 use crate::core::event::Topic;
@@ -195,14 +194,11 @@ fn redis(config: &Config, timeout: Duration) -> Verdict {
     };
     let prefix = &config.redis.key_prefix;
     let answered = io.block_on(async {
-        let url = config.redis_url();
         let work = async {
-            let client = redis::Client::open(url.expose_secret())?;
-            let mut conn = client.get_multiplexed_async_connection().await?;
-            let pong: String = redis::cmd("PING").query_async(&mut conn).await?;
             let directory =
-                RedisDirectory::connect(url.expose_secret(), prefix, config.directory.settings())
+                RedisDirectory::connect(config.redis_target(), prefix, config.directory.settings())
                     .await?;
+            let pong = directory.ping().await?;
             let version = directory.loaded_version().await?;
             anyhow::Ok((pong, version))
         };
