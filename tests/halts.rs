@@ -4,7 +4,6 @@
 
 mod kafka_support;
 
-use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{CommitMode, Consumer};
@@ -46,52 +45,6 @@ fn restore(prefix: &str, backup: &[(String, Vec<u8>)]) {
             .arg("REPLACE")
             .query(&mut conn)
             .unwrap();
-    }
-}
-
-/// Lines `from..to` of `trace`, as a trace file of their own.
-fn slice(trace: &std::path::Path, from: usize, to: usize, name: &str) -> std::path::PathBuf {
-    let text = std::fs::read_to_string(trace).unwrap();
-    let lines: Vec<&str> = text.lines().skip(from).take(to - from).collect();
-    let path = std::env::temp_dir().join(format!("{name}-{}.jsonl", std::process::id()));
-    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
-    path
-}
-
-fn free_http_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Waits until the instance reports halted partitions on `/metrics`; returns them from
-/// `/readyz`, whose reasons must say `why`.
-fn halted_partitions(port: u16, why: &str, deadline: Duration) -> BTreeSet<i32> {
-    let start = Instant::now();
-    loop {
-        let halted = metrics(port)
-            .get("switchboard_halted_partitions")
-            .copied()
-            .unwrap_or(0.0);
-        if halted > 0.0 {
-            // Give the batch in hand time to meet the other partitions too.
-            std::thread::sleep(Duration::from_secs(3));
-            let (_, body) = http_get(port, "/readyz");
-            let listed: BTreeSet<i32> = body
-                .lines()
-                .filter_map(|l| l.strip_prefix("halted partition "))
-                .map(|l| l.split(':').next().unwrap().parse().unwrap())
-                .collect();
-            assert!(body.contains(why), "the reason says what happened: {body}");
-            return listed;
-        }
-        assert!(
-            start.elapsed() < deadline,
-            "no partition halted after {deadline:?}"
-        );
-        std::thread::sleep(Duration::from_millis(300));
     }
 }
 

@@ -13,6 +13,7 @@ use crate::core::state::{Conversation, FormResult, StoredMessage};
 mod admin;
 mod batch;
 pub(crate) mod conn;
+mod marks;
 mod scripts;
 
 use conn::Connection;
@@ -70,11 +71,6 @@ impl RedisStore {
 
     fn key(&self, conversation: &str, part: &str) -> String {
         format!("{}:{{{conversation}}}:{part}", self.prefix)
-    }
-
-    /// A topic's watermarks, one field per partition.
-    fn marks_key(&self, topic: &str) -> String {
-        format!("{}:marks:{topic}", self.prefix)
     }
 
     fn block_key(&self, organization: &str) -> String {
@@ -286,21 +282,17 @@ impl StateStore for RedisStore {
             .iter()
             .flat_map(|p| [p.to_string(), format!("{p}:committed")])
             .collect();
-        let mut conn = self.conn.clone();
-        let found: Vec<Option<i64>> = redis::cmd("HMGET")
-            .arg(self.marks_key(topic))
-            .arg(fields)
-            .query_async(&mut conn)
-            .await?;
-        Ok(found
-            .chunks(2)
-            .map(|pair| {
-                pair[0].map(|next| Watermark {
-                    next,
-                    committed: pair[1].unwrap_or(-1),
-                })
+        let commands = self
+            .marks_keys(topic)
+            .into_iter()
+            .map(|key| {
+                let mut cmd = redis::cmd("HMGET");
+                cmd.arg(&key).arg(&fields);
+                (key, cmd)
             })
-            .collect())
+            .collect();
+        let copies: Vec<Vec<Option<i64>>> = self.conn.query_each(commands).await?;
+        Ok(marks::least(partitions.len(), &copies))
     }
 
     async fn block(&self, blocks: &[Block]) -> Result<(), StoreError> {

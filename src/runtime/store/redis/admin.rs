@@ -47,13 +47,18 @@ impl RedisStore {
 
     /// Deletes a partition's watermark (`switchboard rebuild`, before applying it again).
     pub async fn forget_watermark(&self, topic: &str, partition: i32) -> Result<(), StoreError> {
-        let mut conn = self.conn.clone();
-        let _: Value = redis::cmd("HDEL")
-            .arg(self.marks_key(topic))
-            .arg(partition)
-            .arg(format!("{partition}:committed"))
-            .query_async(&mut conn)
-            .await?;
+        let commands = self
+            .marks_keys(topic)
+            .into_iter()
+            .map(|key| {
+                let mut cmd = redis::cmd("HDEL");
+                cmd.arg(&key)
+                    .arg(partition)
+                    .arg(format!("{partition}:committed"));
+                (key, cmd)
+            })
+            .collect();
+        let _: Vec<Value> = self.conn.query_each(commands).await?;
         Ok(())
     }
 }

@@ -22,7 +22,8 @@ pub(super) struct NodeWrite {
 struct Share {
     node: usize,
     writes: Vec<usize>,
-    marks: Vec<usize>,
+    /// (mark, the watermark key on this node it goes to).
+    marks: Vec<(usize, String)>,
     /// (write, block) of blocks whose list lives on this node but whose conversation does not.
     blocks: Vec<(usize, usize)>,
 }
@@ -66,15 +67,19 @@ impl RedisStore {
             }
             local.push(own);
         }
-        let mark_at: Vec<usize> = marks
-            .iter()
-            .map(|m| share(self.conn.node_of(&self.marks_key(&m.topic))))
-            .collect();
+        // Every watermark key gets every mark: on a Cluster they are spread over the primaries,
+        // so each primary's own copy moves only with its own conversations (see `marks_keys`).
+        let mut mark_at: Vec<(usize, usize, String)> = Vec::new();
+        for (i, m) in marks.iter().enumerate() {
+            for key in self.marks_keys(&m.topic) {
+                mark_at.push((share(self.conn.node_of(&key)), i, key));
+            }
+        }
         for (i, s) in at.iter().enumerate() {
             shares[*s].writes.push(i);
         }
-        for (i, s) in mark_at.iter().enumerate() {
-            shares[*s].marks.push(i);
+        for (s, i, key) in mark_at {
+            shares[s].marks.push((i, key));
         }
         for (s, wb) in foreign {
             shares[s].blocks.push(wb);
@@ -99,7 +104,7 @@ impl RedisStore {
             share.blocks.first(),
         ) {
             (Some(&w), _, _) => self.key(&writes[w].conversation.id, "h"),
-            (None, Some(&m), _) => self.marks_key(&marks[m].topic),
+            (None, Some((_, key)), _) => key.clone(),
             (None, None, Some(&(w, b))) => self.block_key(&writes[w].blocks[b].organization),
             (None, None, None) => unreachable!("a share holds something"),
         };
@@ -112,12 +117,9 @@ impl RedisStore {
             self.write_args(&mut cmd, &writes[i], &local[i])?;
         }
         cmd.arg(share.marks.len());
-        for &i in &share.marks {
-            let m = &marks[i];
-            cmd.arg(self.marks_key(&m.topic))
-                .arg(m.partition)
-                .arg(m.next)
-                .arg(m.committed);
+        for (i, key) in &share.marks {
+            let m = &marks[*i];
+            cmd.arg(key).arg(m.partition).arg(m.next).arg(m.committed);
         }
         cmd.arg(share.blocks.len());
         for &(w, b) in &share.blocks {
