@@ -57,22 +57,21 @@ fn tags() -> &'static [String] {
 pub(super) fn least(partitions: usize, copies: &[Vec<Option<i64>>]) -> Vec<Option<Watermark>> {
     (0..partitions)
         .map(|p| {
-            let found: Vec<(Option<i64>, Option<i64>)> = copies
-                .iter()
-                .map(|c| {
-                    let at = |i: usize| c.get(i).copied().flatten();
-                    (at(2 * p), at(2 * p + 1))
-                })
-                .collect();
-            if found.iter().all(|(next, _)| next.is_none()) {
+            // Per copy, the partition's (next, committed) fields.
+            let field = |c: &Vec<Option<i64>>, i: usize| c.get(2 * p + i).copied().flatten();
+            if copies.iter().all(|c| field(c, 0).is_none()) {
                 return None;
             }
-            let least = |f: fn(&(Option<i64>, Option<i64>)) -> Option<i64>| {
-                found.iter().map(|x| f(x).unwrap_or(-1)).min().unwrap_or(-1)
+            let least = |i: usize| {
+                copies
+                    .iter()
+                    .map(|c| field(c, i).unwrap_or(-1))
+                    .min()
+                    .unwrap_or(-1)
             };
             Some(Watermark {
-                next: least(|x| x.0),
-                committed: least(|x| x.1),
+                next: least(0),
+                committed: least(1),
             })
         })
         .collect()
