@@ -19,6 +19,7 @@ use switchboard::core::event::Topic;
 use switchboard::runtime::store::RedisStore;
 use switchboard::tools::simulate::inspect_document;
 
+#[allow(unused_imports)]
 pub use self::halting::*;
 pub use self::process::*;
 
