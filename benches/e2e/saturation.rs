@@ -31,7 +31,18 @@ pub struct Saturation {
 
 /// Preloads the model's traffic, then drains it with `switchboard run`.
 pub fn saturate(io: &tokio::runtime::Runtime, what: &str, model: &Model) -> (Run, Saturation) {
-    let run = Run::new(what);
+    saturate_on(io, Run::new(what), model, 1)
+}
+
+/// [`saturate`] in `run`, drained by `instances` instances of one group (CPU summed over them).
+pub fn saturate_on(
+    io: &tokio::runtime::Runtime,
+    run: Run,
+    model: &Model,
+    instances: usize,
+) -> (Run, Saturation) {
+    let what = run.name.clone();
+    let what = what.as_str();
     run.create_topics(io);
     run.load_directory(model);
     let produced_at = Instant::now();
@@ -40,11 +51,17 @@ pub fn saturate(io: &tokio::runtime::Runtime, what: &str, model: &Model) -> (Run
         "  {what}: {n} records preloaded in {:.1} s",
         produced_at.elapsed().as_secs_f64()
     );
-    let port = free_port();
-    let mut child = run.spawn(port);
-    let d = drain(what, &mut child, port, n);
-    eprintln!("  {what}: {}", breakdown(&metrics(port)));
-    let _ = child.terminate();
+    let ports: Vec<u16> = (0..instances).map(|_| free_port()).collect();
+    let mut children: Vec<Proc> = ports
+        .iter()
+        .enumerate()
+        .map(|(i, port)| run.spawn_nth(*port, i))
+        .collect();
+    let d = drain(what, &mut children, &ports, n);
+    eprintln!("  {what}: {}", breakdown(&metrics(ports[0])));
+    for child in children {
+        let _ = child.terminate();
+    }
     let ((t0, cpu0), (t1, cpu1)) = (d.start, d.end);
     let seconds = (t1 - t0).max(0.2);
     let result = Saturation {
@@ -74,19 +91,25 @@ struct Drained {
     outputs: f64,
 }
 
-fn drain(what: &str, child: &mut Proc, port: u16, n: u64) -> Drained {
-    let pid = child.id();
+fn drain(what: &str, children: &mut [Proc], ports: &[u16], n: u64) -> Drained {
+    let pids: Vec<u32> = children.iter().map(Proc::id).collect();
     let begun = Instant::now();
     let mut samples = Vec::new();
     let mut start: Option<(f64, f64)> = None;
     let mut peak = 0.0f64;
     loop {
         std::thread::sleep(Duration::from_millis(200));
-        let m = metrics(port);
+        let all: Vec<_> = ports.iter().map(|port| metrics(*port)).collect();
         let t = begun.elapsed().as_secs_f64();
-        let (cpu, rss, hwm) = usage(pid);
-        peak = peak.max(hwm).max(rss);
-        let p = processed(&m);
+        let (mut cpu, mut rss) = (0.0, 0.0);
+        for pid in &pids {
+            let (c, r, hwm) = usage(*pid);
+            cpu += c;
+            rss += r;
+            peak = peak.max(hwm);
+        }
+        peak = peak.max(rss);
+        let p: f64 = all.iter().map(processed).sum();
         samples.push(Sample {
             t,
             processed: p,
@@ -101,18 +124,20 @@ fn drain(what: &str, child: &mut Proc, port: u16, n: u64) -> Drained {
                 start: start.expect("started"),
                 end: (t, cpu),
                 peak,
-                outputs: m
-                    .get("switchboard_output_records_total")
-                    .copied()
-                    .unwrap_or(0.0),
+                outputs: all
+                    .iter()
+                    .filter_map(|m| m.get("switchboard_output_records_total"))
+                    .sum(),
             };
         }
         assert!(
             t < 1800.0,
             "{what}: only {p} of {n} processed after {t:.0} s"
         );
-        if let Some(status) = child.try_wait() {
-            panic!("{what}: switchboard run exited ({status}) after {p} of {n}");
+        for child in children.iter_mut() {
+            if let Some(status) = child.try_wait() {
+                panic!("{what}: switchboard run exited ({status}) after {p} of {n}");
+            }
         }
     }
 }

@@ -243,3 +243,25 @@ pub fn forget_keys(prefix: &str) {
         }
     })();
 }
+
+/// Deletes every key under `prefix` on each node of the Redis Cluster of `nodes` (replicas
+/// refuse, and follow their primaries). Best effort.
+pub fn forget_cluster_keys(nodes: &str, prefix: &str) {
+    for node in nodes.split(',') {
+        let _ = (|| -> redis::RedisResult<()> {
+            let mut conn = redis::Client::open(format!("redis://{node}"))?.get_connection()?;
+            let keys: Vec<String> = redis::cmd("KEYS")
+                .arg(format!("{prefix}:*"))
+                .query(&mut conn)?;
+            // One key per UNLINK: a node refuses keys of several slots in one command.
+            for chunk in keys.chunks(1_000) {
+                let mut pipe = redis::pipe();
+                for key in chunk {
+                    pipe.cmd("UNLINK").arg(key).ignore();
+                }
+                let _: () = pipe.query(&mut conn)?;
+            }
+            Ok(())
+        })();
+    }
+}
