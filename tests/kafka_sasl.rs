@@ -1,14 +1,19 @@
 //! Switchboard against a broker that only speaks SASL/SCRAM-SHA-512 over TLS
 //! (`deploy/local/kafka-sasl`, its CA made there with openssl): a run compared with `simulate`,
 //! the password nowhere in what Switchboard prints (librdkafka's security and configuration
-//! debugging on), and a wrong password failing loudly. A binary of its own: every client in it
-//! talks to that broker.
+//! debugging on), a wrong password failing loudly, and a run authenticated with OAUTHBEARER
+//! tokens fetched over OIDC's client-credentials grant from a token endpoint the test serves. A
+//! binary of its own: every client in it talks to that broker.
 
 mod kafka_support;
 
 use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use base64::Engine;
 
 use kafka_support::*;
 
@@ -175,4 +180,120 @@ async fn a_wrong_password_fails_loudly_and_is_not_printed() {
             assert!(!printed.contains(secret), "{what} printed {secret}");
         }
     }
+}
+
+/// A token endpoint as an OIDC provider serves it, reduced to what librdkafka asks of one: each
+/// POST gets an unsigned JWT for subject `switchboard`, which the broker's unsecured OAUTHBEARER
+/// validator (deploy/local/kafka-sasl) accepts. Returns its URL and each request's
+/// `Authorization` header.
+fn token_endpoint() -> (String, Arc<Mutex<Vec<String>>>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/token", listener.local_addr().unwrap());
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let kept = Arc::clone(&seen);
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            if let Some(authorization) = answer(stream) {
+                kept.lock().unwrap().push(authorization);
+            }
+        }
+    });
+    (url, seen)
+}
+
+fn answer(stream: std::net::TcpStream) -> Option<String> {
+    let mut reader = BufReader::new(stream.try_clone().ok()?);
+    let (mut length, mut authorization) = (0, String::new());
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).ok()?;
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        let (name, value) = line.split_once(':').unwrap_or((line, ""));
+        match name.to_ascii_lowercase().as_str() {
+            "content-length" => length = value.trim().parse().unwrap_or(0),
+            "authorization" => authorization = value.trim().to_string(),
+            _ => {}
+        }
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).ok()?;
+    let b64 = |v: serde_json::Value| {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+    };
+    let now = unix_now();
+    let token = format!(
+        "{}.{}.",
+        b64(serde_json::json!({"alg": "none"})),
+        b64(serde_json::json!({"sub": "switchboard", "iat": now, "exp": now + 3600}))
+    );
+    let json =
+        serde_json::json!({"access_token": token, "token_type": "bearer", "expires_in": 3600})
+            .to_string();
+    let mut stream = stream;
+    write!(
+        stream,
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{json}",
+        json.len()
+    )
+    .ok()?;
+    Some(authorization)
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn oauthbearer_oidc_tokens_from_a_local_endpoint_match_simulate() {
+    sasl();
+    let (url, requests) = token_endpoint();
+    let secret = "oidc-client-secret-4b9e";
+    let setup = Setup::create("sasl-oidc").await;
+    let trace = scaled_trace("sasl-oidc", 3);
+    setup.produce_trace(&trace);
+    let expected = expected_results(&trace);
+
+    let mut cmd = setup.instance_command("1", "127.0.0.1:0");
+    let property = |name: &str| format!("SWITCHBOARD_KAFKA__PROPERTIES__{name}");
+    cmd.env_remove(property("SASL_USERNAME"))
+        .env_remove(property("SASL_PASSWORD"))
+        .env(property("SASL_MECHANISM"), "OAUTHBEARER")
+        .env(property("SASL_OAUTHBEARER_METHOD"), "oidc")
+        .env(property("SASL_OAUTHBEARER_CLIENT_ID"), "switchboard-client")
+        .env(property("SASL_OAUTHBEARER_CLIENT_SECRET"), secret)
+        .env(property("SASL_OAUTHBEARER_TOKEN_ENDPOINT_URL"), &url)
+        .stderr(Stdio::piped());
+    let child = cmd.spawn().unwrap();
+    let pid = child.id();
+    let waited = std::thread::spawn(move || child.wait_with_output().unwrap());
+    wait_for_results(&setup, expected, Duration::from_secs(120));
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let out = waited.join().unwrap();
+    let printed = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{printed}");
+    assert_matches_oracle(&setup, &trace).await;
+
+    // The client credentials went to the endpoint, as HTTP Basic authentication.
+    let basic =
+        base64::engine::general_purpose::STANDARD.encode(format!("switchboard-client:{secret}"));
+    let requests = requests.lock().unwrap();
+    assert!(!requests.is_empty(), "no token was fetched");
+    assert!(
+        requests.iter().all(|a| *a == format!("Basic {basic}")),
+        "{requests:?}"
+    );
+    assert!(
+        !printed.contains(secret),
+        "run printed the OIDC client secret"
+    );
 }
