@@ -33,9 +33,8 @@ pub const PARTITIONS: i32 = 4;
 /// A producer's settings as the platform's own: the local broker, and the Java client's default
 /// partitioner, which Switchboard's relay records use too.
 pub fn producer_config() -> ClientConfig {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", bootstrap())
-        .set("partitioner", "murmur2_random");
+    let mut c = client_config();
+    c.set("partitioner", "murmur2_random");
     c
 }
 
@@ -133,7 +132,7 @@ impl Setup {
         let topics: Vec<NewTopic> = names
             .iter()
             .map(|n| {
-                let mut t = NewTopic::new(n, PARTITIONS, TopicReplication::Fixed(1));
+                let mut t = NewTopic::new(n, PARTITIONS, TopicReplication::Fixed(replication()));
                 if *n == input {
                     for (k, v) in input_config {
                         t = t.set(k, v);
