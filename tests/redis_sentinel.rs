@@ -63,7 +63,10 @@ async fn a_sentinel_failover_mid_stream_ends_exact() {
     let killed = Instant::now();
     let deadline = killed + Duration::from_secs(60);
     while sentinel_script(&["primary"]) == old {
-        assert!(Instant::now() < deadline, "the Sentinels promoted no replica");
+        assert!(
+            Instant::now() < deadline,
+            "the Sentinels promoted no replica"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     let failover = killed.elapsed();

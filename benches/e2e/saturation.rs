@@ -25,6 +25,9 @@ pub struct Saturation {
     pub rate: f64,
     pub cpu_seconds_per_million: f64,
     pub peak_rss_mib: f64,
+    /// Redis's CPU seconds (user + system, every node of the run's Redis, replicas included)
+    /// per million messages, from spawning the processor to the last message processed.
+    pub redis_cpu_seconds_per_million: f64,
     pub outputs: f64,
     pub samples: Vec<Sample>,
 }
@@ -51,6 +54,7 @@ pub fn saturate_on(
         "  {what}: {n} records preloaded in {:.1} s",
         produced_at.elapsed().as_secs_f64()
     );
+    let redis_before = redis_cpu(&run);
     let ports: Vec<u16> = (0..instances).map(|_| free_port()).collect();
     let mut children: Vec<Proc> = ports
         .iter()
@@ -58,6 +62,7 @@ pub fn saturate_on(
         .map(|(i, port)| run.spawn_nth(*port, i))
         .collect();
     let d = drain(what, &mut children, &ports, n);
+    let redis_seconds = redis_cpu(&run) - redis_before;
     eprintln!("  {what}: {}", breakdown(&metrics(ports[0])));
     for child in children {
         let _ = child.terminate();
@@ -71,12 +76,13 @@ pub fn saturate_on(
         rate: n as f64 / seconds,
         cpu_seconds_per_million: (cpu1 - cpu0) / n as f64 * 1e6,
         peak_rss_mib: d.peak,
+        redis_cpu_seconds_per_million: redis_seconds / n as f64 * 1e6,
         outputs: d.outputs,
         samples: d.samples,
     };
     eprintln!(
-        "  {what}: {:.0} messages/s, {:.1} CPU s per million, peak RSS {:.0} MiB",
-        result.rate, result.cpu_seconds_per_million, result.peak_rss_mib
+        "  {what}: {:.0} messages/s, {:.1} CPU s per million, peak RSS {:.0} MiB; Redis {:.1} CPU s per million",
+        result.rate, result.cpu_seconds_per_million, result.peak_rss_mib, result.redis_cpu_seconds_per_million
     );
     (run, result)
 }
@@ -140,4 +146,26 @@ fn drain(what: &str, children: &mut [Proc], ports: &[u16], n: u64) -> Drained {
             }
         }
     }
+}
+
+/// The CPU seconds (user + system) Redis has used so far: every node of the run's Cluster, or
+/// the one Redis.
+fn redis_cpu(run: &Run) -> f64 {
+    let nodes: Vec<String> = match &run.cluster {
+        Some(nodes) => nodes.split(',').map(|n| format!("redis://{n}")).collect(),
+        None => vec![crate::process::redis_url()],
+    };
+    nodes
+        .iter()
+        .map(|url| {
+            let info: String = redis::Client::open(url.as_str())
+                .and_then(|c| c.get_connection())
+                .and_then(|mut c| redis::cmd("INFO").arg("cpu").query(&mut c))
+                .unwrap_or_default();
+            info.lines()
+                .filter(|l| l.starts_with("used_cpu_sys:") || l.starts_with("used_cpu_user:"))
+                .filter_map(|l| l.split(':').nth(1)?.trim().parse::<f64>().ok())
+                .sum::<f64>()
+        })
+        .sum()
 }

@@ -57,12 +57,22 @@ pub fn scale_out(io: &tokio::runtime::Runtime, quick: bool) {
         let (s, c) = pair(
             i,
             || saturate_on(io, Run::new(&format!("single-{i}")), &model, 1).1,
-            || saturate_on(io, Run::on_cluster(&format!("cluster-{i}"), &nodes), &model, 1).1,
+            || {
+                saturate_on(
+                    io,
+                    Run::on_cluster(&format!("cluster-{i}"), &nodes),
+                    &model,
+                    1,
+                )
+                .1
+            },
         );
         println!(
-            "pair {i}: one Redis {:.0} msg/s · Redis Cluster {:.0} msg/s · {:.2}",
+            "pair {i}: one Redis {:.0} msg/s ({:.1} Redis CPU s per million) · Redis Cluster {:.0} msg/s ({:.1}, six nodes) · {:.2}",
             s.rate,
+            s.redis_cpu_seconds_per_million,
             c.rate,
+            c.redis_cpu_seconds_per_million,
             c.rate / s.rate
         );
         ratio_store.push(c.rate / s.rate);
