@@ -28,7 +28,7 @@ fn nodes() -> String {
 }
 
 fn target() -> Target {
-    Target::Cluster(nodes().split(',').map(|n| format!("redis://{n}")).collect())
+    Target::cluster(nodes().split(',').map(|n| format!("redis://{n}")).collect())
 }
 
 async fn store(prefix: &str) -> RedisStore {

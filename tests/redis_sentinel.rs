@@ -78,14 +78,11 @@ async fn a_sentinel_failover_mid_stream_ends_exact() {
         sentinel_script(&["primary"])
     );
     terminate(proc);
-    let target = Target::Sentinel {
-        sentinels: sentinels()
-            .split(',')
-            .map(|s| format!("redis://{s}"))
-            .collect(),
-        service: SERVICE.into(),
-        node: "redis://127.0.0.1:0/".into(),
-    };
+    let sentinels = sentinels()
+        .split(',')
+        .map(|s| format!("redis://{s}"))
+        .collect();
+    let target = Target::sentinel(sentinels, SERVICE, "redis://127.0.0.1:0/");
     let store = RedisStore::connect(target, &format!("sbk:{}", setup.name))
         .await
         .unwrap();

@@ -138,6 +138,11 @@ pub struct Redis {
     #[serde(deserialize_with = "redis_target::list")]
     pub sentinel_nodes: Vec<String>,
     pub sentinel_service: String,
+    /// PEM files for TLS (`rediss://`): a CA to trust instead of the system's store, and a client
+    /// certificate and key for a server that asks for one. Empty: none.
+    pub tls_ca_file: String,
+    pub tls_cert_file: String,
+    pub tls_key_file: String,
 }
 
 impl Redis {
@@ -175,8 +180,19 @@ impl Redis {
         SecretString::from(String::from(url))
     }
 
-    /// `url` as messages show it: any password it holds replaced by `***`.
+    /// Where Redis is, as messages show it: `url` with any password replaced by `***`, or the
+    /// Cluster's seeds, or the Sentinels' service.
     pub fn address(&self) -> String {
+        if !self.cluster_nodes.is_empty() {
+            return format!("the Redis Cluster {}", self.cluster_nodes.join(","));
+        }
+        if !self.sentinel_nodes.is_empty() {
+            return format!(
+                "the primary of {:?} by the Sentinels {}",
+                self.sentinel_service,
+                self.sentinel_nodes.join(",")
+            );
+        }
         match redis::parse_redis_url(&self.url) {
             Some(mut url) if url.password().is_some() => {
                 let _ = url.set_password(Some("***"));

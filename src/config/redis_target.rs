@@ -5,16 +5,25 @@ use secrecy::ExposeSecret;
 use serde::{Deserialize, Deserializer};
 
 use super::Redis;
-use crate::runtime::store::Target;
+use crate::runtime::store::{Target, TlsFiles};
 
 impl Redis {
     /// The target to connect to. Cluster and Sentinel nodes are reached with `url`'s scheme
     /// and credentials; a Cluster has only database 0.
     pub fn target(&self) -> Target {
+        let file = |f: &String| (!f.is_empty()).then(|| std::path::PathBuf::from(f));
+        let tls = TlsFiles {
+            ca: file(&self.tls_ca_file),
+            client: file(&self.tls_cert_file).zip(file(&self.tls_key_file)),
+        };
+        self.located().with_tls(tls)
+    }
+
+    fn located(&self) -> Target {
         let url = self.connection_url();
         let base = url.expose_secret();
         if !self.cluster_nodes.is_empty() {
-            return Target::Cluster(
+            return Target::cluster(
                 self.cluster_nodes
                     .iter()
                     .map(|node| at(base, node, true))
@@ -29,17 +38,14 @@ impl Redis {
             } else {
                 "redis"
             };
-            return Target::Sentinel {
-                sentinels: self
-                    .sentinel_nodes
-                    .iter()
-                    .map(|node| format!("{scheme}://{node}"))
-                    .collect(),
-                service: self.sentinel_service.clone(),
-                node: base.to_string(),
-            };
+            let sentinels = self
+                .sentinel_nodes
+                .iter()
+                .map(|node| format!("{scheme}://{node}"))
+                .collect();
+            return Target::sentinel(sentinels, &self.sentinel_service, base);
         }
-        Target::Node(base.to_string())
+        Target::node(base)
     }
 
     /// What is wrong with the Cluster and Sentinel settings, as (setting, reason).
@@ -69,6 +75,28 @@ impl Redis {
             let reason = "must be redis:// or rediss:// with cluster_nodes or sentinel_nodes \
                           (it gives their scheme and credentials)";
             problems.push(("redis.url", reason.to_string()));
+        }
+        if self.tls_cert_file.is_empty() != self.tls_key_file.is_empty() {
+            let reason = "and redis.tls_key_file go together: a client certificate needs its key";
+            problems.push(("redis.tls_cert_file", reason.to_string()));
+        }
+        for (setting, path) in [
+            ("redis.tls_ca_file", &self.tls_ca_file),
+            ("redis.tls_cert_file", &self.tls_cert_file),
+            ("redis.tls_key_file", &self.tls_key_file),
+        ] {
+            if path.is_empty() {
+                continue;
+            }
+            if !self.url.starts_with("rediss://") {
+                problems.push((
+                    setting,
+                    "is set, but redis.url is not rediss://".to_string(),
+                ));
+            }
+            if let Err(e) = std::fs::metadata(path) {
+                problems.push((setting, format!("cannot read {path}: {e}")));
+            }
         }
         if sentinel && self.sentinel_service.is_empty() {
             let reason = "must name the service the Sentinels watch";

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 pub use self::directory::{DirectorySource, RedisDirectory};
 pub use self::memory::MemoryStore;
-pub use self::redis::{RedisStore, Target};
+pub use self::redis::{RedisStore, Target, TlsFiles};
 
 use crate::core::directory::Block;
 use crate::core::log::LogWrite;
@@ -133,6 +133,11 @@ pub enum StoreError {
     },
     #[error("only {acked} of the {wanted} Redis replicas `redis.wait_replicas` asks for acknowledged the write in time")]
     Replicas { acked: u32, wanted: u32 },
+    #[error("cannot read the TLS file {path}: {source}")]
+    TlsFile {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("Redis refused the write of conversation {conversation}: {detail}")]
     Refused {
         conversation: String,

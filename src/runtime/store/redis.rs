@@ -17,7 +17,7 @@ mod marks;
 mod scripts;
 
 use conn::Connection;
-pub use conn::Target;
+pub use conn::{Target, TlsFiles};
 use scripts::{BATCH, BY_ID};
 
 #[derive(Clone)]

@@ -11,19 +11,25 @@ use redis::aio::{ConnectionLike, ConnectionManager, MultiplexedConnection};
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{Route, SingleNodeRoutingInfo, SlotAddr};
 use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
-use redis::{Cmd, FromRedisValue, IntoConnectionInfo, Pipeline, RedisError, RedisFuture, Value};
+use redis::{
+    ClientTlsConfig, Cmd, FromRedisValue, IntoConnectionInfo, Pipeline, RedisError, RedisFuture,
+    TlsCertificates, Value,
+};
 
 use crate::runtime::store::StoreError;
 
+/// Where Redis is, and the TLS files to reach it with.
+#[derive(Clone)]
+pub struct Target {
+    address: Address,
+    tls: Option<TlsFiles>,
+}
+
 /// Where Redis is. URLs carry the scheme (`rediss://` for TLS) and any credentials.
 #[derive(Clone)]
-pub enum Target {
-    /// One node (`redis.url`).
+enum Address {
     Node(String),
-    /// A Redis Cluster: its seed nodes (`redis.cluster_nodes`).
     Cluster(Vec<String>),
-    /// The primary of `service`, as the Sentinels say (`redis.sentinel_nodes`); `node` is
-    /// `redis.url`, read for the scheme, credentials and database to reach the primary with.
     Sentinel {
         sentinels: Vec<String>,
         service: String,
@@ -31,31 +37,95 @@ pub enum Target {
     },
 }
 
+/// TLS beyond `rediss://` alone: a CA to trust instead of the system's store, and a client
+/// certificate and key for servers that ask for one (`tls-auth-clients`). PEM files.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TlsFiles {
+    pub ca: Option<std::path::PathBuf>,
+    /// (certificate, key).
+    pub client: Option<(std::path::PathBuf, std::path::PathBuf)>,
+}
+
+impl Target {
+    /// One node (`redis.url`).
+    pub fn node(url: impl Into<String>) -> Target {
+        Target::of(Address::Node(url.into()))
+    }
+
+    /// A Redis Cluster: its seed nodes' URLs (`redis.cluster_nodes`).
+    pub fn cluster(seeds: Vec<String>) -> Target {
+        Target::of(Address::Cluster(seeds))
+    }
+
+    /// The primary of `service`, as the Sentinels say (`redis.sentinel_nodes`); `node` is
+    /// `redis.url`, read for the scheme, credentials and database to reach the primary with.
+    pub fn sentinel(sentinels: Vec<String>, service: &str, node: &str) -> Target {
+        Target::of(Address::Sentinel {
+            sentinels,
+            service: service.to_string(),
+            node: node.to_string(),
+        })
+    }
+
+    /// The same target, reached with these TLS files.
+    pub fn with_tls(self, tls: TlsFiles) -> Target {
+        let tls = (tls != TlsFiles::default()).then_some(tls);
+        Target { tls, ..self }
+    }
+
+    fn of(address: Address) -> Target {
+        Target { address, tls: None }
+    }
+
+    /// The TLS files read, if any were given.
+    fn certificates(&self) -> Result<Option<TlsCertificates>, StoreError> {
+        let Some(tls) = &self.tls else {
+            return Ok(None);
+        };
+        let read = |path: &std::path::Path| {
+            std::fs::read(path).map_err(|source| StoreError::TlsFile {
+                path: path.display().to_string(),
+                source,
+            })
+        };
+        Ok(Some(TlsCertificates {
+            root_cert: tls.ca.as_deref().map(read).transpose()?,
+            client_tls: match &tls.client {
+                Some((cert, key)) => Some(ClientTlsConfig {
+                    client_cert: read(cert)?,
+                    client_key: read(key)?,
+                }),
+                None => None,
+            },
+        }))
+    }
+}
+
 impl From<&str> for Target {
     fn from(url: &str) -> Self {
-        Target::Node(url.to_string())
+        Target::node(url)
     }
 }
 
 impl From<&String> for Target {
     fn from(url: &String) -> Self {
-        Target::Node(url.clone())
+        Target::node(url.as_str())
     }
 }
 
 impl From<String> for Target {
     fn from(url: String) -> Self {
-        Target::Node(url)
+        Target::node(url)
     }
 }
 
 impl std::fmt::Debug for Target {
     /// Without the URLs: they may hold a password.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Target::Node(_) => f.write_str("Target::Node"),
-            Target::Cluster(nodes) => write!(f, "Target::Cluster({} seeds)", nodes.len()),
-            Target::Sentinel { service, .. } => write!(f, "Target::Sentinel({service})"),
+        match &self.address {
+            Address::Node(_) => f.write_str("Target::Node"),
+            Address::Cluster(nodes) => write!(f, "Target::Cluster({} seeds)", nodes.len()),
+            Address::Sentinel { service, .. } => write!(f, "Target::Sentinel({service})"),
         }
     }
 }
@@ -72,32 +142,47 @@ pub(crate) enum Connection {
 }
 
 pub(crate) async fn connect(target: &Target, timeout: Duration) -> Result<Connection, StoreError> {
-    match target {
-        Target::Node(url) => {
-            let client = redis::Client::open(url.as_str())?;
+    let certificates = target.certificates()?;
+    match &target.address {
+        Address::Node(url) => {
+            let client = match certificates {
+                Some(certs) => redis::Client::build_with_tls(url.as_str(), certs)?,
+                None => redis::Client::open(url.as_str())?,
+            };
             let config = redis::aio::ConnectionManagerConfig::new()
                 .set_response_timeout(Some(timeout))
                 .set_connection_timeout(Some(timeout));
             let conn = ConnectionManager::new_with_config(client, config).await?;
             Ok(Connection::Node(conn))
         }
-        Target::Cluster(seeds) => {
-            let client = redis::cluster::ClusterClientBuilder::new(seeds.clone())
+        Address::Cluster(seeds) => {
+            let mut builder = redis::cluster::ClusterClientBuilder::new(seeds.clone())
                 .response_timeout(timeout)
-                .connection_timeout(timeout)
-                .build()?;
-            let mut conn = client.get_async_connection().await?;
+                .connection_timeout(timeout);
+            if let Some(certs) = certificates {
+                builder = builder.certs(certs);
+            }
+            let mut conn = builder.build()?.get_async_connection().await?;
             let slots = SlotMap::fetch(&mut conn).await?;
             Ok(Connection::Cluster {
                 conn,
                 slots: Arc::new(RwLock::new(slots)),
             })
         }
-        Target::Sentinel {
+        Address::Sentinel {
             sentinels,
             service,
             node,
         } => {
+            if certificates.is_some() {
+                return Err(StoreError::TlsFile {
+                    path: "redis.tls_*_file".into(),
+                    source: std::io::Error::other(
+                        "a CA or client certificate file is not supported with Sentinel yet: \
+                         use the system's trust store (SSL_CERT_FILE)",
+                    ),
+                });
+            }
             let node = node.as_str().into_connection_info()?;
             let mut info = SentinelNodeConnectionInfo::default()
                 .set_redis_connection_info(node.redis_settings().clone());
