@@ -353,3 +353,32 @@ async fn one_primary_losing_writes_halts_until_rebuilt() {
     terminate(child);
     assert_matches_oracle_in(&setup, &trace, &store(&prefix).await).await;
 }
+
+/// Slots moved between primaries mid-stream (`redis-cli --cluster reshard`, keys migrated one
+/// by one): writes meeting a moved or migrating slot fail their batch, the slot map is fetched
+/// again and the batch is retried, and the run ends exactly as `simulate` says.
+#[tokio::test]
+async fn a_resharding_mid_stream_ends_exact() {
+    let setup = Setup::create("rreshard").await;
+    load_directory(&setup);
+    let trace = scaled_trace("rreshard", 8);
+    let expected = expected_results(&trace);
+    setup.produce_trace(&trace);
+    let proc = Proc::spawn(&mut on_cluster(setup.instance_command("a", "127.0.0.1:0")));
+    setup.wait_for_progress(expected / 5, Duration::from_secs(120));
+    let p = primaries();
+    let moved = Instant::now();
+    assert!(redis_cluster(&[
+        "reshard",
+        &p[0].to_string(),
+        &p[1].to_string(),
+        "2000"
+    ]));
+    eprintln!("2000 slots moved in {:?}", moved.elapsed());
+    wait_for_results(&setup, expected, Duration::from_secs(240));
+    terminate(proc);
+    // Back as they were, for the next run on this cluster.
+    assert!(redis_cluster(&["reshard", &p[1].to_string(), &p[0].to_string(), "2000"]));
+    let prefix = format!("sbk:{}", setup.name);
+    assert_matches_oracle_in(&setup, &trace, &store(&prefix).await).await;
+}
