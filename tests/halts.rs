@@ -12,42 +12,6 @@ use switchboard::core::event::Topic;
 
 use kafka_support::*;
 
-/// Every key under `prefix`, dumped: a backup of the store as it is now.
-fn backup(prefix: &str) -> Vec<(String, Vec<u8>)> {
-    let mut conn = redis::Client::open(redis_url())
-        .unwrap()
-        .get_connection()
-        .unwrap();
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{prefix}:*"))
-        .query(&mut conn)
-        .unwrap();
-    keys.into_iter()
-        .map(|k| {
-            let dump: Vec<u8> = redis::cmd("DUMP").arg(&k).query(&mut conn).unwrap();
-            (k, dump)
-        })
-        .collect()
-}
-
-/// Puts the store back as `backup` had it: what was written since is lost.
-fn restore(prefix: &str, backup: &[(String, Vec<u8>)]) {
-    forget_keys(prefix);
-    let mut conn = redis::Client::open(redis_url())
-        .unwrap()
-        .get_connection()
-        .unwrap();
-    for (k, dump) in backup {
-        let _: () = redis::cmd("RESTORE")
-            .arg(k)
-            .arg(0)
-            .arg(dump.as_slice())
-            .arg("REPLACE")
-            .query(&mut conn)
-            .unwrap();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn redis_restored_from_an_old_backup_halts_its_partitions_until_rebuilt() {
     let setup = Setup::create("lost").await;
@@ -69,7 +33,7 @@ async fn redis_restored_from_an_old_backup_halts_its_partitions_until_rebuilt() 
         Duration::from_secs(120),
     );
     terminate(child);
-    let old = backup(&prefix);
+    let old = backup(&redis_url(), &prefix);
     setup.produce_trace(&phase(a, b, 2));
     let child = setup.spawn();
     wait_for_results(
@@ -78,7 +42,7 @@ async fn redis_restored_from_an_old_backup_halts_its_partitions_until_rebuilt() 
         Duration::from_secs(120),
     );
     terminate(child);
-    restore(&prefix, &old);
+    restore(&redis_url(), &prefix, &old);
 
     // Phase 3 arrives; the instance halts what Redis is behind on instead of applying it.
     setup.produce_trace(&phase(b, total, 3));

@@ -250,50 +250,6 @@ async fn a_primary_killed_mid_stream_ends_exact() {
     assert_matches_oracle_in(&setup, &trace, &store(&prefix).await).await;
 }
 
-/// One primary's keys under `prefix`, dumped: a backup of that node alone.
-fn backup_node(port: u16, prefix: &str) -> Vec<(String, Vec<u8>)> {
-    let mut conn = node(port);
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{prefix}:*"))
-        .query(&mut conn)
-        .unwrap();
-    keys.into_iter()
-        .map(|k| {
-            let dump: Vec<u8> = redis::cmd("DUMP").arg(&k).query(&mut conn).unwrap();
-            (k, dump)
-        })
-        .collect()
-}
-
-/// That primary put back as `backup` had it: what it was written since is lost; the other
-/// primaries keep everything.
-fn restore_node(port: u16, prefix: &str, backup: &[(String, Vec<u8>)]) {
-    let mut conn = node(port);
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{prefix}:*"))
-        .query(&mut conn)
-        .unwrap();
-    for k in keys {
-        let _: () = redis::cmd("DEL").arg(&k).query(&mut conn).unwrap();
-    }
-    for (k, dump) in backup {
-        let _: () = redis::cmd("RESTORE")
-            .arg(k)
-            .arg(0)
-            .arg(dump.as_slice())
-            .arg("REPLACE")
-            .query(&mut conn)
-            .unwrap();
-    }
-}
-
-fn node(port: u16) -> redis::Connection {
-    redis::Client::open(format!("redis://127.0.0.1:{port}"))
-        .unwrap()
-        .get_connection()
-        .unwrap()
-}
-
 /// Review F1 on a Cluster: one primary loses writes Kafka committed (restored from a backup of
 /// its own) while the others keep theirs. Its copies of the watermarks fall back with its
 /// conversations, so the partitions halt instead of diverging, and `rebuild` on the Cluster
@@ -319,7 +275,8 @@ async fn one_primary_losing_writes_halts_until_rebuilt() {
     );
     terminate(child);
     let victim = primaries()[1];
-    let old = backup_node(victim, &prefix);
+    let node = format!("redis://127.0.0.1:{victim}");
+    let old = backup(&node, &prefix);
     setup.produce_trace(&phase(a, b, 2));
     let child = spawn("127.0.0.1:0");
     wait_for_results(
@@ -328,7 +285,7 @@ async fn one_primary_losing_writes_halts_until_rebuilt() {
         Duration::from_secs(120),
     );
     terminate(child);
-    restore_node(victim, &prefix, &old);
+    restore(&node, &prefix, &old);
 
     setup.produce_trace(&phase(b, total, 3));
     let port = free_http_port();
@@ -378,7 +335,12 @@ async fn a_resharding_mid_stream_ends_exact() {
     wait_for_results(&setup, expected, Duration::from_secs(240));
     terminate(proc);
     // Back as they were, for the next run on this cluster.
-    assert!(redis_cluster(&["reshard", &p[1].to_string(), &p[0].to_string(), "2000"]));
+    assert!(redis_cluster(&[
+        "reshard",
+        &p[1].to_string(),
+        &p[0].to_string(),
+        "2000"
+    ]));
     let prefix = format!("sbk:{}", setup.name);
     assert_matches_oracle_in(&setup, &trace, &store(&prefix).await).await;
 }

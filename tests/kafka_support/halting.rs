@@ -50,3 +50,41 @@ pub fn halted_partitions(port: u16, why: &str, deadline: Duration) -> BTreeSet<i
         std::thread::sleep(Duration::from_millis(300));
     }
 }
+
+/// Every key under `prefix` on the Redis at `url` (one node, even of a Cluster), dumped: a
+/// backup of it as it is now.
+pub fn backup(url: &str, prefix: &str) -> Vec<(String, Vec<u8>)> {
+    let mut conn = redis::Client::open(url).unwrap().get_connection().unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}:*"))
+        .query(&mut conn)
+        .unwrap();
+    keys.into_iter()
+        .map(|k| {
+            let dump: Vec<u8> = redis::cmd("DUMP").arg(&k).query(&mut conn).unwrap();
+            (k, dump)
+        })
+        .collect()
+}
+
+/// That Redis put back as `backup` had it: what was written to it since is lost.
+pub fn restore(url: &str, prefix: &str, backup: &[(String, Vec<u8>)]) {
+    let mut conn = redis::Client::open(url).unwrap().get_connection().unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}:*"))
+        .query(&mut conn)
+        .unwrap();
+    // One key per DEL: a Cluster node refuses keys of several slots in one command.
+    for k in keys {
+        let _: () = redis::cmd("DEL").arg(&k).query(&mut conn).unwrap();
+    }
+    for (k, dump) in backup {
+        let _: () = redis::cmd("RESTORE")
+            .arg(k)
+            .arg(0)
+            .arg(dump.as_slice())
+            .arg("REPLACE")
+            .query(&mut conn)
+            .unwrap();
+    }
+}
