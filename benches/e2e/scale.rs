@@ -68,7 +68,7 @@ pub fn scale_out(io: &tokio::runtime::Runtime, quick: bool) {
             },
         );
         println!(
-            "pair {i}: one Redis {:.0} msg/s ({:.1} Redis CPU s per million) · Redis Cluster {:.0} msg/s ({:.1}, six nodes) · {:.2}",
+            "pair {i}: one Redis {:.0} msg/s ({:.1} Redis CPU s per million) · Redis Cluster {:.0} msg/s ({:.1}, every node) · {:.2}",
             s.rate,
             s.redis_cpu_seconds_per_million,
             c.rate,
