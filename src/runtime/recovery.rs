@@ -3,6 +3,7 @@
 //!
 //! | error | action |
 //! |---|---|
+//! | the group consumer failed fatally (`ConsumerFatal`: another member joined with this one's `group.instance.id`, …) | `Exit` |
 //! | a producer call (begin, produce, send offsets, commit, abort, init) failed as fenced: `Fenced`, `ProducerFenced` or `Fatal` | `ReplaceProducer { fenced: true }`: a new producer (same transactional ID, new epoch), then rewind. The fourth fencing within 10 minutes: `Exit` |
 //! | the coordinator timed the transaction out and bumped the epoch (a long broker outage, a stall past `transaction.timeout.ms`): a producer call or the abort failed with `InvalidProducerEpoch`, or any producer call of a transaction open longer than the timeout failed (`TimedOut`: librdkafka reports that as fenced too) | `ReplaceProducer { fenced: false }`: not a fencing by another instance, so not counted towards the exit |
 //! | the abort failed otherwise | `ReplaceProducer { fenced: false }`: a new producer with the same ID fences the old one and the coordinator finishes whatever it had begun; then rewind |
@@ -25,6 +26,7 @@ use rdkafka::producer::{Producer, PurgeConfig};
 use tracing::{error, warn};
 
 use super::commit::{outlived, Txn};
+use super::consumer::Reassigned;
 use super::kafka::{abort_serving_deliveries, new_producer, TIMEOUT};
 use super::{Runtime, RuntimeError};
 use crate::runtime::pipeline::{Halt, PipelineError};
@@ -80,6 +82,7 @@ impl Recovery {
     /// normally).
     pub(super) fn action(&mut self, error: &RuntimeError, stopping: bool) -> Action {
         match error {
+            RuntimeError::ConsumerFatal { .. } => Action::Exit,
             RuntimeError::Producer(e) | RuntimeError::Abort(e) if fencing(e) => self.fenced(),
             RuntimeError::Producer(e) | RuntimeError::Abort(e) if timed_out(e) => {
                 Action::ReplaceProducer { fenced: false }
@@ -219,8 +222,42 @@ impl<S: StateStore, D: DirectorySource> Runtime<S, D> {
 
     /// Rewinds the consumer to the last commit, and learns what that commit is.
     fn rewind_input(&mut self) -> Result<(), RuntimeError> {
-        self.committed = self.input.rewind()?;
+        self.committed = self.input.rewind(None)?;
         Ok(())
+    }
+
+    /// After a rebalance: forgets what is known of the partitions given up and rewinds those
+    /// just assigned, leaving the others where they are. True when the records collected from
+    /// those others may go on; false when every partition was rewound instead (a failed
+    /// rebalance, or a failure on the way).
+    pub(super) fn reassign(
+        &mut self,
+        changes: &Reassigned,
+        stop: &AtomicBool,
+    ) -> Result<bool, RuntimeError> {
+        if changes.all {
+            self.rewind(stop)?;
+            return Ok(false);
+        }
+        for p in changes.revoked.iter().chain(&changes.assigned) {
+            self.committed.0.remove(p);
+            self.noted.0.remove(p);
+        }
+        let partial = self.end_transaction().and_then(|()| {
+            if !changes.assigned.is_empty() {
+                let fetched = self.input.rewind(Some(&changes.assigned))?;
+                self.committed.0.extend(fetched.0);
+            }
+            Ok(())
+        });
+        match partial {
+            Ok(()) => Ok(true),
+            Err(e) => {
+                let action = self.recovery.after_failed_step(&e, stop);
+                self.recover(action, e, stop)?;
+                Ok(false)
+            }
+        }
     }
 
     /// Back to the last commit after a batch was dropped (collected across a rebalance).
