@@ -29,6 +29,10 @@ const COMMITTED_TIMEOUT: Duration = Duration::from_secs(5);
 /// flight is done, and feeds the group's metrics.
 pub(super) struct ConsumerHooks {
     touched: Mutex<Touched>,
+    /// The partitions assigned, as the rebalances said: asking the consumer from its own
+    /// callback hung the consumer's close once (a revocation during close waited for ever on
+    /// `assignment()`).
+    held: Mutex<BTreeSet<i32>>,
     metrics: Arc<Metrics>,
     input: String,
     committing: Arc<Gate>,
@@ -52,8 +56,27 @@ impl ClientContext for ConsumerHooks {
 
 impl ConsumerContext for ConsumerHooks {
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        let assigned = consumer.assignment().map(|a| a.count()).unwrap_or(0);
-        self.metrics.assigned_partitions.set(assigned as i64);
+        {
+            let mut held = self.held.lock().expect("rebalance lock");
+            let partitions = |tpl: &TopicPartitionList| {
+                let topic = &self.input;
+                tpl.elements()
+                    .iter()
+                    .filter(|e| e.topic() == topic)
+                    .map(|e| e.partition())
+                    .collect::<Vec<_>>()
+            };
+            match rebalance {
+                Rebalance::Assign(tpl) => held.extend(partitions(tpl)),
+                Rebalance::Revoke(tpl) => {
+                    for p in partitions(tpl) {
+                        held.remove(&p);
+                    }
+                }
+                Rebalance::Error(_) => {}
+            }
+            self.metrics.assigned_partitions.set(held.len() as i64);
+        }
         match rebalance {
             Rebalance::Assign(tpl) => {
                 let committed = self.committed(consumer, tpl);
@@ -197,6 +220,7 @@ impl Input {
         let consumer = settings
             .create_with_context(ConsumerHooks {
                 touched: Mutex::default(),
+                held: Mutex::default(),
                 metrics,
                 input: config.topics.input.clone(),
                 committing,
@@ -272,21 +296,10 @@ impl Input {
         }
     }
 
-    /// What the partitions a rebalance touched have become, from the assignment it left.
+    /// What the partitions a rebalance touched have become, by the assignment it left.
     fn reassigned(&self, touched: Touched) -> Reassigned {
-        let Ok(assignment) = self.consumer.assignment() else {
-            return Reassigned {
-                all: true,
-                ..Reassigned::default()
-            };
-        };
-        let now: BTreeSet<i32> = assignment
-            .elements()
-            .iter()
-            .filter(|e| e.topic() == self.topic)
-            .map(|e| e.partition())
-            .collect();
-        let (assigned, revoked) = touched.partitions.iter().partition(|p| now.contains(p));
+        let held = self.consumer.context().held.lock().expect("lock");
+        let (assigned, revoked) = touched.partitions.iter().partition(|p| held.contains(p));
         Reassigned {
             assigned,
             revoked,

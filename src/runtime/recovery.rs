@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use prometheus::IntCounter;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{Producer, PurgeConfig};
-use tracing::{error, warn};
+use tracing::{error, info, warn};
 
 use super::commit::{outlived, Txn};
 use super::consumer::Reassigned;
@@ -153,6 +153,18 @@ fn fencing(e: &KafkaError) -> bool {
     )
 }
 
+/// The group's generation moved on while the batch's offsets were sent: a rebalance began (under
+/// the cooperative protocol, the instance rejoins before any partition is revoked), and the
+/// coordinator refuses offsets of the generation before (KIP-447). The transaction cannot
+/// commit; the batch is replayed, on the partitions the instance still holds, once the new
+/// generation is known.
+fn overtaken(e: &KafkaError) -> bool {
+    matches!(
+        e.rdkafka_error_code(),
+        Some(RDKafkaErrorCode::IllegalGeneration | RDKafkaErrorCode::RebalanceInProgress)
+    )
+}
+
 /// Row 2's: the coordinator aborted the transaction as timed out and bumped the producer's epoch
 /// (KIP-588). The producer must be replaced, but no other instance is involved: counting it
 /// towards the exit would end an instance after a few long broker outages (review F9).
@@ -193,12 +205,16 @@ impl<S: StateStore, D: DirectorySource> Runtime<S, D> {
         };
         // Recovered even when a stop was asked: `run` then ends normally.
         let action = self.recovery.action(&error, false);
-        if action == Action::Retry && !halted {
+        let overtaken = matches!(&error, RuntimeError::Producer(e) if overtaken(e));
+        if action == Action::Retry && overtaken {
+            info!(error = %error, "the group rebalanced while the batch committed; aborting and replaying it from the last commit");
+        } else if action == Action::Retry && !halted {
             warn!(error = %error, "batch failed; aborting and replaying from the last commit");
         }
         self.recover(action, error, stop)?;
-        // The batch goes on at once without the halted partitions: nothing to wait for.
-        if action == Action::Retry && !halted {
+        // The batch goes on at once without the halted partitions, and a batch overtaken by a
+        // rebalance finds the group settled: nothing to wait for.
+        if action == Action::Retry && !halted && !overtaken {
             self.recovery.back_off();
         }
         Ok(())
