@@ -3,11 +3,11 @@
 //! then two, then a rolling restart of both. The committed outputs and the state must equal what
 //! `switchboard simulate` gives, every output exactly once and in order.
 //!
-//! Along the way it measures, from the timestamps of the committed results, how long the
-//! partitions that kept their owner went without a commit while the group rebalanced, and
-//! prints that (not asserted: timings on a shared machine are no test's business). A result of
-//! input partition p lands on partition p of the results topic (same key, same partitioner,
-//! same partition count), so a partition's results are its commits.
+//! Along the way it measures how long the messages of the partitions that kept their owner
+//! waited for their results while the group rebalanced (from the input record's timestamp to its
+//! committed result's), beside the longest wait while the group was stable, and prints that (not
+//! asserted: timings on a shared machine are no test's business). A result of input partition p
+//! lands on partition p of the results topic (same key, same partitioner, same partition count).
 
 mod kafka_support;
 
@@ -92,22 +92,33 @@ impl Instance {
         assert!(status.success(), "{} exited {status:?}", self.name);
     }
 
-    /// The input partitions it holds, by its lag series (one per assigned partition); `None`
-    /// while it is not serving /metrics.
-    fn held(&self, input: &str) -> Option<BTreeSet<i32>> {
+    /// The input partitions it holds and when it last got or gave one up (ms), by its log of
+    /// rebalances since it last started; `None` while it is not running.
+    fn held(&self) -> Option<(i64, BTreeSet<i32>)> {
         self.proc.as_ref()?;
-        let m = metrics(self.port);
-        let assigned = *m.get("switchboard_assigned_partitions")? as usize;
-        let held: BTreeSet<i32> = m
-            .keys()
-            .filter(|k| k.starts_with("switchboard_consumer_lag{"))
-            .filter(|k| k.contains(&format!("topic=\"{input}\"")))
-            .filter_map(|k| {
-                let p = k.split("partition=\"").nth(1)?.split('"').next()?;
-                p.parse().ok()
-            })
-            .collect();
-        (held.len() == assigned).then_some(held)
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let since = log.rfind("INFO switchboard::runtime::serve: starting")?;
+        let mut held = BTreeSet::new();
+        let mut last = 0;
+        for line in log[since..].lines() {
+            let assigned = line.contains("partitions assigned");
+            if !assigned && !line.contains("partitions revoked") {
+                continue;
+            }
+            let at = line.split_whitespace().next()?;
+            last = chrono::DateTime::parse_from_rfc3339(at)
+                .ok()?
+                .timestamp_millis();
+            let list = line.split("partitions={").nth(1)?.split('}').next()?;
+            for p in list.split(", ").filter_map(|p| p.parse::<i32>().ok()) {
+                if assigned {
+                    held.insert(p);
+                } else {
+                    held.remove(&p);
+                }
+            }
+        }
+        Some((last, held))
     }
 
     /// Batches it aborted and replayed, by its log: (overtaken by a rebalance, failed otherwise).
@@ -145,7 +156,7 @@ impl Load {
             let mut produced = Vec::new();
             let mut held_back: Vec<String> = Vec::new();
             let start = Instant::now();
-            let mut send = |line: String, produced: &mut Vec<String>| {
+            let send = |line: String, produced: &mut Vec<String>| {
                 let key = serde_json::from_str::<serde_json::Value>(&line)
                     .ok()
                     .and_then(|v| v["conversation"].as_str().map(str::to_string));
@@ -196,21 +207,24 @@ impl Load {
 /// Who holds what, as the instances' /metrics say.
 type Owners = BTreeMap<String, BTreeSet<i32>>;
 
-/// Once every live instance reports a share, the shares are disjoint and cover every
-/// partition, and `each` instance holds one at least: when, and who holds what.
-fn settled(instances: &[&Instance], input: &str, within: Duration) -> (i64, Owners) {
+/// Once every running instance holds a share, the shares are disjoint and cover every
+/// partition: the moment of the last rebalance that made it so, and who holds what.
+fn settled(instances: &[&Instance], within: Duration) -> (i64, Owners) {
     let all: BTreeSet<i32> = (0..PARTITIONS).collect();
     let start = Instant::now();
     loop {
-        let shares: Option<Owners> = instances
-            .iter()
-            .map(|i| Some((i.name.clone(), i.held(input)?)))
-            .collect();
-        if let Some(owners) = shares {
+        let shares: Option<Vec<_>> = instances.iter().map(|i| i.held()).collect();
+        if let Some(shares) = shares {
+            let last = shares.iter().map(|(t, _)| *t).max().unwrap_or(0);
+            let owners: Owners = instances
+                .iter()
+                .zip(shares)
+                .map(|(i, (_, held))| (i.name.clone(), held))
+                .collect();
             let union: BTreeSet<i32> = owners.values().flatten().copied().collect();
             let count: usize = owners.values().map(BTreeSet::len).sum();
             if union == all && count == all.len() && owners.values().all(|s| !s.is_empty()) {
-                return (now_ms(), owners);
+                return (last, owners);
             }
         }
         assert!(
@@ -218,15 +232,16 @@ fn settled(instances: &[&Instance], input: &str, within: Duration) -> (i64, Owne
             "the group did not settle within {within:?}: {:?}",
             instances
                 .iter()
-                .map(|i| (i.name.clone(), i.held(input)))
+                .map(|i| (i.name.clone(), i.held()))
                 .collect::<Vec<_>>()
         );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
 
-/// The timestamps (ms) of the committed records of `topic`, partition by partition.
-fn timestamps(topic: &str) -> BTreeMap<i32, Vec<i64>> {
+/// The committed records of `topic` as (partition, timestamp in ms, what `id` picks of the
+/// value).
+fn records(topic: &str, id: fn(&serde_json::Value) -> Option<&str>) -> Vec<(i32, i64, String)> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap())
         .set("group.id", "sb-scale-reader")
@@ -241,14 +256,19 @@ fn timestamps(topic: &str) -> BTreeMap<i32, Vec<i64>> {
             .unwrap();
     }
     consumer.assign(&tpl).unwrap();
-    let mut out: BTreeMap<i32, Vec<i64>> = BTreeMap::new();
+    let mut out = Vec::new();
     let mut done = BTreeSet::new();
     while done.len() < PARTITIONS as usize {
         match consumer.poll(Duration::from_secs(10)) {
-            Some(Ok(m)) => out
-                .entry(m.partition())
-                .or_default()
-                .push(m.timestamp().to_millis().unwrap()),
+            Some(Ok(m)) => {
+                let value = m
+                    .payload()
+                    .and_then(|p| serde_json::from_slice::<serde_json::Value>(p).ok());
+                if let Some(id) = value.as_ref().and_then(id) {
+                    let at = m.timestamp().to_millis().unwrap();
+                    out.push((m.partition(), at, id.to_string()));
+                }
+            }
             Some(Err(KafkaError::PartitionEOF(p))) => {
                 done.insert(p);
             }
@@ -259,20 +279,42 @@ fn timestamps(topic: &str) -> BTreeMap<i32, Vec<i64>> {
     out
 }
 
-/// The longest a partition of `partitions` went without a commit, of the intervals between
-/// its consecutive results that overlap `[from, to]` (ms).
-fn longest_gap(
-    results: &BTreeMap<i32, Vec<i64>>,
+/// Per input partition, when each message was produced and when its result was committed (ms).
+type Waits = BTreeMap<i32, Vec<(i64, i64)>>;
+
+fn waits(setup: &Setup) -> Waits {
+    let produced: BTreeMap<String, i64> = records(&setup.topic(Topic::Input), |v| v["id"].as_str())
+        .into_iter()
+        .map(|(_, at, id)| (id, at))
+        .collect();
+    let mut waits = Waits::new();
+    for (p, at, id) in records(&setup.topic(Topic::CommandResults), |v| {
+        v["data"]["message"].as_str()
+    }) {
+        if let Some(sent) = produced.get(&id) {
+            waits.entry(p).or_default().push((*sent, at));
+        }
+    }
+    waits
+}
+
+/// The longest a message of `partitions` waited for its result (ms), of those waiting during
+/// `[from, to]`, or, `within`, produced and committed inside it.
+fn longest_wait(
+    waits: &Waits,
     partitions: &BTreeSet<i32>,
-    from: i64,
-    to: i64,
+    (from, to): (i64, i64),
+    within: bool,
 ) -> i64 {
     partitions
         .iter()
-        .filter_map(|p| results.get(p))
-        .flat_map(|ts| ts.windows(2))
-        .filter(|w| w[1] >= from && w[0] <= to)
-        .map(|w| w[1] - w[0])
+        .filter_map(|p| waits.get(p))
+        .flatten()
+        .filter(|(sent, done)| match within {
+            true => *sent >= from && *done <= to,
+            false => *sent <= to && *done >= from,
+        })
+        .map(|(sent, done)| done - sent)
         .max()
         .unwrap_or(0)
 }
@@ -321,11 +363,10 @@ fn record(
 #[tokio::test(flavor = "multi_thread")]
 async fn scaling_one_three_two_and_a_rolling_restart_under_load_stay_exact() {
     let setup = Setup::create("scale").await;
-    let input = setup.topic(Topic::Input);
     let started = Instant::now();
     let load = Load::start(&setup);
     let a = Instance::new(&setup, "a");
-    let (settled_at, mut owners) = settled(&[&a], &input, Duration::from_secs(60));
+    let (settled_at, mut owners) = settled(&[&a], Duration::from_secs(60));
     let mut changes = Vec::new();
     // The stable periods, between one change's settling and the next change.
     let mut quiet = Vec::new();
@@ -339,7 +380,7 @@ async fn scaling_one_three_two_and_a_rolling_restart_under_load_stay_exact() {
     let at = now_ms();
     let b = Instance::new(&setup, "b");
     let mut c = Instance::new(&setup, "c");
-    let three = settled(&[&a, &b, &c], &input, Duration::from_secs(60));
+    let three = settled(&[&a, &b, &c], Duration::from_secs(60));
     owners = record(&mut changes, "1 -> 3 (b, c join)", at, &owners, three);
     stable(changes.last().unwrap().settled, 8);
 
@@ -347,7 +388,7 @@ async fn scaling_one_three_two_and_a_rolling_restart_under_load_stay_exact() {
     // out its session (6 s here) before they move.
     let at = now_ms();
     c.stop();
-    let two = settled(&[&a, &b], &input, Duration::from_secs(60));
+    let two = settled(&[&a, &b], Duration::from_secs(60));
     owners = record(&mut changes, "3 -> 2 (c stops)", at, &owners, two);
     stable(changes.last().unwrap().settled, 5);
 
@@ -359,7 +400,7 @@ async fn scaling_one_three_two_and_a_rolling_restart_under_load_stay_exact() {
         pair[i].stop();
         pair[i].start(&setup);
         let what = format!("restart {}", pair[i].name);
-        let after = settled(&[&pair[0], &pair[1]], &input, Duration::from_secs(60));
+        let after = settled(&[&pair[0], &pair[1]], Duration::from_secs(60));
         owners = record(&mut changes, &what, at, &owners, after);
         stable(changes.last().unwrap().settled, 5);
     }
@@ -390,31 +431,29 @@ async fn scaling_one_three_two_and_a_rolling_restart_under_load_stay_exact() {
     assert_matches_oracle(&setup, &trace).await;
 }
 
-/// Prints, for each change of the group, the longest the partitions that kept their owner
-/// went without a commit, beside the longest gap in the quiet periods.
+/// Prints, for each change of the group, the longest a message of the partitions that kept
+/// their owner waited for its result, beside the longest wait while the group was stable.
 fn report(setup: &Setup, changes: &[Change], quiet: &[(i64, i64)]) {
-    let results = timestamps(&setup.topic(Topic::CommandResults));
+    let waits = waits(setup);
     let all: BTreeSet<i32> = (0..PARTITIONS).collect();
     let baseline = quiet
         .iter()
-        .map(|(from, to)| longest_gap(&results, &all, *from, *to))
+        .map(|window| longest_wait(&waits, &all, *window, true))
         .max()
         .unwrap_or(0);
-    eprintln!(
-        "longest gap between commits of a partition while the group was stable: {baseline} ms"
-    );
+    eprintln!("longest a message waited for its result while the group was stable: {baseline} ms");
     for c in changes {
         let restarted: Vec<&str> = c.what.strip_prefix("restart ").into_iter().collect();
         let kept = c.kept(&restarted);
         let others = &all - &kept;
         eprintln!(
-            "{}: settled in {} ms; partitions kept by running instances {:?}: longest gap {} ms; the others {:?}: longest gap {} ms",
+            "{}: settled in {} ms; longest wait on partitions kept by running instances {:?}: {} ms; on the others {:?}: {} ms",
             c.what,
             c.settled - c.at,
             kept,
-            longest_gap(&results, &kept, c.at, c.settled),
+            longest_wait(&waits, &kept, (c.at, c.settled), false),
             others,
-            longest_gap(&results, &others, c.at, c.settled),
+            longest_wait(&waits, &others, (c.at, c.settled), false),
         );
     }
 }

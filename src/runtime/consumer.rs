@@ -113,9 +113,18 @@ impl ConsumerContext for ConsumerHooks {
             Rebalance::Error(_) => touched.all = true,
         }
         self.metrics.rebalances.inc();
+        let numbers = |tpl: &TopicPartitionList| {
+            let mut touched = Touched::default();
+            touched.add(tpl, &self.input);
+            touched.partitions
+        };
         match rebalance {
-            Rebalance::Assign(tpl) => info!(partitions = tpl.count(), "partitions assigned"),
-            Rebalance::Revoke(tpl) => info!(partitions = tpl.count(), "partitions revoked"),
+            Rebalance::Assign(tpl) => {
+                info!(count = tpl.count(), partitions = ?numbers(tpl), "partitions assigned")
+            }
+            Rebalance::Revoke(tpl) => {
+                info!(count = tpl.count(), partitions = ?numbers(tpl), "partitions revoked")
+            }
             Rebalance::Error(e) => warn!(error = %e, "rebalance error"),
         }
     }
@@ -370,6 +379,18 @@ impl Input {
                 .seek(e.topic(), e.partition(), offset, TIMEOUT)?;
         }
         Ok(offsets)
+    }
+
+    /// Moves every assigned partition back to the offset `committed` holds for it, or to its
+    /// beginning where it holds none: to where the group stands, when that is known without
+    /// asking.
+    pub(super) fn seek(&self, committed: &GroupOffsets) -> Result<(), RuntimeError> {
+        let held = self.consumer.context().held.lock().expect("lock").clone();
+        for p in held {
+            let offset = committed.of(p).map_or(Offset::Beginning, Offset::Offset);
+            self.consumer.seek(&self.topic, p, offset, TIMEOUT)?;
+        }
+        Ok(())
     }
 
     /// Stops fetching these partitions (halted ones) until they are assigned again.

@@ -7,6 +7,7 @@
 //! | a producer call (begin, produce, send offsets, commit, abort, init) failed as fenced: `Fenced`, `ProducerFenced` or `Fatal` | `ReplaceProducer { fenced: true }`: a new producer (same transactional ID, new epoch), then rewind. The fourth fencing within 10 minutes: `Exit` |
 //! | the coordinator timed the transaction out and bumped the epoch (a long broker outage, a stall past `transaction.timeout.ms`): a producer call or the abort failed with `InvalidProducerEpoch`, or any producer call of a transaction open longer than the timeout failed (`TimedOut`: librdkafka reports that as fenced too) | `ReplaceProducer { fenced: false }`: not a fencing by another instance, so not counted towards the exit |
 //! | the abort failed otherwise | `ReplaceProducer { fenced: false }`: a new producer with the same ID fences the old one and the coordinator finishes whatever it had begun; then rewind |
+//! | the batch's offsets were refused because the group's generation moved on (`IllegalGeneration`, `RebalanceInProgress`: a rebalance began while the batch committed) | `Replay`: abort, seek back to the offsets this instance knows are committed (the group would answer a fetch only once the rebalance is over), no back-off |
 //! | anything else, from a recovery step, once a stop was asked | `Stop`: `run` ends as at any stop (status 0), the error logged; whoever resumes replays from the last commit |
 //! | anything else: Redis, the broker, a stale write, a commit that failed (a timed-out one after 3 resumes), the commit thread | `Retry`: abort the open transaction, rewind to the last commit. A failed batch then backs off 100 ms × the failures in a row (at most 3 s); a failed recovery step is retried after 200 ms, doubling up to 5 s |
 //!
@@ -49,6 +50,8 @@ pub(super) enum Action {
     ReplaceProducer { fenced: bool },
     /// Give up: `run` returns the error.
     Exit,
+    /// Abort the open transaction and seek back to the offsets known to be committed, at once.
+    Replay,
     /// A stop was asked and the way back to the last commit failed: go no further and let `run`
     /// end as at any stop. Nothing is lost: whatever was not committed replays for whoever
     /// resumes, as after a stop with the last batch uncommitted.
@@ -89,6 +92,7 @@ impl Recovery {
             }
             RuntimeError::TimedOut(_) => Action::ReplaceProducer { fenced: false },
             RuntimeError::Abort(_) => Action::ReplaceProducer { fenced: false },
+            RuntimeError::Producer(e) if overtaken(e) => Action::Replay,
             _ if stopping => Action::Stop,
             _ => Action::Retry,
         }
@@ -154,10 +158,11 @@ fn fencing(e: &KafkaError) -> bool {
 }
 
 /// The group's generation moved on while the batch's offsets were sent: a rebalance began (under
-/// the cooperative protocol, the instance rejoins before any partition is revoked), and the
-/// coordinator refuses offsets of the generation before (KIP-447). The transaction cannot
-/// commit; the batch is replayed, on the partitions the instance still holds, once the new
-/// generation is known.
+/// the cooperative protocol, an instance rejoins before it gives any partition up), and the
+/// coordinator refuses offsets of the generation before (KIP-447). Nothing of the transaction
+/// is committed, so the offsets this instance tracks are the group's: it goes back to them
+/// without asking. Asking would wait for the rebalance to end (3 s, measured), and the
+/// partitions it keeps would wait with it.
 fn overtaken(e: &KafkaError) -> bool {
     matches!(
         e.rdkafka_error_code(),
@@ -205,16 +210,14 @@ impl<S: StateStore, D: DirectorySource> Runtime<S, D> {
         };
         // Recovered even when a stop was asked: `run` then ends normally.
         let action = self.recovery.action(&error, false);
-        let overtaken = matches!(&error, RuntimeError::Producer(e) if overtaken(e));
-        if action == Action::Retry && overtaken {
+        if action == Action::Replay {
             info!(error = %error, "the group rebalanced while the batch committed; aborting and replaying it from the last commit");
         } else if action == Action::Retry && !halted {
             warn!(error = %error, "batch failed; aborting and replaying from the last commit");
         }
         self.recover(action, error, stop)?;
-        // The batch goes on at once without the halted partitions, and a batch overtaken by a
-        // rebalance finds the group settled: nothing to wait for.
-        if action == Action::Retry && !halted && !overtaken {
+        // The batch goes on at once without the halted partitions: nothing to wait for.
+        if action == Action::Retry && !halted {
             self.recovery.back_off();
         }
         Ok(())
@@ -313,9 +316,13 @@ impl<S: StateStore, D: DirectorySource> Runtime<S, D> {
                     warn!(error = %error, "abort failed; replacing the transactional producer");
                     self.replace_producer()
                 }
-                Action::Retry => self.end_transaction(),
+                Action::Retry | Action::Replay => self.end_transaction(),
             };
-            match step.and_then(|()| self.rewind_input()) {
+            let back = step.and_then(|()| match action {
+                Action::Replay => self.input.seek(&self.committed),
+                _ => self.rewind_input(),
+            });
+            match back {
                 Ok(()) => {
                     self.recovery.recovered();
                     return Ok(());
@@ -410,6 +417,10 @@ mod tests {
                 Action::ReplaceProducer { fenced: false }
             );
         }
+        let overtaken = RuntimeError::Producer(KafkaError::MessageProduction(
+            RDKafkaErrorCode::IllegalGeneration,
+        ));
+        assert_eq!(recovery.action(&overtaken, false), Action::Replay);
         assert_eq!(counter.get(), 0);
         for _ in 0..MAX_FENCES {
             assert_eq!(
