@@ -283,7 +283,14 @@ fn records(topic: &str, id: fn(&serde_json::Value) -> Option<&str>) -> Vec<(i32,
 type Waits = BTreeMap<i32, Vec<(i64, i64)>>;
 
 fn waits(setup: &Setup) -> Waits {
-    let produced: BTreeMap<String, i64> = records(&setup.topic(Topic::Input), |v| v["id"].as_str())
+    // An `/import` waits for its relay's round trip through the partition of its origin, which
+    // may be one that moved: not a wait of its own partition. Relay records repeat its ID.
+    fn own(v: &serde_json::Value) -> Option<&str> {
+        let relayed = v["type"].as_str().is_some_and(|t| t.starts_with("import."));
+        let import = v["text"].as_str().is_some_and(|t| t.starts_with("/import"));
+        (!relayed && !import).then(|| v["id"].as_str()).flatten()
+    }
+    let produced: BTreeMap<String, i64> = records(&setup.topic(Topic::Input), own)
         .into_iter()
         .map(|(_, at, id)| (id, at))
         .collect();
@@ -299,14 +306,14 @@ fn waits(setup: &Setup) -> Waits {
 }
 
 /// The longest a message of `partitions` waited for its result (ms), of those waiting during
-/// `[from, to]`, or, `within`, produced and committed inside it.
+/// `[from, to]`, or, `within`, produced and committed inside it; and how many there were.
 fn longest_wait(
     waits: &Waits,
     partitions: &BTreeSet<i32>,
     (from, to): (i64, i64),
     within: bool,
-) -> i64 {
-    partitions
+) -> (i64, usize) {
+    let measured: Vec<i64> = partitions
         .iter()
         .filter_map(|p| waits.get(p))
         .flatten()
@@ -315,8 +322,8 @@ fn longest_wait(
             false => *sent <= to && *done >= from,
         })
         .map(|(sent, done)| done - sent)
-        .max()
-        .unwrap_or(0)
+        .collect();
+    (measured.iter().copied().max().unwrap_or(0), measured.len())
 }
 
 /// A change of the group: when it was made, when the group had settled after it, and who held
@@ -438,7 +445,7 @@ fn report(setup: &Setup, changes: &[Change], quiet: &[(i64, i64)]) {
     let all: BTreeSet<i32> = (0..PARTITIONS).collect();
     let baseline = quiet
         .iter()
-        .map(|window| longest_wait(&waits, &all, *window, true))
+        .map(|window| longest_wait(&waits, &all, *window, true).0)
         .max()
         .unwrap_or(0);
     eprintln!("longest a message waited for its result while the group was stable: {baseline} ms");
@@ -446,14 +453,12 @@ fn report(setup: &Setup, changes: &[Change], quiet: &[(i64, i64)]) {
         let restarted: Vec<&str> = c.what.strip_prefix("restart ").into_iter().collect();
         let kept = c.kept(&restarted);
         let others = &all - &kept;
+        let (kept_wait, kept_n) = longest_wait(&waits, &kept, (c.at, c.settled), false);
+        let (other_wait, other_n) = longest_wait(&waits, &others, (c.at, c.settled), false);
         eprintln!(
-            "{}: settled in {} ms; longest wait on partitions kept by running instances {:?}: {} ms; on the others {:?}: {} ms",
+            "{}: settled in {} ms; partitions kept by running instances {kept:?}: longest wait {kept_wait} ms ({kept_n} messages); the others {others:?}: {other_wait} ms ({other_n} messages)",
             c.what,
             c.settled - c.at,
-            kept,
-            longest_wait(&waits, &kept, (c.at, c.settled), false),
-            others,
-            longest_wait(&waits, &others, (c.at, c.settled), false),
         );
     }
 }
