@@ -121,6 +121,17 @@ impl Instance {
         Some((last, held))
     }
 
+    /// The rebalances it took part in since `since` (ms), by its log.
+    fn rebalances_since(&self, since: i64) -> usize {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("partitions assigned") || l.contains("partitions revoked"))
+            .filter_map(|l| chrono::DateTime::parse_from_rfc3339(l.split_whitespace().next()?).ok())
+            .filter(|t| t.timestamp_millis() >= since)
+            .count()
+    }
+
     /// Batches it aborted and replayed, by its log: (overtaken by a rebalance, failed otherwise).
     fn aborted(&self) -> (usize, usize) {
         let log = std::fs::read_to_string(&self.log).unwrap_or_default();
@@ -410,6 +421,13 @@ async fn scaling_one_three_two_and_a_rolling_restart_under_load_stay_exact() {
         let after = settled(&[&pair[0], &pair[1]], Duration::from_secs(60));
         owners = record(&mut changes, &what, at, &owners, after);
         stable(changes.last().unwrap().settled, 5);
+        let other = &pair[1 - i];
+        assert_eq!(
+            other.rebalances_since(at),
+            0,
+            "{what}: a restart within the session timeout is no rebalance for {}",
+            other.name
+        );
     }
 
     let (trace, produced) = load.finish(&setup.name);
