@@ -4,8 +4,9 @@
 //! Exit statuses: 0 done (also for a stop signal: `run` finishes its batch, or, still starting,
 //! exits at once); 1 any other failure; 2 a bad command line (clap's); 69 (EX_UNAVAILABLE) a
 //! server unreachable, a topic missing or no directory loaded; 78 (EX_CONFIG) a bad
-//! configuration or directory file. A failure is printed once, as `switchboard: <error>: <its
-//! cause>…`, each cause once; under `log.format = json`, as one JSON log line instead.
+//! configuration or directory file, or failed TLS or SASL authentication with Kafka. A failure is
+//! printed once, as `switchboard: <error>: <its cause>…`, each cause once; under
+//! `log.format = json`, as one JSON log line instead.
 
 mod cli;
 
@@ -26,6 +27,7 @@ use switchboard::core::directory::DirectoryError;
 use switchboard::directory_file::DirectoryFileError;
 use switchboard::runtime::pipeline::trace;
 use switchboard::runtime::serve::{serve, ServeError};
+use switchboard::runtime::RuntimeError;
 use switchboard::tools;
 use switchboard::tools::check::error_text;
 
@@ -151,6 +153,14 @@ fn exit_code(e: &anyhow::Error) -> u8 {
             cause.downcast_ref()
         {
             return UNAVAILABLE;
+        }
+        // ServeError holds the runtime's error boxed.
+        let runtime = cause
+            .downcast_ref::<Box<RuntimeError>>()
+            .map(|b| &**b)
+            .or_else(|| cause.downcast_ref::<RuntimeError>());
+        if let Some(RuntimeError::Unauthenticated { .. }) = runtime {
+            return CONFIG;
         }
         if let Some(kafka) = cause.downcast_ref::<KafkaError>() {
             if let Some(code) = kafka_exit_code(kafka) {

@@ -378,6 +378,48 @@ fn a_mistyped_kafka_property_never_shows_its_value() {
     }
 }
 
+/// OAUTHBEARER with OIDC needs librdkafka built with libcurl (rdkafka's `curl` feature);
+/// without it, librdkafka refuses each of these properties as "not supported in this build".
+#[test]
+fn this_build_accepts_oauthbearer_oidc_settings() {
+    let (code, stdout, stderr) = switchboard(
+        "oidc",
+        &["check", "--no-connect"],
+        &[
+            (
+                "SWITCHBOARD_KAFKA__PROPERTIES__SECURITY_PROTOCOL",
+                "SASL_SSL",
+            ),
+            (
+                "SWITCHBOARD_KAFKA__PROPERTIES__SASL_MECHANISM",
+                "OAUTHBEARER",
+            ),
+            (
+                "SWITCHBOARD_KAFKA__PROPERTIES__SASL_OAUTHBEARER_METHOD",
+                "oidc",
+            ),
+            (
+                "SWITCHBOARD_KAFKA__PROPERTIES__SASL_OAUTHBEARER_CLIENT_ID",
+                "switchboard",
+            ),
+            (
+                "SWITCHBOARD_KAFKA__PROPERTIES__SASL_OAUTHBEARER_CLIENT_SECRET",
+                "oidc-secret-7c1d",
+            ),
+            (
+                "SWITCHBOARD_KAFKA__PROPERTIES__SASL_OAUTHBEARER_TOKEN_ENDPOINT_URL",
+                "https://idp.example/oauth2/token",
+            ),
+            (
+                "SWITCHBOARD_KAFKA__PROPERTIES__SASL_OAUTHBEARER_SCOPE",
+                "kafka",
+            ),
+        ],
+    );
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(!format!("{stdout}{stderr}").contains("oidc-secret"));
+}
+
 #[test]
 fn a_redis_password_with_any_character_works() {
     let user = format!("sbcli-{}", std::process::id());

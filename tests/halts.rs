@@ -4,7 +4,6 @@
 
 mod kafka_support;
 
-use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{CommitMode, Consumer};
@@ -12,88 +11,6 @@ use rdkafka::{Offset, TopicPartitionList};
 use switchboard::core::event::Topic;
 
 use kafka_support::*;
-
-/// Every key under `prefix`, dumped: a backup of the store as it is now.
-fn backup(prefix: &str) -> Vec<(String, Vec<u8>)> {
-    let mut conn = redis::Client::open(redis_url())
-        .unwrap()
-        .get_connection()
-        .unwrap();
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{prefix}:*"))
-        .query(&mut conn)
-        .unwrap();
-    keys.into_iter()
-        .map(|k| {
-            let dump: Vec<u8> = redis::cmd("DUMP").arg(&k).query(&mut conn).unwrap();
-            (k, dump)
-        })
-        .collect()
-}
-
-/// Puts the store back as `backup` had it: what was written since is lost.
-fn restore(prefix: &str, backup: &[(String, Vec<u8>)]) {
-    forget_keys(prefix);
-    let mut conn = redis::Client::open(redis_url())
-        .unwrap()
-        .get_connection()
-        .unwrap();
-    for (k, dump) in backup {
-        let _: () = redis::cmd("RESTORE")
-            .arg(k)
-            .arg(0)
-            .arg(dump.as_slice())
-            .arg("REPLACE")
-            .query(&mut conn)
-            .unwrap();
-    }
-}
-
-/// Lines `from..to` of `trace`, as a trace file of their own.
-fn slice(trace: &std::path::Path, from: usize, to: usize, name: &str) -> std::path::PathBuf {
-    let text = std::fs::read_to_string(trace).unwrap();
-    let lines: Vec<&str> = text.lines().skip(from).take(to - from).collect();
-    let path = std::env::temp_dir().join(format!("{name}-{}.jsonl", std::process::id()));
-    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
-    path
-}
-
-fn free_http_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Waits until the instance reports halted partitions on `/metrics`; returns them from
-/// `/readyz`, whose reasons must say `why`.
-fn halted_partitions(port: u16, why: &str, deadline: Duration) -> BTreeSet<i32> {
-    let start = Instant::now();
-    loop {
-        let halted = metrics(port)
-            .get("switchboard_halted_partitions")
-            .copied()
-            .unwrap_or(0.0);
-        if halted > 0.0 {
-            // Give the batch in hand time to meet the other partitions too.
-            std::thread::sleep(Duration::from_secs(3));
-            let (_, body) = http_get(port, "/readyz");
-            let listed: BTreeSet<i32> = body
-                .lines()
-                .filter_map(|l| l.strip_prefix("halted partition "))
-                .map(|l| l.split(':').next().unwrap().parse().unwrap())
-                .collect();
-            assert!(body.contains(why), "the reason says what happened: {body}");
-            return listed;
-        }
-        assert!(
-            start.elapsed() < deadline,
-            "no partition halted after {deadline:?}"
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    }
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn redis_restored_from_an_old_backup_halts_its_partitions_until_rebuilt() {
@@ -116,7 +33,7 @@ async fn redis_restored_from_an_old_backup_halts_its_partitions_until_rebuilt() 
         Duration::from_secs(120),
     );
     terminate(child);
-    let old = backup(&prefix);
+    let old = backup(&redis_url(), &prefix);
     setup.produce_trace(&phase(a, b, 2));
     let child = setup.spawn();
     wait_for_results(
@@ -125,7 +42,7 @@ async fn redis_restored_from_an_old_backup_halts_its_partitions_until_rebuilt() 
         Duration::from_secs(120),
     );
     terminate(child);
-    restore(&prefix, &old);
+    restore(&redis_url(), &prefix, &old);
 
     // Phase 3 arrives; the instance halts what Redis is behind on instead of applying it.
     setup.produce_trace(&phase(b, total, 3));

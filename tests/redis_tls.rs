@@ -90,9 +90,53 @@ fn certificates(dir: &Path) {
             "server.pem",
         ],
     );
+    // A client certificate the CA signed, for a server that asks for one; an extension makes it
+    // an X.509 v3 certificate (rustls refuses v1 ones).
+    std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=switchboard",
+            "-keyout",
+            "client.key",
+            "-out",
+            "client.csr",
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "client.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            "client.ext",
+            "-out",
+            "client.pem",
+        ],
+    );
 }
 
 fn tls_server() -> Server {
+    server_asking_clients(false)
+}
+
+/// A TLS-only server; with `mutual`, one that refuses clients without a certificate its CA
+/// signed (`tls-auth-clients yes`).
+fn server_asking_clients(mutual: bool) -> Server {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -120,7 +164,7 @@ fn tls_server() -> Server {
             "--tls-ca-cert-file",
             "ca.pem",
             "--tls-auth-clients",
-            "no",
+            if mutual { "yes" } else { "no" },
             "--save",
             "",
         ])
@@ -142,6 +186,14 @@ fn tls_server() -> Server {
 
 /// `switchboard directory load` of the example directory into the TLS Redis.
 fn load_directory(server: &Server, ca: Option<&Path>) -> std::process::Output {
+    load_directory_with(server, ca, &[])
+}
+
+fn load_directory_with(
+    server: &Server,
+    ca: Option<&Path>,
+    settings: &[(&str, PathBuf)],
+) -> std::process::Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchboard"));
     cmd.args([
         "directory",
@@ -153,7 +205,8 @@ fn load_directory(server: &Server, ca: Option<&Path>) -> std::process::Output {
         format!("rediss://127.0.0.1:{}/", server.port),
     )
     .env("SWITCHBOARD_REDIS__KEY_PREFIX", "sbtls")
-    .env_remove("SSL_CERT_DIR");
+    .env_remove("SSL_CERT_DIR")
+    .envs(settings.iter().map(|(k, v)| (*k, v)));
     match ca {
         Some(ca) => cmd.env("SSL_CERT_FILE", ca),
         None => cmd.env_remove("SSL_CERT_FILE"),
@@ -194,4 +247,35 @@ fn rediss_works_with_the_servers_ca_and_refuses_a_server_it_cannot_verify() {
         .query(&mut conn)
         .unwrap();
     assert!(version.is_some(), "the directory's version key over TLS");
+}
+
+/// `redis.tls_ca_file`, `redis.tls_cert_file` and `redis.tls_key_file` against a server that
+/// asks clients for a certificate: with them the load works, without the certificate it is
+/// refused, and the CA setting alone is trusted without `SSL_CERT_FILE`.
+#[test]
+fn a_client_certificate_from_the_settings_is_presented() {
+    let server = server_asking_clients(true);
+    let file = |name: &str| server.dir.join(name);
+    let ca_only = [("SWITCHBOARD_REDIS__TLS_CA_FILE", file("ca.pem"))];
+    let refused = load_directory_with(&server, None, &ca_only);
+    assert!(
+        !refused.status.success(),
+        "a server asking for a client certificate accepted none"
+    );
+    let with_certificate = [
+        ("SWITCHBOARD_REDIS__TLS_CA_FILE", file("ca.pem")),
+        ("SWITCHBOARD_REDIS__TLS_CERT_FILE", file("client.pem")),
+        ("SWITCHBOARD_REDIS__TLS_KEY_FILE", file("client.key")),
+    ];
+    let loaded = load_directory_with(&server, None, &with_certificate);
+    assert!(
+        loaded.status.success(),
+        "{}",
+        String::from_utf8_lossy(&loaded.stderr)
+    );
+    // A certificate without its key is a configuration error, before any connection.
+    let half = [("SWITCHBOARD_REDIS__TLS_CERT_FILE", file("client.pem"))];
+    let out = load_directory_with(&server, None, &half);
+    assert_eq!(out.status.code(), Some(78));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("redis.tls_cert_file"));
 }

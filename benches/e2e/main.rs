@@ -18,7 +18,8 @@
 //!   conversation, through the Redis store.
 //!
 //! `--throughput-only` runs just saturation and the passthrough; `--latency-only RATE` just the
-//! latency at that rate.
+//! latency at that rate; `--scale-out` just the Redis Cluster against one Redis and three
+//! instances against one (`scale`).
 //!
 //! It prints the figures and the targets of BENCHMARKS.md, and writes `e2e.json` and `e2e.svg`
 //! (throughput and latency over time) to `target/bench/`.
@@ -40,6 +41,7 @@ mod probe;
 mod report;
 mod run;
 mod saturation;
+mod scale;
 
 use switchboard::tools::loadgen::Model;
 
@@ -74,6 +76,8 @@ struct Mode {
     latency_only: Option<f64>,
     /// `--throughput-only`: just saturation and the passthrough ceiling, and their ratio.
     throughput_only: bool,
+    /// `--scale-out`: just one Redis against the Redis Cluster, one instance against three.
+    scale_out: bool,
 }
 
 impl Mode {
@@ -91,15 +95,16 @@ impl Mode {
                 })
         });
         let throughput_only = args.iter().any(|a| a == "--throughput-only");
+        let scale_out = args.iter().any(|a| a == "--scale-out");
         let known = |a: &str| {
             matches!(
                 a,
-                "--quick" | "--bench" | "--latency-only" | "--throughput-only"
+                "--quick" | "--bench" | "--latency-only" | "--throughput-only" | "--scale-out"
             ) || a.parse::<f64>().is_ok()
         };
         if let Some(bad) = args.iter().skip(1).find(|a| !known(a)) {
             eprintln!(
-                "e2e: unknown argument {bad:?} (known: --quick, --latency-only RATE, --throughput-only)"
+                "e2e: unknown argument {bad:?} (known: --quick, --latency-only RATE, --throughput-only, --scale-out)"
             );
             std::process::exit(2);
         }
@@ -107,6 +112,7 @@ impl Mode {
             quick,
             latency_only,
             throughput_only,
+            scale_out,
         }
     }
 
@@ -132,6 +138,10 @@ fn main() {
     } else {
         (20_000, 600_000, 1_000_000)
     };
+    if mode.scale_out {
+        scale::scale_out(&io, quick);
+        return;
+    }
     if let Some(rate) = mode.latency_only {
         let lat = latency(&io, rate, mode.latency_seconds());
         println!("{}", serde_json::to_string_pretty(&lat).unwrap());

@@ -16,12 +16,23 @@ use crate::PARTITIONS;
 /// Topics, group, transactional ID and key prefix of one measurement.
 pub struct Run {
     pub name: String,
+    /// The Redis Cluster's seed nodes (`host:port,…`), when the state lives on one.
+    pub cluster: Option<String>,
 }
 
 impl Run {
     pub fn new(what: &str) -> Run {
         Run {
             name: format!("bench-{what}-{}", std::process::id()),
+            cluster: None,
+        }
+    }
+
+    /// A run whose state lives on the Redis Cluster of `nodes`.
+    pub fn on_cluster(what: &str, nodes: &str) -> Run {
+        Run {
+            name: format!("bench-{what}-{}", std::process::id()),
+            cluster: Some(nodes.to_string()),
         }
     }
 
@@ -58,6 +69,9 @@ impl Run {
         cmd.env("SWITCHBOARD_KAFKA__GROUP_ID", &self.name)
             .env("SWITCHBOARD_KAFKA__TRANSACTIONAL_ID", &self.name)
             .env("SWITCHBOARD_REDIS__KEY_PREFIX", &self.name);
+        if let Some(nodes) = &self.cluster {
+            cmd.env("SWITCHBOARD_REDIS__CLUSTER_NODES", nodes);
+        }
         cmd
     }
 
@@ -110,8 +124,20 @@ impl Run {
 
     /// `switchboard run`, serving /metrics on `port`.
     pub fn spawn(&self, port: u16) -> Proc {
+        self.spawn_nth(port, 0)
+    }
+
+    /// Instance `n` of the run's group (instance 0 is [`Run::spawn`]'s), serving /metrics on
+    /// `port`.
+    pub fn spawn_nth(&self, port: u16, n: usize) -> Proc {
+        let id = if n == 0 {
+            self.name.clone()
+        } else {
+            format!("{}-{n}", self.name)
+        };
         Proc::spawn(
             self.command(&["run"])
+                .env("SWITCHBOARD_KAFKA__TRANSACTIONAL_ID", id)
                 .env("SWITCHBOARD_HTTP__LISTEN", format!("127.0.0.1:{port}"))
                 .stdout(Stdio::null())
                 .stderr(Stdio::inherit()),
@@ -124,6 +150,9 @@ impl Run {
 impl Drop for Run {
     fn drop(&mut self) {
         process::delete_topics(self.topic_names());
-        process::forget_keys(&self.name);
+        match &self.cluster {
+            Some(nodes) => process::forget_cluster_keys(nodes, &self.name),
+            None => process::forget_keys(&self.name),
+        }
     }
 }

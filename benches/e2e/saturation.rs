@@ -25,13 +25,27 @@ pub struct Saturation {
     pub rate: f64,
     pub cpu_seconds_per_million: f64,
     pub peak_rss_mib: f64,
+    /// Redis's CPU seconds (user + system, every node of the run's Redis, replicas included)
+    /// per million messages, from spawning the processor to the last message processed.
+    pub redis_cpu_seconds_per_million: f64,
     pub outputs: f64,
     pub samples: Vec<Sample>,
 }
 
 /// Preloads the model's traffic, then drains it with `switchboard run`.
 pub fn saturate(io: &tokio::runtime::Runtime, what: &str, model: &Model) -> (Run, Saturation) {
-    let run = Run::new(what);
+    saturate_on(io, Run::new(what), model, 1)
+}
+
+/// [`saturate`] in `run`, drained by `instances` instances of one group (CPU summed over them).
+pub fn saturate_on(
+    io: &tokio::runtime::Runtime,
+    run: Run,
+    model: &Model,
+    instances: usize,
+) -> (Run, Saturation) {
+    let what = run.name.clone();
+    let what = what.as_str();
     run.create_topics(io);
     run.load_directory(model);
     let produced_at = Instant::now();
@@ -40,11 +54,19 @@ pub fn saturate(io: &tokio::runtime::Runtime, what: &str, model: &Model) -> (Run
         "  {what}: {n} records preloaded in {:.1} s",
         produced_at.elapsed().as_secs_f64()
     );
-    let port = free_port();
-    let mut child = run.spawn(port);
-    let d = drain(what, &mut child, port, n);
-    eprintln!("  {what}: {}", breakdown(&metrics(port)));
-    let _ = child.terminate();
+    let redis_before = redis_cpu(&run);
+    let ports: Vec<u16> = (0..instances).map(|_| free_port()).collect();
+    let mut children: Vec<Proc> = ports
+        .iter()
+        .enumerate()
+        .map(|(i, port)| run.spawn_nth(*port, i))
+        .collect();
+    let d = drain(what, &mut children, &ports, n);
+    let redis_seconds = redis_cpu(&run) - redis_before;
+    eprintln!("  {what}: {}", breakdown(&metrics(ports[0])));
+    for child in children {
+        let _ = child.terminate();
+    }
     let ((t0, cpu0), (t1, cpu1)) = (d.start, d.end);
     let seconds = (t1 - t0).max(0.2);
     let result = Saturation {
@@ -54,12 +76,13 @@ pub fn saturate(io: &tokio::runtime::Runtime, what: &str, model: &Model) -> (Run
         rate: n as f64 / seconds,
         cpu_seconds_per_million: (cpu1 - cpu0) / n as f64 * 1e6,
         peak_rss_mib: d.peak,
+        redis_cpu_seconds_per_million: redis_seconds / n as f64 * 1e6,
         outputs: d.outputs,
         samples: d.samples,
     };
     eprintln!(
-        "  {what}: {:.0} messages/s, {:.1} CPU s per million, peak RSS {:.0} MiB",
-        result.rate, result.cpu_seconds_per_million, result.peak_rss_mib
+        "  {what}: {:.0} messages/s, {:.1} CPU s per million, peak RSS {:.0} MiB; Redis {:.1} CPU s per million",
+        result.rate, result.cpu_seconds_per_million, result.peak_rss_mib, result.redis_cpu_seconds_per_million
     );
     (run, result)
 }
@@ -74,19 +97,25 @@ struct Drained {
     outputs: f64,
 }
 
-fn drain(what: &str, child: &mut Proc, port: u16, n: u64) -> Drained {
-    let pid = child.id();
+fn drain(what: &str, children: &mut [Proc], ports: &[u16], n: u64) -> Drained {
+    let pids: Vec<u32> = children.iter().map(Proc::id).collect();
     let begun = Instant::now();
     let mut samples = Vec::new();
     let mut start: Option<(f64, f64)> = None;
     let mut peak = 0.0f64;
     loop {
         std::thread::sleep(Duration::from_millis(200));
-        let m = metrics(port);
+        let all: Vec<_> = ports.iter().map(|port| metrics(*port)).collect();
         let t = begun.elapsed().as_secs_f64();
-        let (cpu, rss, hwm) = usage(pid);
-        peak = peak.max(hwm).max(rss);
-        let p = processed(&m);
+        let (mut cpu, mut rss) = (0.0, 0.0);
+        for pid in &pids {
+            let (c, r, hwm) = usage(*pid);
+            cpu += c;
+            rss += r;
+            peak = peak.max(hwm);
+        }
+        peak = peak.max(rss);
+        let p: f64 = all.iter().map(processed).sum();
         samples.push(Sample {
             t,
             processed: p,
@@ -101,18 +130,42 @@ fn drain(what: &str, child: &mut Proc, port: u16, n: u64) -> Drained {
                 start: start.expect("started"),
                 end: (t, cpu),
                 peak,
-                outputs: m
-                    .get("switchboard_output_records_total")
-                    .copied()
-                    .unwrap_or(0.0),
+                outputs: all
+                    .iter()
+                    .filter_map(|m| m.get("switchboard_output_records_total"))
+                    .sum(),
             };
         }
         assert!(
             t < 1800.0,
             "{what}: only {p} of {n} processed after {t:.0} s"
         );
-        if let Some(status) = child.try_wait() {
-            panic!("{what}: switchboard run exited ({status}) after {p} of {n}");
+        for child in children.iter_mut() {
+            if let Some(status) = child.try_wait() {
+                panic!("{what}: switchboard run exited ({status}) after {p} of {n}");
+            }
         }
     }
+}
+
+/// The CPU seconds (user + system) Redis has used so far: every node of the run's Cluster, or
+/// the one Redis.
+fn redis_cpu(run: &Run) -> f64 {
+    let nodes: Vec<String> = match &run.cluster {
+        Some(nodes) => nodes.split(',').map(|n| format!("redis://{n}")).collect(),
+        None => vec![crate::process::redis_url()],
+    };
+    nodes
+        .iter()
+        .map(|url| {
+            let info: String = redis::Client::open(url.as_str())
+                .and_then(|c| c.get_connection())
+                .and_then(|mut c| redis::cmd("INFO").arg("cpu").query(&mut c))
+                .unwrap_or_default();
+            info.lines()
+                .filter(|l| l.starts_with("used_cpu_sys:") || l.starts_with("used_cpu_user:"))
+                .filter_map(|l| l.split(':').nth(1)?.trim().parse::<f64>().ok())
+                .sum::<f64>()
+        })
+        .sum()
 }

@@ -1,4 +1,4 @@
-# Shared settings of the local servers; sourced by deploy/local/{kafka,redis,up,down}.
+# Shared settings of the local servers; sourced by each server script in deploy/local.
 # Every value can be overridden from the environment.
 
 LOCAL_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -22,7 +22,34 @@ KAFKA_HEAP_OPTS="${KAFKA_HEAP_OPTS:--Xms256m -Xmx1g}"
 # How long to wait for a server to become ready, in seconds.
 READY_TIMEOUT="${READY_TIMEOUT:-90}"
 
+# The replicated cluster (deploy/local/kafka-cluster): three KRaft nodes, each broker and
+# controller; node N (1..3) listens on KAFKA_CLUSTER_PORT+N-1 and its controller on
+# KAFKA_CLUSTER_CONTROLLER_PORT+N-1. Smaller heaps than the single broker's: three share the
+# machine.
+KAFKA_CLUSTER_PORT="${KAFKA_CLUSTER_PORT:-29092}"
+KAFKA_CLUSTER_CONTROLLER_PORT="${KAFKA_CLUSTER_CONTROLLER_PORT:-29192}"
+KAFKA_CLUSTER_BOOTSTRAP="127.0.0.1:$KAFKA_CLUSTER_PORT,127.0.0.1:$((KAFKA_CLUSTER_PORT + 1)),127.0.0.1:$((KAFKA_CLUSTER_PORT + 2))"
+KAFKA_CLUSTER_HEAP_OPTS="${KAFKA_CLUSTER_HEAP_OPTS:--Xms128m -Xmx512m}"
+
+# The SASL/SCRAM-over-TLS broker (deploy/local/kafka-sasl): its SASL_SSL listener and its
+# controller's port. The script makes its CA, certificate and SCRAM user under
+# $SWITCHBOARD_LOCAL_DIR/kafka-sasl.
+KAFKA_SASL_PORT="${KAFKA_SASL_PORT:-29292}"
+KAFKA_SASL_CONTROLLER_PORT="${KAFKA_SASL_CONTROLLER_PORT:-29293}"
+KAFKA_SASL_BOOTSTRAP="127.0.0.1:$KAFKA_SASL_PORT"
+KAFKA_SASL_HEAP_OPTS="${KAFKA_SASL_HEAP_OPTS:--Xms128m -Xmx512m}"
+
 REDIS_PORT="${REDIS_PORT:-16379}"
+# Redis Cluster (deploy/local/redis-cluster): REDIS_CLUSTER_NODES nodes on consecutive ports from
+# REDIS_CLUSTER_PORT, with REDIS_CLUSTER_REPLICAS replicas per master (6 and 1: 3 masters).
+REDIS_CLUSTER_PORT="${REDIS_CLUSTER_PORT:-17000}"
+REDIS_CLUSTER_NODES="${REDIS_CLUSTER_NODES:-6}"
+REDIS_CLUSTER_REPLICAS="${REDIS_CLUSTER_REPLICAS:-1}"
+# Redis Sentinel (deploy/local/redis-sentinel): a primary and a replica from REDIS_SENTINEL_DATA_PORT,
+# three Sentinels from REDIS_SENTINEL_PORT, watching the service REDIS_SENTINEL_SERVICE.
+REDIS_SENTINEL_DATA_PORT="${REDIS_SENTINEL_DATA_PORT:-17100}"
+REDIS_SENTINEL_PORT="${REDIS_SENTINEL_PORT:-26379}"
+REDIS_SENTINEL_SERVICE="${REDIS_SENTINEL_SERVICE:-switchboard}"
 
 # Toxiproxy (deploy/local/toxiproxy): its HTTP API, and where its Redis proxy listens. Its
 # binary is built once per version into SWITCHBOARD_TOOLS_DIR, shared by every checkout.

@@ -241,6 +241,9 @@ fn redis(r: &Redis, fail: &mut impl FnMut(&str, String)) {
     } else {
         fail("redis.url", format!("{} is not a URL", r.address()));
     }
+    for (setting, reason) in r.target_problems() {
+        fail(setting, reason);
+    }
     if r.key_prefix.is_empty() || r.key_prefix.contains(['{', '}']) {
         let reason = "must be non-empty and free of { and } (they mark hash tags)";
         fail("redis.key_prefix", reason.into());

@@ -51,8 +51,12 @@ pub(super) fn read(env: &BTreeMap<String, String>, schema: &Dict) -> EnvLayer {
         if name == CONFIG_VARIABLE {
             continue;
         }
+        // A setting whose own name ends in `_file` (`redis.tls_ca_file`) is that setting; any
+        // other name with `_FILE` appended reads its value from a file.
         let (rest, from_file) = match rest.strip_suffix(FILE_SUFFIX) {
-            Some(stem) if path_of(stem, schema).is_some() => (stem, true),
+            Some(stem) if !is_known(rest, schema) && path_of(stem, schema).is_some() => {
+                (stem, true)
+            }
             _ => (rest, false),
         };
         let Some((path, kind)) = path_of(rest, schema) else {
@@ -140,6 +144,15 @@ fn path_of(rest: &str, schema: &Dict) -> Option<(Vec<String>, Kind)> {
             _ => None,
         },
         _ => None,
+    }
+}
+
+/// Whether a variable name (less the prefix) names a setting of the defaults by itself.
+fn is_known(rest: &str, schema: &Dict) -> bool {
+    let parts: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
+    match (schema.get(&parts[0]), parts.as_slice()) {
+        (Some(Value::Dict(_, keys)), [_, key]) => keys.contains_key(key),
+        _ => false,
     }
 }
 

@@ -11,6 +11,7 @@
 mod checks;
 mod env;
 mod layers;
+mod redis_target;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -128,6 +129,20 @@ pub struct Redis {
     /// Replicas that must acknowledge a batch's write before it commits (Redis `WAIT`); 0: none.
     pub wait_replicas: u32,
     pub wait_timeout_ms: u64,
+    /// Redis Cluster's seed nodes, `host:port` (a list, or one comma-separated string from the
+    /// environment); set: Cluster mode, `url` giving only the scheme and credentials.
+    #[serde(deserialize_with = "redis_target::list")]
+    pub cluster_nodes: Vec<String>,
+    /// Sentinels, `host:port`, watching `sentinel_service`; set: the primary they name is
+    /// used, `url` giving the scheme, credentials and database.
+    #[serde(deserialize_with = "redis_target::list")]
+    pub sentinel_nodes: Vec<String>,
+    pub sentinel_service: String,
+    /// PEM files for TLS (`rediss://`): a CA to trust instead of the system's store, and a client
+    /// certificate and key for a server that asks for one. Empty: none.
+    pub tls_ca_file: String,
+    pub tls_cert_file: String,
+    pub tls_key_file: String,
 }
 
 impl Redis {
@@ -165,8 +180,19 @@ impl Redis {
         SecretString::from(String::from(url))
     }
 
-    /// `url` as messages show it: any password it holds replaced by `***`.
+    /// Where Redis is, as messages show it: `url` with any password replaced by `***`, or the
+    /// Cluster's seeds, or the Sentinels' service.
     pub fn address(&self) -> String {
+        if !self.cluster_nodes.is_empty() {
+            return format!("the Redis Cluster {}", self.cluster_nodes.join(","));
+        }
+        if !self.sentinel_nodes.is_empty() {
+            return format!(
+                "the primary of {:?} by the Sentinels {}",
+                self.sentinel_service,
+                self.sentinel_nodes.join(",")
+            );
+        }
         match redis::parse_redis_url(&self.url) {
             Some(mut url) if url.password().is_some() => {
                 let _ = url.set_password(Some("***"));
@@ -380,6 +406,11 @@ impl Config {
     /// The Redis URL to connect with, credentials included (see [`Redis::connection_url`]).
     pub fn redis_url(&self) -> SecretString {
         self.redis.connection_url()
+    }
+
+    /// Where Redis is: one node, a Cluster or Sentinels (see [`Redis::target`]).
+    pub fn redis_target(&self) -> crate::runtime::store::Target {
+        self.redis.target()
     }
 }
 

@@ -8,11 +8,11 @@ use std::time::{Duration, Instant};
 
 use rdkafka::consumer::ConsumerGroupMetadata;
 use rdkafka::error::KafkaError;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::producer::{BaseRecord, Producer};
 use rdkafka::TopicPartitionList;
 use tracing::warn;
 
-use super::kafka::{await_deliveries, send, TIMEOUT};
+use super::kafka::{await_deliveries, send, TxnProducer, TIMEOUT};
 use super::RuntimeError;
 use crate::config::Topics;
 use crate::runtime::store::OutRecord;
@@ -77,7 +77,7 @@ pub(super) enum Failed {
 
 /// What one batch's transaction carries.
 pub(super) struct Commit {
-    pub(super) producer: Arc<BaseProducer>,
+    pub(super) producer: Arc<TxnProducer>,
     pub(super) topics: Topics,
     pub(super) outputs: Vec<OutRecord>,
     pub(super) offsets: TopicPartitionList,

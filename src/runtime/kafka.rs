@@ -3,11 +3,13 @@
 //! stalls rust-rdkafka's defaults cost.
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 
 use secrecy::ExposeSecret;
 
@@ -32,8 +34,52 @@ fn set_all(c: &mut ClientConfig, properties: &Properties) {
     }
 }
 
+/// The runtime's transactional producer.
+pub(crate) type TxnProducer = BaseProducer<AuthFailures>;
+
+/// The transactional producer's (and `check`'s) context: librdkafka's errors logged as by
+/// default, and the last failed TLS handshake or SASL authentication kept. librdkafka only logs
+/// those and keeps retrying, so a start that then times out would otherwise say nothing of why.
+#[derive(Default)]
+pub struct AuthFailures {
+    last: Mutex<Option<String>>,
+}
+
+impl AuthFailures {
+    /// librdkafka's words for the last TLS or SASL failure, if any.
+    pub fn last(&self) -> Option<String> {
+        self.last.lock().ok()?.clone()
+    }
+}
+
+impl ClientContext for AuthFailures {
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::error!(target: "rdkafka::client", "librdkafka: {error}: {reason}");
+        let refused = [RDKafkaErrorCode::Authentication, RDKafkaErrorCode::SSL];
+        if refused.contains(
+            &error
+                .rdkafka_error_code()
+                .unwrap_or(RDKafkaErrorCode::NoError),
+        ) {
+            if let Ok(mut last) = self.last.lock() {
+                *last = Some(reason.to_string());
+            }
+        }
+    }
+}
+
+/// For `check`'s metadata client.
+impl rdkafka::consumer::ConsumerContext for AuthFailures {}
+
+impl ProducerContext for AuthFailures {
+    type DeliveryOpaque = ();
+
+    /// Delivery failures surface where the runtime waits for them: at the transaction's commit.
+    fn delivery(&self, _: &DeliveryResult<'_>, _: ()) {}
+}
+
 /// The runtime's transactional producer (its transactions not yet initialised).
-pub(crate) fn new_producer(config: &Config) -> Result<BaseProducer, KafkaError> {
+pub(crate) fn new_producer(config: &Config) -> Result<TxnProducer, KafkaError> {
     let mut c = client_config(config);
     set_all(&mut c, &config.kafka.producer_properties);
     c.set("transactional.id", config.transactional_id())
@@ -51,7 +97,7 @@ pub(crate) fn new_producer(config: &Config) -> Result<BaseProducer, KafkaError> 
             "message.max.bytes",
             config.kafka.max_output_bytes.to_string(),
         )
-        .create()
+        .create_with_context(AuthFailures::default())
         .map_err(redact)
 }
 
@@ -170,17 +216,28 @@ pub fn await_deliveries<C: rdkafka::producer::ProducerContext>(
 /// librdkafka's abort first waits until every message of the transaction has been reported, and
 /// reports only arrive through `poll`; unserved, the abort waited out its whole timeout (30 s,
 /// seen after every broker restart) before the producer was replaced anyway.
-pub(crate) fn abort_serving_deliveries(producer: &BaseProducer) -> Result<(), KafkaError> {
-    let aborted = AtomicBool::new(false);
+pub(crate) fn abort_serving_deliveries(producer: &TxnProducer) -> Result<(), KafkaError> {
+    serving_events(producer, || producer.abort_transaction(TIMEOUT))
+}
+
+/// Initialises the producer's transactions while another thread serves its events: errors
+/// (a failed TLS handshake or SASL authentication) reach [`AuthFailures`] only through `poll`, and would
+/// otherwise wait until the call had timed out.
+pub(crate) fn init_serving_events(producer: &TxnProducer) -> Result<(), KafkaError> {
+    serving_events(producer, || producer.init_transactions(TIMEOUT))
+}
+
+fn serving_events<T>(producer: &TxnProducer, call: impl FnOnce() -> T) -> T {
+    let done = AtomicBool::new(false);
     std::thread::scope(|scope| {
         scope.spawn(|| {
-            while !aborted.load(Ordering::SeqCst) {
+            while !done.load(Ordering::SeqCst) {
                 producer.poll(Duration::ZERO);
                 std::thread::sleep(Duration::from_millis(1));
             }
         });
-        let result = producer.abort_transaction(TIMEOUT);
-        aborted.store(true, Ordering::SeqCst);
+        let result = call();
+        done.store(true, Ordering::SeqCst);
         result
     })
 }

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{BaseProducer, Producer};
+use rdkafka::producer::Producer;
 use tracing::{info, warn};
 
 use crate::config::Config;
@@ -34,7 +34,7 @@ use crate::runtime::store::DirectorySource;
 use crate::runtime::store::StateStore;
 use commit::{Commit, Failed, Gate, InFlight, Txn};
 use consumer::{Input, Polled};
-use kafka::{new_producer, TIMEOUT};
+use kafka::{init_serving_events, new_producer, TxnProducer};
 use recovery::Recovery;
 
 /// With `idle_exit`, how long to wait for the first records (group join, assignment).
@@ -76,6 +76,9 @@ pub enum RuntimeError {
     Thread(std::io::Error),
     #[error("the commit thread panicked")]
     CommitPanicked,
+    /// TLS or SASL authentication with the brokers failed, and the first call timed out.
+    #[error("TLS or SASL authentication with Kafka failed ({reason}); check the sasl.* and ssl.* settings of kafka.properties: {error}")]
+    Unauthenticated { reason: String, error: KafkaError },
 }
 
 /// Totals since start.
@@ -90,7 +93,7 @@ pub struct Stats {
 pub struct Runtime<S, D> {
     config: Config,
     input: Input,
-    producer: Arc<BaseProducer>,
+    producer: Arc<TxnProducer>,
     store: S,
     directory: D,
     io: tokio::runtime::Runtime,
@@ -157,7 +160,15 @@ impl<S: StateStore, D: DirectorySource> Runtime<S, D> {
         stop: &Arc<AtomicBool>,
         idle_exit: Option<Duration>,
     ) -> Result<Stats, RuntimeError> {
-        self.producer.init_transactions(TIMEOUT)?;
+        init_serving_events(&self.producer).map_err(|source| {
+            match self.producer.context().last() {
+                Some(reason) => RuntimeError::Unauthenticated {
+                    reason,
+                    error: source,
+                },
+                None => RuntimeError::Kafka(source),
+            }
+        })?;
         self.input.subscribe()?;
         let started = Instant::now();
         // Idle time counts from the last batch; before the first one, joining the group and

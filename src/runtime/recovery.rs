@@ -28,7 +28,7 @@ use tracing::{error, info, warn};
 
 use super::commit::{outlived, Txn};
 use super::consumer::Reassigned;
-use super::kafka::{abort_serving_deliveries, new_producer, TIMEOUT};
+use super::kafka::{abort_serving_deliveries, init_serving_events, new_producer};
 use super::{Runtime, RuntimeError};
 use crate::runtime::pipeline::{Halt, PipelineError};
 use crate::runtime::store::{DirectorySource, StateStore};
@@ -368,9 +368,7 @@ impl<S: StateStore, D: DirectorySource> Runtime<S, D> {
         self.producer
             .purge(PurgeConfig::default().queue().inflight());
         self.producer = Arc::new(new_producer(&self.config)?);
-        self.producer
-            .init_transactions(TIMEOUT)
-            .map_err(RuntimeError::Producer)?;
+        init_serving_events(&self.producer).map_err(RuntimeError::Producer)?;
         self.txn = Txn::Idle;
         Ok(())
     }

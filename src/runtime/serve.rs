@@ -13,8 +13,6 @@ use std::net::{AddrParseError, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use secrecy::ExposeSecret;
-
 use crate::config::Config;
 use crate::runtime::metrics::{Metrics, TimedStore};
 use crate::runtime::store::{RedisDirectory, RedisStore, StoreError};
@@ -74,20 +72,16 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
         address: config.redis.address(),
         source,
     };
-    let url = config.redis_url();
+    let target = config.redis_target();
     let prefix = &config.redis.key_prefix;
     let timeout = config.redis.response_timeout();
     let store = io
-        .block_on(RedisStore::connect_with(
-            url.expose_secret(),
-            prefix,
-            timeout,
-        ))
+        .block_on(RedisStore::connect_with(&target, prefix, timeout))
         .map_err(redis)?
         .waiting_for(config.redis.wait_replicas, config.redis.wait_timeout_ms);
     let directory = io
         .block_on(RedisDirectory::connect(
-            url.expose_secret(),
+            target.clone(),
             prefix,
             config.directory.settings(),
         ))

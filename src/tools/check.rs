@@ -5,18 +5,18 @@
 //! Redis, each within `--timeout-ms`. It writes nothing anywhere.
 //!
 //! One line per finding on standard output; the verdict is the exit status, as `vector
-//! validate`'s is: 0 all good, 78 (EX_CONFIG) the configuration or the directory file is wrong,
-//! 69 (EX_UNAVAILABLE) a server is unreachable or a topic is missing.
+//! validate`'s is: 0 all good, 78 (EX_CONFIG) the configuration or the directory file is wrong
+//! (TLS or SASL authentication with the brokers failing included), 69 (EX_UNAVAILABLE) a server
+//! is unreachable or a topic is missing.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use secrecy::ExposeSecret;
 
 use crate::config::{Config, Loaded};
 use crate::core::event::Topic;
-use crate::runtime::kafka::client_config;
+use crate::runtime::kafka::{client_config, AuthFailures};
 use crate::runtime::store::RedisDirectory;
 
 /// The arguments of `switchboard check` (its help text is the subcommand's doc, in the binary's
@@ -140,17 +140,24 @@ fn directory(path: &std::path::Path) -> Verdict {
 /// Metadata from the brokers, and every configured topic in it.
 fn kafka(config: &Config, timeout: Duration) -> Verdict {
     let brokers = &config.kafka.brokers;
-    let consumer: BaseConsumer = match client_config(config).create() {
-        Ok(c) => c,
-        Err(e) => {
-            let e = crate::runtime::kafka::redacted(&e);
-            println!("error    Kafka client for {brokers}: {e}");
-            return Verdict::Invalid;
-        }
-    };
+    let consumer: BaseConsumer<AuthFailures> =
+        match client_config(config).create_with_context(AuthFailures::default()) {
+            Ok(c) => c,
+            Err(e) => {
+                let e = crate::runtime::kafka::redacted(&e);
+                println!("error    Kafka client for {brokers}: {e}");
+                return Verdict::Invalid;
+            }
+        };
     let metadata = match consumer.fetch_metadata(None, timeout) {
         Ok(m) => m,
         Err(e) => {
+            // The client's errors arrive through its queue, which fetching metadata leaves unread.
+            let _ = consumer.poll(Duration::from_millis(100));
+            if let Some(reason) = consumer.context().last() {
+                println!("error    Kafka at {brokers}: TLS or SASL authentication failed: {reason}; check the sasl.* and ssl.* settings of kafka.properties");
+                return Verdict::Invalid;
+            }
             println!(
                 "error    Kafka at {brokers} (kafka.brokers): no metadata within {timeout:?}: {e}"
             );
@@ -195,14 +202,11 @@ fn redis(config: &Config, timeout: Duration) -> Verdict {
     };
     let prefix = &config.redis.key_prefix;
     let answered = io.block_on(async {
-        let url = config.redis_url();
         let work = async {
-            let client = redis::Client::open(url.expose_secret())?;
-            let mut conn = client.get_multiplexed_async_connection().await?;
-            let pong: String = redis::cmd("PING").query_async(&mut conn).await?;
             let directory =
-                RedisDirectory::connect(url.expose_secret(), prefix, config.directory.settings())
+                RedisDirectory::connect(config.redis_target(), prefix, config.directory.settings())
                     .await?;
+            let pong = directory.ping().await?;
             let version = directory.loaded_version().await?;
             anyhow::Ok((pong, version))
         };

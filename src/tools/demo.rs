@@ -162,7 +162,16 @@ pub fn read_committed(
     topic: &str,
     partitions: i32,
 ) -> Result<Vec<(String, serde_json::Value)>, KafkaError> {
-    Ok(read_committed_records(bootstrap, topic, partitions)?
+    read_committed_with(reader(bootstrap), topic, partitions)
+}
+
+/// As [`read_committed`], with a client of the caller's (a secured broker's settings).
+pub fn read_committed_with(
+    client: ClientConfig,
+    topic: &str,
+    partitions: i32,
+) -> Result<Vec<(String, serde_json::Value)>, KafkaError> {
+    Ok(read_committed_records_with(client, topic, partitions)?
         .into_iter()
         .map(|r| {
             let key = r
@@ -194,8 +203,22 @@ pub fn read_committed_records(
     topic: &str,
     partitions: i32,
 ) -> Result<Vec<CommittedRecord>, KafkaError> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
+    read_committed_records_with(reader(bootstrap), topic, partitions)
+}
+
+fn reader(bootstrap: &str) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", bootstrap);
+    c
+}
+
+/// As [`read_committed_records`], with a client of the caller's.
+pub fn read_committed_records_with(
+    mut client: ClientConfig,
+    topic: &str,
+    partitions: i32,
+) -> Result<Vec<CommittedRecord>, KafkaError> {
+    let consumer: BaseConsumer = client
         .set("group.id", "switchboard-demo-reader")
         .set("isolation.level", "read_committed")
         .set("enable.partition.eof", "true")

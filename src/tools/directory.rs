@@ -78,10 +78,11 @@ pub fn load(args: LoadArgs) -> anyhow::Result<()> {
             address: config.redis.address(),
             source,
         };
-        let url = secrecy::ExposeSecret::expose_secret(&config.redis_url()).to_string();
         let prefix = &config.redis.key_prefix;
-        let store = RedisStore::connect(&url, prefix).await.map_err(redis)?;
-        let directory = RedisDirectory::connect(&url, prefix, config.directory.settings())
+        let store = RedisStore::connect(config.redis_target(), prefix)
+            .await
+            .map_err(redis)?;
+        let directory = RedisDirectory::connect(config.redis_target(), prefix, config.directory.settings())
             .await
             .map_err(redis)?;
         let (old, new) = (directory.loaded_entries().await.map_err(redis)?, entry_count(&file));

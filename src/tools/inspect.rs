@@ -4,7 +4,6 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use secrecy::ExposeSecret;
 
 use crate::config::Config;
 use crate::runtime::store::RedisStore;
@@ -37,8 +36,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     io.block_on(async {
-        let url = config.redis_url();
-        let store = RedisStore::connect(url.expose_secret(), &config.redis.key_prefix)
+        let store = RedisStore::connect(config.redis_target(), &config.redis.key_prefix)
             .await
             .with_context(|| format!("Redis at {} (redis.url)", config.redis.address()))?;
         let Some((header, log)) =

@@ -18,7 +18,6 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message as _;
 use rdkafka::{Offset, TopicPartitionList};
-use secrecy::ExposeSecret;
 
 use crate::config::Config;
 use crate::runtime::kafka::client_config;
@@ -62,10 +61,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let io = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let url = config.redis_url();
     let prefix = &config.redis.key_prefix;
     let store = io
-        .block_on(RedisStore::connect(url.expose_secret(), prefix))
+        .block_on(RedisStore::connect(config.redis_target(), prefix))
         .with_context(|| format!("Redis at {} (redis.url)", config.redis.address()))?;
     let consumer: BaseConsumer = client_config(&config)
         .set("group.id", &config.kafka.group_id)
@@ -154,9 +152,8 @@ fn rebuild(
             extent.low
         );
     }
-    let url = config.redis_url();
     let directory = io.block_on(RedisDirectory::connect(
-        url.expose_secret(),
+        config.redis_target(),
         &config.redis.key_prefix,
         config.directory.settings(),
     ))?;

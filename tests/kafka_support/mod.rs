@@ -3,6 +3,7 @@
 //! end-to-end benchmark shares with them (servers, processes, topics) is in [`process`].
 #![allow(dead_code)]
 
+pub mod halting;
 pub mod process;
 pub mod toxiproxy;
 
@@ -18,6 +19,8 @@ use switchboard::core::event::Topic;
 use switchboard::runtime::store::RedisStore;
 use switchboard::tools::simulate::inspect_document;
 
+#[allow(unused_imports)]
+pub use self::halting::*;
 pub use self::process::*;
 
 pub const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/directory.yaml");
@@ -30,9 +33,8 @@ pub const PARTITIONS: i32 = 4;
 /// A producer's settings as the platform's own: the local broker, and the Java client's default
 /// partitioner, which Switchboard's relay records use too.
 pub fn producer_config() -> ClientConfig {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", bootstrap())
-        .set("partitioner", "murmur2_random");
+    let mut c = client_config();
+    c.set("partitioner", "murmur2_random");
     c
 }
 
@@ -130,7 +132,7 @@ impl Setup {
         let topics: Vec<NewTopic> = names
             .iter()
             .map(|n| {
-                let mut t = NewTopic::new(n, PARTITIONS, TopicReplication::Fixed(1));
+                let mut t = NewTopic::new(n, PARTITIONS, TopicReplication::Fixed(replication()));
                 if *n == input {
                     for (k, v) in input_config {
                         t = t.set(k, v);
@@ -308,6 +310,14 @@ pub fn wait_for_results(setup: &Setup, expected: usize, deadline: Duration) {
 }
 
 pub async fn assert_matches_oracle(setup: &Setup, trace: &std::path::Path) {
+    let store = RedisStore::connect(&redis_url(), &format!("sbk:{}", setup.name))
+        .await
+        .unwrap();
+    assert_matches_oracle_in(setup, trace, &store).await
+}
+
+/// [`assert_matches_oracle`] with the state read from `store` (a Redis Cluster, say).
+pub async fn assert_matches_oracle_in(setup: &Setup, trace: &std::path::Path, store: &RedisStore) {
     let (expected, expected_state) = oracle(trace);
     let mut want: HashMap<String, usize> = HashMap::new();
     for (t, k, v) in &expected {
@@ -348,11 +358,8 @@ pub async fn assert_matches_oracle(setup: &Setup, trace: &std::path::Path) {
     for (k, ids) in want_order.iter().filter(|(k, _)| k.0 != Topic::DeadLetters) {
         assert_eq!(per_key.get(k), Some(ids), "order of {k:?}");
     }
-    let store = RedisStore::connect(&redis_url(), &format!("sbk:{}", setup.name))
-        .await
-        .unwrap();
     for (id, doc) in expected_state.as_object().unwrap() {
-        let (header, log) = switchboard::runtime::store::document(&store, id, true)
+        let (header, log) = switchboard::runtime::store::document(store, id, true)
             .await
             .unwrap()
             .expect("in Redis");

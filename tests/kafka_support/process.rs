@@ -23,8 +23,50 @@ use switchboard::core::event::Topic;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
 
+/// A Kafka other than the shared broker, for every client of one test binary: the replicated
+/// cluster, or a broker that needs TLS and credentials.
+pub struct Target {
+    pub bootstrap: String,
+    /// librdkafka properties every client needs there (security); passed to `switchboard` as
+    /// `SWITCHBOARD_KAFKA__PROPERTIES__*`.
+    pub properties: Vec<(String, String)>,
+    /// Of the topics the tests create.
+    pub replication: i32,
+}
+
+static TARGET: std::sync::OnceLock<Target> = std::sync::OnceLock::new();
+
+/// Points this process's clients and `switchboard` commands at `target`, before any of them is
+/// made; the first call wins (a test binary has one target).
+pub fn use_target(target: impl FnOnce() -> Target) -> &'static Target {
+    TARGET.get_or_init(target)
+}
+
 pub fn bootstrap() -> String {
-    std::env::var("KAFKA_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:19092".into())
+    match TARGET.get() {
+        Some(t) => t.bootstrap.clone(),
+        None => std::env::var("KAFKA_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:19092".into()),
+    }
+}
+
+/// The target's extra client properties (none for the shared broker).
+pub fn client_properties() -> &'static [(String, String)] {
+    TARGET.get().map(|t| t.properties.as_slice()).unwrap_or(&[])
+}
+
+/// The replication factor of the topics the tests create: 1 on the shared broker.
+pub fn replication() -> i32 {
+    TARGET.get().map_or(1, |t| t.replication)
+}
+
+/// A client of the target: its bootstrap servers and properties.
+pub fn client_config() -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", bootstrap());
+    for (k, v) in client_properties() {
+        c.set(k, v);
+    }
+    c
 }
 
 pub fn redis_url() -> String {
@@ -67,6 +109,10 @@ pub fn switchboard(args: &[&str], suffix: &str) -> Command {
         .env("SWITCHBOARD_KAFKA__BROKERS", bootstrap())
         .env("SWITCHBOARD_REDIS__URL", redis_url())
         .env("SWITCHBOARD_LOG__LEVEL", "warn");
+    for (k, v) in client_properties() {
+        let name = k.replace('.', "_").to_uppercase();
+        cmd.env(format!("SWITCHBOARD_KAFKA__PROPERTIES__{name}"), v);
+    }
     for t in Topic::ALL {
         let key = format!("SWITCHBOARD_TOPICS__{}", topic_key(t).to_uppercase());
         cmd.env(key, topic_name(t, suffix));
@@ -123,10 +169,7 @@ impl Drop for Proc {
 }
 
 pub fn admin() -> AdminClient<DefaultClientContext> {
-    ClientConfig::new()
-        .set("bootstrap.servers", bootstrap())
-        .create()
-        .expect("admin client")
+    client_config().create().expect("admin client")
 }
 
 /// Creates topics; an error is the broker's (unreachable…). A topic that cannot be created
@@ -158,7 +201,7 @@ pub fn delete_topics(names: Vec<String>) {
 pub fn committed(topic: &str, partitions: i32) -> Vec<(String, Value)> {
     let start = Instant::now();
     loop {
-        match switchboard::tools::demo::read_committed(&bootstrap(), topic, partitions) {
+        match switchboard::tools::demo::read_committed_with(client_config(), topic, partitions) {
             Ok(records) => return records,
             Err(e) if start.elapsed() < Duration::from_secs(90) => {
                 eprintln!("reading {topic}: {e}; retrying");
@@ -171,8 +214,7 @@ pub fn committed(topic: &str, partitions: i32) -> Vec<(String, Value)> {
 
 /// A `read_committed` consumer of `group`, from the earliest offset, committing nothing itself.
 pub fn consumer(group: &str) -> BaseConsumer {
-    ClientConfig::new()
-        .set("bootstrap.servers", bootstrap())
+    client_config()
         .set("group.id", group)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
@@ -242,4 +284,26 @@ pub fn forget_keys(prefix: &str) {
             cursor = next;
         }
     })();
+}
+
+/// Deletes every key under `prefix` on each node of the Redis Cluster of `nodes` (replicas
+/// refuse, and follow their primaries). Best effort.
+pub fn forget_cluster_keys(nodes: &str, prefix: &str) {
+    for node in nodes.split(',') {
+        let _ = (|| -> redis::RedisResult<()> {
+            let mut conn = redis::Client::open(format!("redis://{node}"))?.get_connection()?;
+            let keys: Vec<String> = redis::cmd("KEYS")
+                .arg(format!("{prefix}:*"))
+                .query(&mut conn)?;
+            // One key per UNLINK: a node refuses keys of several slots in one command.
+            for chunk in keys.chunks(1_000) {
+                let mut pipe = redis::pipe();
+                for key in chunk {
+                    pipe.cmd("UNLINK").arg(key).ignore();
+                }
+                let _: () = pipe.query(&mut conn)?;
+            }
+            Ok(())
+        })();
+    }
 }

@@ -15,7 +15,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ::redis::aio::ConnectionManager;
+use super::redis::conn::{self, Connection};
+use super::Target;
 use foldhash::HashMap;
 use moka::sync::Cache;
 
@@ -118,7 +119,7 @@ impl Local {
 }
 
 pub struct RedisDirectory {
-    conn: ConnectionManager,
+    conn: Connection,
     prefix: String,
     cache: Cache<Key, Entry>,
     local: Mutex<Local>,
@@ -129,11 +130,11 @@ pub struct RedisDirectory {
 
 impl RedisDirectory {
     pub async fn connect(
-        url: &str,
+        target: impl Into<Target>,
         prefix: &str,
         settings: CacheSettings,
     ) -> Result<Self, StoreError> {
-        let conn = super::connection(url, super::DEFAULT_RESPONSE_TIMEOUT).await?;
+        let conn = conn::connect(&target.into(), super::DEFAULT_RESPONSE_TIMEOUT).await?;
         Ok(RedisDirectory {
             conn,
             prefix: prefix.to_string(),
@@ -145,6 +146,13 @@ impl RedisDirectory {
             settings,
             version: Mutex::new((None, None)),
         })
+    }
+
+    /// Redis's answer to PING (`switchboard check`).
+    pub async fn ping(&self) -> Result<String, StoreError> {
+        Ok(::redis::cmd("PING")
+            .query_async(&mut self.conn.clone())
+            .await?)
     }
 
     /// The version of the directory in Redis; `None` if it was never loaded.

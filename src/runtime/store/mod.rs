@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 pub use self::directory::{DirectorySource, RedisDirectory};
 pub use self::memory::MemoryStore;
-pub use self::redis::RedisStore;
+pub use self::redis::{RedisStore, Target, TlsFiles};
 
 use crate::core::directory::Block;
 use crate::core::log::LogWrite;
@@ -28,18 +28,6 @@ use crate::core::state::{Conversation, FormResult, StoredMessage};
 /// crate's own default, 500 ms, fails a whole batch's pipelined write on a loaded machine, and
 /// the retry repeats the work.
 pub const DEFAULT_RESPONSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// A self-reconnecting Redis connection.
-pub(crate) async fn connection(
-    url: &str,
-    response_timeout: std::time::Duration,
-) -> Result<::redis::aio::ConnectionManager, StoreError> {
-    let client = ::redis::Client::open(url)?;
-    let config = ::redis::aio::ConnectionManagerConfig::new()
-        .set_response_timeout(Some(response_timeout))
-        .set_connection_timeout(Some(response_timeout));
-    Ok(::redis::aio::ConnectionManager::new_with_config(client, config).await?)
-}
 
 /// An output record as it will be produced: its topic (by role), key, serialised value and
 /// headers. The outbox keeps all four, so a replay produces the same record byte for byte.
@@ -145,6 +133,16 @@ pub enum StoreError {
     },
     #[error("only {acked} of the {wanted} Redis replicas `redis.wait_replicas` asks for acknowledged the write in time")]
     Replicas { acked: u32, wanted: u32 },
+    #[error("cannot read the TLS file {path}: {source}")]
+    TlsFile {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("Redis refused the write of conversation {conversation}: {detail}")]
+    Refused {
+        conversation: String,
+        detail: String,
+    },
     #[error("the write script failed on conversation {conversation}'s stored data: {detail}")]
     Script {
         conversation: String,

@@ -1,29 +1,31 @@
-//! The Redis store, on a single Redis node. Every key of a conversation carries the hash tag
-//! `{<conversation id>}`, so one script changes a conversation atomically; that is the key
-//! layout Redis Cluster needs too, but a batch's writes go in one MULTI across many slots, which
-//! Cluster refuses, and there is no Cluster client here yet.
+//! The Redis store: on one node, a Redis Cluster, or the primary Sentinels name (see
+//! [`conn`]). Every key of a conversation carries the hash tag `{<conversation id>}`, so its keys
+//! share a slot and one script changes it atomically; a batch's write is one script per node
+//! ([`batch`]).
 
-use redis::aio::ConnectionManager;
+use futures_util::future::try_join_all;
 use redis::{ErrorKind, Script, ServerErrorKind, Value};
 
-use super::{
-    flatten, Mark, Pending, Record, StateStore, StoreError, Watermark, Write, WriteOutcome,
-};
+use super::{Mark, Pending, Record, StateStore, StoreError, Watermark, Write, WriteOutcome};
 use crate::core::directory::Block;
 use crate::core::state::{Conversation, FormResult, StoredMessage};
 
 mod admin;
+mod batch;
+pub(crate) mod conn;
+mod marks;
 mod scripts;
 
-use scripts::{BY_ID, MARK, WRITE};
+use conn::Connection;
+pub use conn::{Target, TlsFiles};
+use scripts::{BATCH, BY_ID};
 
 #[derive(Clone)]
 pub struct RedisStore {
-    conn: ConnectionManager,
+    conn: Connection,
     prefix: String,
-    write: Script,
+    batch: Script,
     by_id: Script,
-    mark: Script,
     /// Replicas that must acknowledge a write, and for how long to wait for them (Redis WAIT).
     wait: Option<(u32, u64)>,
 }
@@ -31,22 +33,21 @@ pub struct RedisStore {
 impl RedisStore {
     /// Connects (the connection manager reconnects by itself) and loads the scripts.
     /// `prefix` namespaces every key, e.g. `sb`.
-    pub async fn connect(url: &str, prefix: &str) -> Result<Self, StoreError> {
-        Self::connect_with(url, prefix, super::DEFAULT_RESPONSE_TIMEOUT).await
+    pub async fn connect(target: impl Into<Target>, prefix: &str) -> Result<Self, StoreError> {
+        Self::connect_with(&target.into(), prefix, super::DEFAULT_RESPONSE_TIMEOUT).await
     }
 
     pub async fn connect_with(
-        url: &str,
+        target: &Target,
         prefix: &str,
         response_timeout: std::time::Duration,
     ) -> Result<Self, StoreError> {
-        let conn = super::connection(url, response_timeout).await?;
+        let conn = conn::connect(target, response_timeout).await?;
         let store = RedisStore {
             conn,
             prefix: prefix.to_string(),
-            write: Script::new(WRITE),
+            batch: Script::new(BATCH),
             by_id: Script::new(BY_ID),
-            mark: Script::new(MARK),
             wait: None,
         };
         store.load_scripts().await?;
@@ -62,9 +63,9 @@ impl RedisStore {
 
     async fn load_scripts(&self) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
-        self.write.prepare_invoke().load_async(&mut conn).await?;
+        // On a Cluster, SCRIPT LOAD goes to every node.
+        self.batch.prepare_invoke().load_async(&mut conn).await?;
         self.by_id.prepare_invoke().load_async(&mut conn).await?;
-        self.mark.prepare_invoke().load_async(&mut conn).await?;
         Ok(())
     }
 
@@ -72,85 +73,8 @@ impl RedisStore {
         format!("{}:{{{conversation}}}:{part}", self.prefix)
     }
 
-    /// A topic's watermarks, one field per partition.
-    fn marks_key(&self, topic: &str) -> String {
-        format!("{}:marks:{topic}", self.prefix)
-    }
-
     fn block_key(&self, organization: &str) -> String {
         format!("{}:blocks:{organization}", self.prefix)
-    }
-
-    fn write_pipeline(
-        &self,
-        writes: &[Write],
-        marks: &[Mark],
-    ) -> Result<redis::Pipeline, StoreError> {
-        // One transaction, so Redis runs the batch's scripts in one go, after reading all of
-        // them. A plain pipeline is executed as it arrives, a socket read (16 KB) at a time, and
-        // with `appendfsync always` every one of those event-loop turns ends in an fsync: a
-        // megabyte-sized batch cost some ninety of them.
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        for w in writes {
-            let id = &w.conversation.id;
-            let corrupt = |source| StoreError::Corrupt {
-                conversation: id.clone(),
-                source,
-            };
-            let (replace, changed) = flatten(&w.log);
-            // The header goes without its results: they are appended to a list of their own.
-            let header = Conversation {
-                results: Vec::new(),
-                ..w.conversation.clone()
-            };
-            let cmd = pipe
-                .cmd("EVALSHA")
-                .arg(self.write.get_hash())
-                .arg(5 + w.blocks.len())
-                .arg(self.key(id, "h"))
-                .arg(self.key(id, "m"))
-                .arg(self.key(id, "i"))
-                .arg(self.key(id, "r"))
-                .arg(self.key(id, "rid"));
-            for b in &w.blocks {
-                cmd.arg(self.block_key(&b.organization));
-            }
-            cmd.arg(w.base.map(|b| b.to_string()).unwrap_or_default())
-                .arg(w.offset)
-                .arg(serde_json::to_string(&header).map_err(corrupt)?)
-                .arg(encode_outbox(id, &w.outbox)?)
-                .arg(if replace { "1" } else { "0" })
-                .arg(w.conversation.results.len())
-                .arg(changed.len())
-                .arg(w.partition)
-                .arg(w.blocks.len());
-            for b in &w.blocks {
-                cmd.arg(score(b.since)).arg(&b.ip);
-            }
-            for r in &w.conversation.results {
-                cmd.arg(&r.message)
-                    .arg(serde_json::to_string(r).map_err(corrupt)?);
-            }
-            for m in &changed {
-                cmd.arg(m.index)
-                    .arg(serde_json::to_string(m).map_err(corrupt)?);
-            }
-            for m in &changed {
-                cmd.arg(&m.id).arg(m.index);
-            }
-        }
-        for m in marks {
-            pipe.cmd("EVALSHA")
-                .arg(self.mark.get_hash())
-                .arg(1)
-                .arg(self.marks_key(&m.topic))
-                .arg(m.partition)
-                .arg(m.next)
-                .arg(m.committed)
-                .ignore();
-        }
-        Ok(pipe)
     }
 }
 
@@ -199,35 +123,6 @@ fn is_noscript(e: &redis::RedisError) -> bool {
     e.kind() == ErrorKind::Server(ServerErrorKind::NoScript)
 }
 
-/// A batch's write that failed because one conversation's script met data it cannot work with
-/// (a key of the wrong type, a field that is not a number) is that conversation's, not the
-/// batch's: Redis ran the other commands of the transaction. Any other failure (a command the
-/// ACL refuses, out of memory, a read-only replica, a connection lost) is the batch's: it would
-/// fail every conversation alike.
-fn failed_script(e: redis::RedisError, writes: &[Write]) -> StoreError {
-    let script_error = e.clone().into_server_errors().and_then(|errors| {
-        errors.iter().find_map(|(index, error)| {
-            let text = error.to_string();
-            let own = ["WRONGTYPE", "attempt to", "bad argument"]
-                .iter()
-                .any(|data| text.contains(data));
-            own.then(|| {
-                writes
-                    .get(*index)
-                    .map(|w| (w.conversation.id.clone(), text))
-            })
-            .flatten()
-        })
-    });
-    match script_error {
-        Some((conversation, detail)) => StoreError::Script {
-            conversation,
-            detail,
-        },
-        None => e.into(),
-    }
-}
-
 fn parse<T: serde::de::DeserializeOwned>(conversation: &str, text: &str) -> Result<T, StoreError> {
     serde_json::from_str(text).map_err(|source| StoreError::Corrupt {
         conversation: conversation.to_string(),
@@ -237,20 +132,16 @@ fn parse<T: serde::de::DeserializeOwned>(conversation: &str, text: &str) -> Resu
 
 impl StateStore for RedisStore {
     async fn load(&self, conversations: &[String]) -> Result<Vec<Option<Record>>, StoreError> {
-        // A batch of dead letters only names no conversation; Redis refuses an empty pipeline.
-        if conversations.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut pipe = redis::pipe();
-        for id in conversations {
-            pipe.cmd("HMGET")
-                .arg(self.key(id, "h"))
-                .arg("doc")
-                .arg("offset")
-                .arg("partition");
-        }
-        let mut conn = self.conn.clone();
-        let rows: Vec<HeaderRow> = pipe.query_async(&mut conn).await?;
+        let commands = conversations
+            .iter()
+            .map(|id| {
+                let key = self.key(id, "h");
+                let mut cmd = redis::cmd("HMGET");
+                cmd.arg(&key).arg("doc").arg("offset").arg("partition");
+                (key, cmd)
+            })
+            .collect();
+        let rows: Vec<HeaderRow> = self.conn.query_each(commands).await?;
         conversations
             .iter()
             .zip(rows)
@@ -269,24 +160,26 @@ impl StateStore for RedisStore {
         &self,
         wanted: &[(String, Vec<String>)],
     ) -> Result<Vec<Vec<StoredMessage>>, StoreError> {
-        if wanted.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut pipe = redis::pipe();
-        for (conversation, ids) in wanted {
-            pipe.cmd("EVALSHA")
-                .arg(self.by_id.get_hash())
-                .arg(2)
-                .arg(self.key(conversation, "i"))
-                .arg(self.key(conversation, "m"))
-                .arg(ids);
-        }
-        let mut conn = self.conn.clone();
-        let found: Vec<Vec<String>> = match pipe.query_async(&mut conn).await {
+        let commands = || {
+            wanted
+                .iter()
+                .map(|(conversation, ids)| {
+                    let key = self.key(conversation, "i");
+                    let mut cmd = redis::cmd("EVALSHA");
+                    cmd.arg(self.by_id.get_hash())
+                        .arg(2)
+                        .arg(&key)
+                        .arg(self.key(conversation, "m"))
+                        .arg(ids);
+                    (key, cmd)
+                })
+                .collect::<Vec<_>>()
+        };
+        let found: Vec<Vec<String>> = match self.conn.query_each(commands()).await {
             Ok(r) => r,
             Err(e) if is_noscript(&e) => {
                 self.load_scripts().await?;
-                pipe.query_async(&mut conn).await?
+                self.conn.query_each(commands()).await?
             }
             Err(e) => return Err(e.into()),
         };
@@ -300,15 +193,16 @@ impl StateStore for RedisStore {
     }
 
     async fn outboxes(&self, conversations: &[String]) -> Result<Vec<Vec<Pending>>, StoreError> {
-        if conversations.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut pipe = redis::pipe();
-        for id in conversations {
-            pipe.cmd("HGET").arg(self.key(id, "h")).arg("outbox");
-        }
-        let mut conn = self.conn.clone();
-        let rows: Vec<Option<Vec<u8>>> = pipe.query_async(&mut conn).await?;
+        let commands = conversations
+            .iter()
+            .map(|id| {
+                let key = self.key(id, "h");
+                let mut cmd = redis::cmd("HGET");
+                cmd.arg(&key).arg("outbox");
+                (key, cmd)
+            })
+            .collect();
+        let rows: Vec<Option<Vec<u8>>> = self.conn.query_each(commands).await?;
         conversations
             .iter()
             .zip(rows)
@@ -352,39 +246,28 @@ impl StateStore for RedisStore {
         if writes.is_empty() && marks.is_empty() {
             return Ok(Vec::new());
         }
-        let pipe = self.write_pipeline(&writes, marks)?;
-        let mut conn = self.conn.clone();
-        let results: Vec<i64> = match pipe.query_async(&mut conn).await {
+        let shares = self.node_writes(&writes, marks)?;
+        let replies = match try_join_all(shares.iter().map(|s| self.send(s))).await {
             Ok(r) => r,
-            // A restarted Redis has forgotten the script: no EVALSHA of the pipeline ran, so
-            // loading it and sending the pipeline again is safe.
-            Err(e) if is_noscript(&e) => {
+            // A restarted Redis has forgotten the script: no share ran it, so loading it and
+            // sending them again is safe. (A share that did run changed its conversations, and
+            // those now answer stale: the batch is prepared again.)
+            Err(StoreError::Redis(e)) if is_noscript(&e) => {
                 self.load_scripts().await?;
-                pipe.query_async(&mut conn).await?
+                try_join_all(shares.iter().map(|s| self.send(s))).await?
             }
-            Err(e) => return Err(failed_script(e, &writes)),
+            Err(e) => {
+                self.conn.refresh().await;
+                return Err(e);
+            }
         };
-        if let Some((wanted, timeout_ms)) = self.wait {
-            // WAIT covers every write sent before it on this connection: the batch's included.
-            let acked: u32 = redis::cmd("WAIT")
-                .arg(wanted)
-                .arg(timeout_ms)
-                .query_async(&mut conn)
-                .await?;
-            if acked < wanted {
-                return Err(StoreError::Replicas { acked, wanted });
+        let mut outcomes = vec![WriteOutcome::Stale; writes.len()];
+        for (share, values) in shares.iter().zip(replies) {
+            for (&i, value) in share.writes.iter().zip(&values) {
+                outcomes[i] = batch::outcome(value, &writes[i].conversation.id)?;
             }
         }
-        Ok(results
-            .into_iter()
-            .map(|r| {
-                if r == 1 {
-                    WriteOutcome::Written
-                } else {
-                    WriteOutcome::Stale
-                }
-            })
-            .collect())
+        Ok(outcomes)
     }
 
     async fn watermarks(
@@ -399,39 +282,31 @@ impl StateStore for RedisStore {
             .iter()
             .flat_map(|p| [p.to_string(), format!("{p}:committed")])
             .collect();
-        let mut conn = self.conn.clone();
-        let found: Vec<Option<i64>> = redis::cmd("HMGET")
-            .arg(self.marks_key(topic))
-            .arg(fields)
-            .query_async(&mut conn)
-            .await?;
-        Ok(found
-            .chunks(2)
-            .map(|pair| {
-                pair[0].map(|next| Watermark {
-                    next,
-                    committed: pair[1].unwrap_or(-1),
-                })
+        let commands = self
+            .marks_keys(topic)
+            .into_iter()
+            .map(|key| {
+                let mut cmd = redis::cmd("HMGET");
+                cmd.arg(&key).arg(&fields);
+                (key, cmd)
             })
-            .collect())
+            .collect();
+        let copies: Vec<Vec<Option<i64>>> = self.conn.query_each(commands).await?;
+        Ok(marks::least(partitions.len(), &copies))
     }
 
     async fn block(&self, blocks: &[Block]) -> Result<(), StoreError> {
-        if blocks.is_empty() {
-            return Ok(());
-        }
-        let mut pipe = redis::pipe();
-        for b in blocks {
-            // LT: an IP blocked again keeps its earlier time (Redis 6.2+).
-            pipe.cmd("ZADD")
-                .arg(self.block_key(&b.organization))
-                .arg("LT")
-                .arg(score(b.since))
-                .arg(&b.ip)
-                .ignore();
-        }
-        let mut conn = self.conn.clone();
-        let _: Value = pipe.query_async(&mut conn).await?;
+        // LT: an IP blocked again keeps its earlier time (Redis 6.2+).
+        let commands = blocks
+            .iter()
+            .map(|b| {
+                let key = self.block_key(&b.organization);
+                let mut cmd = redis::cmd("ZADD");
+                cmd.arg(&key).arg("LT").arg(score(b.since)).arg(&b.ip);
+                (key, cmd)
+            })
+            .collect();
+        let _: Vec<Value> = self.conn.query_each(commands).await?;
         Ok(())
     }
 
@@ -439,19 +314,51 @@ impl StateStore for RedisStore {
         &self,
         candidates: &[(String, String)],
     ) -> Result<Vec<Option<i64>>, StoreError> {
-        if candidates.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut pipe = redis::pipe();
-        for (organization, ip) in candidates {
-            pipe.cmd("ZSCORE").arg(self.block_key(organization)).arg(ip);
-        }
-        let mut conn = self.conn.clone();
-        let scores: Vec<Option<f64>> = pipe.query_async(&mut conn).await?;
+        let commands = candidates
+            .iter()
+            .map(|(organization, ip)| {
+                let key = self.block_key(organization);
+                let mut cmd = redis::cmd("ZSCORE");
+                cmd.arg(&key).arg(ip);
+                (key, cmd)
+            })
+            .collect();
+        let scores: Vec<Option<f64>> = self.conn.query_each(commands).await?;
         Ok(scores
             .into_iter()
             .map(|s| s.map(|s| if s.is_finite() { s as i64 } else { i64::MIN }))
             .collect())
+    }
+}
+
+impl RedisStore {
+    /// One node's share of a batch, and the replicas' acknowledgement of it when asked for: the
+    /// script's outcomes.
+    async fn send(&self, share: &batch::NodeWrite) -> Result<Vec<Value>, StoreError> {
+        let mut pipe = redis::pipe();
+        pipe.add_command(share.cmd.clone());
+        if let Some((wanted, timeout_ms)) = self.wait {
+            // WAIT covers every write sent before it on this connection: the share's included.
+            pipe.cmd("WAIT").arg(wanted).arg(timeout_ms);
+        }
+        let mut conn = self.conn.clone();
+        let mut replies: Vec<Value> = pipe.query_async(&mut conn).await?;
+        if let Some((wanted, _)) = self.wait {
+            let acked = match replies.pop() {
+                Some(Value::Int(n)) => n.max(0) as u32,
+                _ => 0,
+            };
+            if acked < wanted {
+                return Err(StoreError::Replicas { acked, wanted });
+            }
+        }
+        match replies.pop() {
+            Some(Value::Array(outcomes)) => Ok(outcomes),
+            other => Err(StoreError::Refused {
+                conversation: String::new(),
+                detail: format!("unexpected answer to the batch script: {other:?}"),
+            }),
+        }
     }
 }
 

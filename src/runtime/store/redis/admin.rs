@@ -8,17 +8,20 @@ use crate::runtime::store::StoreError;
 impl RedisStore {
     /// Deletes these conversations altogether (`switchboard rebuild`).
     pub async fn forget(&self, conversations: &[String]) -> Result<(), StoreError> {
-        let mut conn = self.conn.clone();
         for chunk in conversations.chunks(500) {
-            let mut pipe = redis::pipe();
-            for id in chunk {
-                let keys: Vec<String> = ["h", "m", "i", "r", "rid"]
-                    .iter()
-                    .map(|part| self.key(id, part))
-                    .collect();
-                pipe.cmd("DEL").arg(keys).ignore();
-            }
-            let _: Value = pipe.query_async(&mut conn).await?;
+            let commands = chunk
+                .iter()
+                .map(|id| {
+                    let keys: Vec<String> = ["h", "m", "i", "r", "rid"]
+                        .iter()
+                        .map(|part| self.key(id, part))
+                        .collect();
+                    let mut cmd = redis::cmd("DEL");
+                    cmd.arg(&keys);
+                    (keys[0].clone(), cmd)
+                })
+                .collect();
+            let _: Vec<Value> = self.conn.query_each(commands).await?;
         }
         Ok(())
     }
@@ -30,26 +33,32 @@ impl RedisStore {
         &self,
         conversations: &[String],
     ) -> Result<Vec<Option<i32>>, StoreError> {
-        if conversations.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut pipe = redis::pipe();
-        for id in conversations {
-            pipe.cmd("HGET").arg(self.key(id, "h")).arg("partition");
-        }
-        let mut conn = self.conn.clone();
-        Ok(pipe.query_async(&mut conn).await?)
+        let commands = conversations
+            .iter()
+            .map(|id| {
+                let key = self.key(id, "h");
+                let mut cmd = redis::cmd("HGET");
+                cmd.arg(&key).arg("partition");
+                (key, cmd)
+            })
+            .collect();
+        Ok(self.conn.query_each(commands).await?)
     }
 
     /// Deletes a partition's watermark (`switchboard rebuild`, before applying it again).
     pub async fn forget_watermark(&self, topic: &str, partition: i32) -> Result<(), StoreError> {
-        let mut conn = self.conn.clone();
-        let _: Value = redis::cmd("HDEL")
-            .arg(self.marks_key(topic))
-            .arg(partition)
-            .arg(format!("{partition}:committed"))
-            .query_async(&mut conn)
-            .await?;
+        let commands = self
+            .marks_keys(topic)
+            .into_iter()
+            .map(|key| {
+                let mut cmd = redis::cmd("HDEL");
+                cmd.arg(&key)
+                    .arg(partition)
+                    .arg(format!("{partition}:committed"));
+                (key, cmd)
+            })
+            .collect();
+        let _: Vec<Value> = self.conn.query_each(commands).await?;
         Ok(())
     }
 }
