@@ -86,7 +86,8 @@ fn group_offsets(setup: &Setup) -> Vec<(i32, i64)> {
 }
 
 /// Commits `offsets` for the group, as `kafka-consumer-groups --reset-offsets` does while no
-/// member is running.
+/// member is running. A stopped instance stays a member (static membership) until its session
+/// lapses, and the broker takes offsets from outside the group only once it is empty.
 fn set_group_offsets(setup: &Setup, offsets: &[(i32, i64)]) {
     let consumer = consumer(&format!("sb-{}", setup.name));
     let mut tpl = TopicPartitionList::new();
@@ -94,7 +95,14 @@ fn set_group_offsets(setup: &Setup, offsets: &[(i32, i64)]) {
         tpl.add_partition_offset(&setup.topic(Topic::Input), *p, Offset::Offset(*o))
             .unwrap();
     }
-    consumer.commit(&tpl, CommitMode::Sync).unwrap();
+    let start = std::time::Instant::now();
+    while let Err(e) = consumer.commit(&tpl, CommitMode::Sync) {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the group took no offsets for 30 s: {e}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }
 
 /// Review case 4: the group's offsets moved back while the processor was stopped. Nothing is

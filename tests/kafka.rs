@@ -311,11 +311,28 @@ fn produce_lines(setup: &Setup, lines: &[String]) -> HashMap<String, i32> {
     partitions
 }
 
+/// The input partitions the instance serving /metrics on `port` has lag series for: those it
+/// holds, once its statistics have come (every 5 s).
+fn held(port: u16, input: &str) -> std::collections::BTreeSet<i32> {
+    metrics(port)
+        .keys()
+        .filter(|k| k.starts_with("switchboard_consumer_lag{"))
+        .filter(|k| k.contains(&format!("topic=\"{input}\"")))
+        .filter_map(|k| {
+            k.split("partition=\"")
+                .nth(1)?
+                .split('"')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect()
+}
+
 /// SPEC: `/import` between conversations on different partitions and instances goes through
 /// the input-topic relay (request to the origin's owner, transfer back to the target's), exactly
-/// once. Two instances split the partitions (librdkafka's default range assignor gives each a
-/// contiguous half), and only then is traffic produced, so that each pair whose conversations
-/// fall in different halves crosses instances.
+/// once. Two instances split the partitions, and only then is traffic produced, so that each pair
+/// whose conversations fall to different instances crosses them.
 #[tokio::test(flavor = "multi_thread")]
 async fn import_between_conversations_held_by_different_instances() {
     let setup = Setup::create("import").await;
@@ -324,15 +341,18 @@ async fn import_between_conversations_held_by_different_instances() {
     let b = setup.spawn_with("b", &format!("127.0.0.1:{pb}"));
     let start = Instant::now();
     let half = Some(i64::from(PARTITIONS / 2));
-    while !(assigned(pa) == half && assigned(pb) == half) {
+    let input = setup.topic(Topic::Input);
+    let a_holds = loop {
+        let (ha, hb) = (held(pa, &input), held(pb, &input));
+        if assigned(pa) == half && assigned(pb) == half && ha.len() == 2 && hb.len() == 2 {
+            break ha;
+        }
         assert!(
             start.elapsed() < Duration::from_secs(90),
-            "each instance should hold half the partitions: a {:?}, b {:?}",
-            assigned(pa),
-            assigned(pb)
+            "each instance should hold half the partitions: a {ha:?}, b {hb:?}"
         );
         std::thread::sleep(Duration::from_millis(300));
-    }
+    };
 
     // The example's d004 (origin) and d005 (target, whose agent runs `/import d004`), 24 times.
     let trace = std::fs::read_to_string(TRACE).unwrap();
@@ -364,8 +384,8 @@ async fn import_between_conversations_held_by_different_instances() {
     let crossing = copies
         .clone()
         .filter(|c| {
-            let p = |id: &str| partitions[&remap(id, *c)];
-            (p(d004) < PARTITIONS / 2) != (p(d005) < PARTITIONS / 2)
+            let on_a = |id: &str| a_holds.contains(&partitions[&remap(id, *c)]);
+            on_a(d004) != on_a(d005)
         })
         .count();
     assert!(crossing >= 3, "only {crossing} of 24 pairs cross instances");

@@ -320,8 +320,20 @@ async fn a_revoked_partitions_lag_series_disappears() {
 async fn two_instances_sharing_a_transactional_id_count_their_fencings() {
     let setup = Setup::create("fenced").await;
     let (pa, pb) = (free_port(), free_port());
-    // The same instance name: the same transactional id.
-    let _a = setup.spawn_with("same", &format!("127.0.0.1:{pa}"));
+    // The same instance name: the same transactional id. Each is given a group.instance.id of
+    // its own: with the default, the transactional id, the broker fences the older consumer
+    // first and it exits (tests/scale.rs); here it is the producers' fencing that is counted.
+    let spawn = |port: u16, member: &str| {
+        Proc::spawn(
+            setup
+                .instance_command("same", &format!("127.0.0.1:{port}"))
+                .env(
+                    "SWITCHBOARD_KAFKA__CONSUMER_PROPERTIES__GROUP_INSTANCE_ID",
+                    member,
+                ),
+        )
+    };
+    let _a = spawn(pa, "a");
     eventually(Duration::from_secs(60), || {
         let held = counter(pa, "switchboard_assigned_partitions").unwrap_or(0.0);
         (held == PARTITIONS as f64)
@@ -330,7 +342,7 @@ async fn two_instances_sharing_a_transactional_id_count_their_fencings() {
     });
     assert_eq!(counter(pa, "switchboard_fencings_total"), Some(0.0));
     // b initialises its transactions (bumping the epoch: a is fenced) before it joins the group.
-    let _b = setup.spawn_with("same", &format!("127.0.0.1:{pb}"));
+    let _b = spawn(pb, "b");
     eventually(Duration::from_secs(60), || {
         let held = counter(pb, "switchboard_assigned_partitions").unwrap_or(0.0);
         (held > 0.0).then_some(()).ok_or(format!("b holds {held}"))

@@ -1,9 +1,9 @@
 //! The input topic's consumer: its hooks into librdkafka (rebalances, statistics), collecting a
 //! batch, and rewinding to the last commit.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{
@@ -24,11 +24,15 @@ use crate::runtime::pipeline::{GroupOffsets, Headers, InputRecord};
 /// How long a rebalance waits for the group's committed offsets (for the lag only).
 const COMMITTED_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The consumer's context: notes rebalances, so that a batch collected across one is dropped
-/// rather than processed, holds a rebalance until the commit in flight is done, and feeds the
-/// group's metrics.
+/// The consumer's context: notes which partitions a rebalance touched, so that their records
+/// collected across it are dropped rather than processed, holds a revocation until the commit in
+/// flight is done, and feeds the group's metrics.
 pub(super) struct ConsumerHooks {
-    rebalanced: AtomicBool,
+    touched: Mutex<Touched>,
+    /// The partitions assigned, as the rebalances said: asking the consumer from its own
+    /// callback hung the consumer's close once (a revocation during close waited for ever on
+    /// `assignment()`).
+    held: Mutex<BTreeSet<i32>>,
     metrics: Arc<Metrics>,
     input: String,
     committing: Arc<Gate>,
@@ -52,8 +56,27 @@ impl ClientContext for ConsumerHooks {
 
 impl ConsumerContext for ConsumerHooks {
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        let assigned = consumer.assignment().map(|a| a.count()).unwrap_or(0);
-        self.metrics.assigned_partitions.set(assigned as i64);
+        {
+            let mut held = self.held.lock().expect("rebalance lock");
+            let partitions = |tpl: &TopicPartitionList| {
+                let topic = &self.input;
+                tpl.elements()
+                    .iter()
+                    .filter(|e| e.topic() == topic)
+                    .map(|e| e.partition())
+                    .collect::<Vec<_>>()
+            };
+            match rebalance {
+                Rebalance::Assign(tpl) => held.extend(partitions(tpl)),
+                Rebalance::Revoke(tpl) => {
+                    for p in partitions(tpl) {
+                        held.remove(&p);
+                    }
+                }
+                Rebalance::Error(_) => {}
+            }
+            self.metrics.assigned_partitions.set(held.len() as i64);
+        }
         match rebalance {
             Rebalance::Assign(tpl) => {
                 let committed = self.committed(consumer, tpl);
@@ -69,19 +92,72 @@ impl ConsumerContext for ConsumerHooks {
     }
 
     fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if !self.committing.wait_idle(LONGEST_COMMIT) {
+        // Partitions are given up only once the transaction that may carry their offsets has
+        // committed or failed. An assignment gives nothing up: under the cooperative protocol
+        // the partitions kept go on flowing meanwhile, so it does not wait.
+        let gives_up = match rebalance {
+            Rebalance::Assign(_) => false,
+            Rebalance::Revoke(tpl) => tpl.count() > 0,
+            Rebalance::Error(_) => true,
+        };
+        if gives_up && !self.committing.wait_idle(LONGEST_COMMIT) {
             warn!(
                 "the commit in flight outlasted the longest a commit can take; rebalancing anyway"
             );
         }
-        self.rebalanced.store(true, Ordering::SeqCst);
-        self.metrics.rebalances.inc();
+        let mut touched = self.touched.lock().expect("rebalance lock");
         match rebalance {
-            Rebalance::Assign(tpl) => info!(partitions = tpl.count(), "partitions assigned"),
-            Rebalance::Revoke(tpl) => info!(partitions = tpl.count(), "partitions revoked"),
+            Rebalance::Assign(tpl) | Rebalance::Revoke(tpl) => {
+                touched.add(tpl, &self.input);
+            }
+            Rebalance::Error(_) => touched.all = true,
+        }
+        self.metrics.rebalances.inc();
+        let numbers = |tpl: &TopicPartitionList| {
+            let mut touched = Touched::default();
+            touched.add(tpl, &self.input);
+            touched.partitions
+        };
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                info!(count = tpl.count(), partitions = ?numbers(tpl), "partitions assigned")
+            }
+            Rebalance::Revoke(tpl) => {
+                info!(count = tpl.count(), partitions = ?numbers(tpl), "partitions revoked")
+            }
             Rebalance::Error(e) => warn!(error = %e, "rebalance error"),
         }
     }
+}
+
+/// The partitions assigned or revoked since the last batch was collected.
+#[derive(Debug, Default)]
+struct Touched {
+    partitions: BTreeSet<i32>,
+    /// A rebalance failed: what was assigned is not known partition by partition.
+    all: bool,
+}
+
+impl Touched {
+    fn add(&mut self, tpl: &TopicPartitionList, topic: &str) {
+        self.partitions.extend(
+            tpl.elements()
+                .iter()
+                .filter(|e| e.topic() == topic)
+                .map(|e| e.partition()),
+        );
+    }
+}
+
+/// What a rebalance changed for the runtime, once it is over.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(super) struct Reassigned {
+    /// Assigned now, and touched: to be rewound to the group's committed offsets.
+    pub(super) assigned: Vec<i32>,
+    /// Touched and no longer assigned: what is known of them is to be forgotten.
+    pub(super) revoked: Vec<i32>,
+    /// A rebalance failed: every partition is to be rewound.
+    pub(super) all: bool,
 }
 
 impl ConsumerHooks {
@@ -120,17 +196,23 @@ pub(super) enum Polled {
     Batch(Vec<InputRecord>),
     /// Nothing arrived.
     Empty,
-    /// Records arrived, but across a rebalance: they may belong to partitions given up, so they
-    /// were dropped, to be replayed from the last commit.
-    Rebalanced,
+    /// The assignment changed while the batch was collected. The records of the partitions it
+    /// touched were dropped: those revoked may have a new owner already, and those assigned
+    /// are rewound to the group's committed offsets first. The others' records are kept: under
+    /// the cooperative protocol their partitions were never given up.
+    Reassigned(Reassigned, Vec<InputRecord>),
     /// A stop was asked.
     Stopping,
+    /// The consumer failed beyond repair (librdkafka's fatal error).
+    Fatal(RuntimeError),
 }
 
 /// The consumer group member on the input topic.
 pub(super) struct Input {
     consumer: BaseConsumer<ConsumerHooks>,
     topic: String,
+    /// `group.instance.id`, for the error when another member took it.
+    instance: Option<String>,
     max: usize,
     linger: Duration,
 }
@@ -142,9 +224,12 @@ impl Input {
         metrics: Arc<Metrics>,
         committing: Arc<Gate>,
     ) -> Result<Self, KafkaError> {
-        let consumer = consumer_config(config)
+        let settings = consumer_config(config);
+        let instance = settings.get("group.instance.id").map(str::to_string);
+        let consumer = settings
             .create_with_context(ConsumerHooks {
-                rebalanced: AtomicBool::new(false),
+                touched: Mutex::default(),
+                held: Mutex::default(),
                 metrics,
                 input: config.topics.input.clone(),
                 committing,
@@ -153,6 +238,7 @@ impl Input {
         Ok(Input {
             consumer,
             topic: config.topics.input.clone(),
+            instance,
             max: config.kafka.batch_max_messages,
             linger: Duration::from_millis(config.kafka.batch_linger_ms),
         })
@@ -192,7 +278,12 @@ impl Input {
                         break;
                     }
                 }
-                Some(Err(e)) => warn!(error = %e, "consumer error"),
+                Some(Err(e)) => {
+                    if let Some(fatal) = self.fatal() {
+                        return Polled::Fatal(fatal);
+                    }
+                    warn!(error = %e, "consumer error")
+                }
                 None if committing => {}
                 None => {
                     if first.is_none_or(|t| t.elapsed() >= self.linger) {
@@ -201,20 +292,39 @@ impl Input {
                 }
             }
         }
-        let rebalanced = self
-            .consumer
-            .context()
-            .rebalanced
-            .swap(false, Ordering::SeqCst);
+        let touched = std::mem::take(&mut *self.consumer.context().touched.lock().expect("lock"));
         // After a rebalance, even with nothing collected: the rewind that follows learns what
         // the group committed on the partitions just assigned.
-        if rebalanced {
-            Polled::Rebalanced
+        if touched.all || !touched.partitions.is_empty() {
+            batch.retain(|r| !touched.all && !touched.partitions.contains(&r.partition));
+            Polled::Reassigned(self.reassigned(touched), batch)
         } else if batch.is_empty() {
             Polled::Empty
         } else {
             Polled::Batch(batch)
         }
+    }
+
+    /// What the partitions a rebalance touched have become, by the assignment it left.
+    fn reassigned(&self, touched: Touched) -> Reassigned {
+        let held = self.consumer.context().held.lock().expect("lock");
+        let (assigned, revoked) = touched.partitions.iter().partition(|p| held.contains(p));
+        Reassigned {
+            assigned,
+            revoked,
+            all: touched.all,
+        }
+    }
+
+    /// The consumer's fatal error, if it has one: it can consume no more. Another member that
+    /// joined with this one's `group.instance.id` is the usual cause, and says so.
+    pub(super) fn fatal(&self) -> Option<RuntimeError> {
+        let (code, reason) = self.consumer.client().fatal_error()?;
+        Some(RuntimeError::ConsumerFatal {
+            code,
+            reason,
+            instance: self.instance.clone().unwrap_or_default(),
+        })
     }
 
     /// The batch's next offsets, as the transaction commits them.
@@ -235,14 +345,29 @@ impl Input {
             .expect("a group consumer has group metadata")
     }
 
-    /// Moves every assigned partition back to its last committed offset, or to its beginning
-    /// where the group has committed nothing (`auto.offset.reset=earliest`), and says what was
-    /// committed. A failed fetch or seek is an error, retried by the recovery policy: a
-    /// partition left where it was would resume past a batch that did not commit.
-    pub(super) fn rewind(&self) -> Result<GroupOffsets, RuntimeError> {
-        let committed = self.consumer.committed(TIMEOUT)?;
+    /// Moves the assigned partitions (`only` these, or all of them) back to their last committed
+    /// offset, or to their beginning where the group has committed nothing
+    /// (`auto.offset.reset=earliest`), and says what was committed. A failed fetch or seek is an
+    /// error, retried by the recovery policy: a partition left where it was would resume past a
+    /// batch that did not commit.
+    pub(super) fn rewind(&self, only: Option<&[i32]>) -> Result<GroupOffsets, RuntimeError> {
+        if let Some(fatal) = self.fatal() {
+            return Err(fatal);
+        }
+        let committed = match only {
+            None => self.consumer.committed(TIMEOUT)?,
+            Some(partitions) => {
+                let mut tpl = TopicPartitionList::new();
+                for p in partitions {
+                    tpl.add_partition(&self.topic, *p);
+                }
+                self.consumer.committed_offsets(tpl, TIMEOUT)?
+            }
+        };
         let mut offsets = GroupOffsets::default();
         for e in committed.elements() {
+            // A partition whose offset could not be fetched is not one with nothing committed.
+            e.error()?;
             let offset = match e.offset() {
                 Offset::Offset(o) => {
                     offsets.0.insert(e.partition(), o);
@@ -254,6 +379,18 @@ impl Input {
                 .seek(e.topic(), e.partition(), offset, TIMEOUT)?;
         }
         Ok(offsets)
+    }
+
+    /// Moves every assigned partition back to the offset `committed` holds for it, or to its
+    /// beginning where it holds none: to where the group stands, when that is known without
+    /// asking.
+    pub(super) fn seek(&self, committed: &GroupOffsets) -> Result<(), RuntimeError> {
+        let held = self.consumer.context().held.lock().expect("lock").clone();
+        for p in held {
+            let offset = committed.of(p).map_or(Offset::Beginning, Offset::Offset);
+            self.consumer.seek(&self.topic, p, offset, TIMEOUT)?;
+        }
+        Ok(())
     }
 
     /// Stops fetching these partitions (halted ones) until they are assigned again.

@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::Producer;
 use tracing::{info, warn};
 
@@ -63,6 +63,15 @@ pub enum RuntimeError {
     /// Fenced more often than `recovery` allows: what the runtime exits with.
     #[error("this instance was fenced by a newer one with the same transactional id, or lost its group membership: {0}")]
     Fenced(KafkaError),
+    /// The group consumer can consume no more (librdkafka's fatal error): what the runtime exits
+    /// with.
+    #[error("{}", consumer_fatal(*.code, .reason, .instance))]
+    ConsumerFatal {
+        code: RDKafkaErrorCode,
+        reason: String,
+        /// The consumer's `group.instance.id`.
+        instance: String,
+    },
     #[error("cannot start the commit thread: {0}")]
     Thread(std::io::Error),
     #[error("the commit thread panicked")]
@@ -169,20 +178,9 @@ impl<S: StateStore, D: DirectorySource> Runtime<S, D> {
             let polled = self.input.collect(stop, &self.txn);
             self.metrics.polled();
             match polled {
-                Polled::Batch(mut batch) => {
+                Polled::Batch(batch) => {
                     last_activity = Some(Instant::now());
-                    // Records of a halted partition fetched before it was paused.
-                    let halted = self.metrics.halts.partitions();
-                    if !halted.is_empty() {
-                        batch.retain(|r| !halted.contains(&r.partition));
-                        if batch.is_empty() {
-                            continue;
-                        }
-                    }
-                    match self.step(batch) {
-                        Ok(()) => self.recovery.succeeded(),
-                        Err(e) => self.failed(e, stop)?,
-                    }
+                    self.process(batch, stop)?;
                 }
                 Polled::Empty => {
                     match self.settle() {
@@ -193,14 +191,61 @@ impl<S: StateStore, D: DirectorySource> Runtime<S, D> {
                         break;
                     }
                 }
-                // Records collected across a rebalance may belong to partitions we lost.
-                Polled::Rebalanced => match self.settle() {
-                    Ok(()) => self.rewind(stop)?,
+                // Records of the partitions kept go on; the others' are already dropped.
+                Polled::Reassigned(changes, batch) => match self.settle() {
+                    Ok(()) => {
+                        if self.reassign(&changes, stop)? && !batch.is_empty() {
+                            last_activity = Some(Instant::now());
+                            self.process(batch, stop)?;
+                        }
+                    }
                     Err(e) => self.failed(e, stop)?,
                 },
                 Polled::Stopping => break,
+                Polled::Fatal(error) => {
+                    if let RuntimeError::ConsumerFatal {
+                        code: RDKafkaErrorCode::FencedInstanceId,
+                        ..
+                    } = error
+                    {
+                        self.metrics.fencings.inc();
+                    }
+                    self.finish();
+                    return Err(error);
+                }
             }
         }
+        self.finish();
+        info!(?self.stats, "stopping");
+        Ok(self.stats)
+    }
+
+    /// Applies a batch, but for the records of halted partitions.
+    fn process(
+        &mut self,
+        mut batch: Vec<InputRecord>,
+        stop: &Arc<AtomicBool>,
+    ) -> Result<(), RuntimeError> {
+        // Records of a halted partition fetched before it was paused.
+        let halted = self.metrics.halts.partitions();
+        if !halted.is_empty() {
+            batch.retain(|r| !halted.contains(&r.partition));
+            if batch.is_empty() {
+                return Ok(());
+            }
+        }
+        match self.step(batch) {
+            Ok(()) => {
+                self.recovery.succeeded();
+                Ok(())
+            }
+            Err(e) => self.failed(e, stop),
+        }
+    }
+
+    /// At the end of the run: the batch in flight committed, or ended for the next owner to
+    /// replay.
+    fn finish(&mut self) {
         match self.settle() {
             Ok(()) => self.note_commits(),
             Err(e) => {
@@ -210,8 +255,6 @@ impl<S: StateStore, D: DirectorySource> Runtime<S, D> {
                 self.abandon();
             }
         }
-        info!(?self.stats, "stopping");
-        Ok(self.stats)
     }
 
     /// Applies a batch while the previous one commits, then writes it and starts its commit.
@@ -331,6 +374,19 @@ impl<S: StateStore, D: DirectorySource> Runtime<S, D> {
     /// Runs a future on the runtime that drives the store.
     pub fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
         self.io.block_on(f)
+    }
+}
+
+/// [`RuntimeError::ConsumerFatal`]'s message: a member fenced by another with its
+/// `group.instance.id` is told where that name comes from.
+fn consumer_fatal(code: RDKafkaErrorCode, reason: &str, instance: &str) -> String {
+    match code {
+        RDKafkaErrorCode::FencedInstanceId => format!(
+            "fenced: another consumer joined the group with this instance's group.instance.id \
+             {instance:?}; two instances were started with the same name (kafka.transactional_id, \
+             by default switchboard-<POD_NAME or HOSTNAME>), and each needs its own: {reason}"
+        ),
+        _ => format!("the group consumer failed fatally ({code:?}): {reason}"),
     }
 }
 

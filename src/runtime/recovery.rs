@@ -3,9 +3,11 @@
 //!
 //! | error | action |
 //! |---|---|
+//! | the group consumer failed fatally (`ConsumerFatal`: another member joined with this one's `group.instance.id`, …) | `Exit` |
 //! | a producer call (begin, produce, send offsets, commit, abort, init) failed as fenced: `Fenced`, `ProducerFenced` or `Fatal` | `ReplaceProducer { fenced: true }`: a new producer (same transactional ID, new epoch), then rewind. The fourth fencing within 10 minutes: `Exit` |
 //! | the coordinator timed the transaction out and bumped the epoch (a long broker outage, a stall past `transaction.timeout.ms`): a producer call or the abort failed with `InvalidProducerEpoch`, or any producer call of a transaction open longer than the timeout failed (`TimedOut`: librdkafka reports that as fenced too) | `ReplaceProducer { fenced: false }`: not a fencing by another instance, so not counted towards the exit |
 //! | the abort failed otherwise | `ReplaceProducer { fenced: false }`: a new producer with the same ID fences the old one and the coordinator finishes whatever it had begun; then rewind |
+//! | the batch's offsets were refused because the group's generation moved on (`IllegalGeneration`, `RebalanceInProgress`: a rebalance began while the batch committed) | `Replay`: abort, seek back to the offsets this instance knows are committed (the group would answer a fetch only once the rebalance is over), no back-off |
 //! | anything else, from a recovery step, once a stop was asked | `Stop`: `run` ends as at any stop (status 0), the error logged; whoever resumes replays from the last commit |
 //! | anything else: Redis, the broker, a stale write, a commit that failed (a timed-out one after 3 resumes), the commit thread | `Retry`: abort the open transaction, rewind to the last commit. A failed batch then backs off 100 ms × the failures in a row (at most 3 s); a failed recovery step is retried after 200 ms, doubling up to 5 s |
 //!
@@ -22,9 +24,10 @@ use std::time::{Duration, Instant};
 use prometheus::IntCounter;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{Producer, PurgeConfig};
-use tracing::{error, warn};
+use tracing::{error, info, warn};
 
 use super::commit::{outlived, Txn};
+use super::consumer::Reassigned;
 use super::kafka::{abort_serving_deliveries, init_serving_events, new_producer};
 use super::{Runtime, RuntimeError};
 use crate::runtime::pipeline::{Halt, PipelineError};
@@ -47,6 +50,8 @@ pub(super) enum Action {
     ReplaceProducer { fenced: bool },
     /// Give up: `run` returns the error.
     Exit,
+    /// Abort the open transaction and seek back to the offsets known to be committed, at once.
+    Replay,
     /// A stop was asked and the way back to the last commit failed: go no further and let `run`
     /// end as at any stop. Nothing is lost: whatever was not committed replays for whoever
     /// resumes, as after a stop with the last batch uncommitted.
@@ -80,12 +85,14 @@ impl Recovery {
     /// normally).
     pub(super) fn action(&mut self, error: &RuntimeError, stopping: bool) -> Action {
         match error {
+            RuntimeError::ConsumerFatal { .. } => Action::Exit,
             RuntimeError::Producer(e) | RuntimeError::Abort(e) if fencing(e) => self.fenced(),
             RuntimeError::Producer(e) | RuntimeError::Abort(e) if timed_out(e) => {
                 Action::ReplaceProducer { fenced: false }
             }
             RuntimeError::TimedOut(_) => Action::ReplaceProducer { fenced: false },
             RuntimeError::Abort(_) => Action::ReplaceProducer { fenced: false },
+            RuntimeError::Producer(e) if overtaken(e) => Action::Replay,
             _ if stopping => Action::Stop,
             _ => Action::Retry,
         }
@@ -150,6 +157,19 @@ fn fencing(e: &KafkaError) -> bool {
     )
 }
 
+/// The group's generation moved on while the batch's offsets were sent: a rebalance began (under
+/// the cooperative protocol, an instance rejoins before it gives any partition up), and the
+/// coordinator refuses offsets of the generation before (KIP-447). Nothing of the transaction
+/// is committed, so the offsets this instance tracks are the group's: it goes back to them
+/// without asking. Asking would wait for the rebalance to end (3 s, measured), and the
+/// partitions it keeps would wait with it.
+fn overtaken(e: &KafkaError) -> bool {
+    matches!(
+        e.rdkafka_error_code(),
+        Some(RDKafkaErrorCode::IllegalGeneration | RDKafkaErrorCode::RebalanceInProgress)
+    )
+}
+
 /// Row 2's: the coordinator aborted the transaction as timed out and bumped the producer's epoch
 /// (KIP-588). The producer must be replaced, but no other instance is involved: counting it
 /// towards the exit would end an instance after a few long broker outages (review F9).
@@ -190,7 +210,9 @@ impl<S: StateStore, D: DirectorySource> Runtime<S, D> {
         };
         // Recovered even when a stop was asked: `run` then ends normally.
         let action = self.recovery.action(&error, false);
-        if action == Action::Retry && !halted {
+        if action == Action::Replay {
+            info!(error = %error, "the group rebalanced while the batch committed; aborting and replaying it from the last commit");
+        } else if action == Action::Retry && !halted {
             warn!(error = %error, "batch failed; aborting and replaying from the last commit");
         }
         self.recover(action, error, stop)?;
@@ -219,8 +241,42 @@ impl<S: StateStore, D: DirectorySource> Runtime<S, D> {
 
     /// Rewinds the consumer to the last commit, and learns what that commit is.
     fn rewind_input(&mut self) -> Result<(), RuntimeError> {
-        self.committed = self.input.rewind()?;
+        self.committed = self.input.rewind(None)?;
         Ok(())
+    }
+
+    /// After a rebalance: forgets what is known of the partitions given up and rewinds those
+    /// just assigned, leaving the others where they are. True when the records collected from
+    /// those others may go on; false when every partition was rewound instead (a failed
+    /// rebalance, or a failure on the way).
+    pub(super) fn reassign(
+        &mut self,
+        changes: &Reassigned,
+        stop: &AtomicBool,
+    ) -> Result<bool, RuntimeError> {
+        if changes.all {
+            self.rewind(stop)?;
+            return Ok(false);
+        }
+        for p in changes.revoked.iter().chain(&changes.assigned) {
+            self.committed.0.remove(p);
+            self.noted.0.remove(p);
+        }
+        let partial = self.end_transaction().and_then(|()| {
+            if !changes.assigned.is_empty() {
+                let fetched = self.input.rewind(Some(&changes.assigned))?;
+                self.committed.0.extend(fetched.0);
+            }
+            Ok(())
+        });
+        match partial {
+            Ok(()) => Ok(true),
+            Err(e) => {
+                let action = self.recovery.after_failed_step(&e, stop);
+                self.recover(action, e, stop)?;
+                Ok(false)
+            }
+        }
     }
 
     /// Back to the last commit after a batch was dropped (collected across a rebalance).
@@ -260,9 +316,13 @@ impl<S: StateStore, D: DirectorySource> Runtime<S, D> {
                     warn!(error = %error, "abort failed; replacing the transactional producer");
                     self.replace_producer()
                 }
-                Action::Retry => self.end_transaction(),
+                Action::Retry | Action::Replay => self.end_transaction(),
             };
-            match step.and_then(|()| self.rewind_input()) {
+            let back = step.and_then(|()| match action {
+                Action::Replay => self.input.seek(&self.committed),
+                _ => self.rewind_input(),
+            });
+            match back {
                 Ok(()) => {
                     self.recovery.recovered();
                     return Ok(());
@@ -355,6 +415,10 @@ mod tests {
                 Action::ReplaceProducer { fenced: false }
             );
         }
+        let overtaken = RuntimeError::Producer(KafkaError::MessageProduction(
+            RDKafkaErrorCode::IllegalGeneration,
+        ));
+        assert_eq!(recovery.action(&overtaken, false), Action::Replay);
         assert_eq!(counter.get(), 0);
         for _ in 0..MAX_FENCES {
             assert_eq!(
