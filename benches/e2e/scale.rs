@@ -33,7 +33,7 @@ fn pair(
     a: impl Fn() -> Saturation,
     b: impl Fn() -> Saturation,
 ) -> (Saturation, Saturation) {
-    if i % 2 == 0 {
+    if i.is_multiple_of(2) {
         let x = a();
         (x, b())
     } else {
