@@ -202,17 +202,8 @@ impl<S: StateStore, D: DirectorySource> Runtime<S, D> {
                     Err(e) => self.failed(e, stop)?,
                 },
                 Polled::Stopping => break,
-                Polled::Fatal(error) => {
-                    if let RuntimeError::ConsumerFatal {
-                        code: RDKafkaErrorCode::FencedInstanceId,
-                        ..
-                    } = error
-                    {
-                        self.metrics.fencings.inc();
-                    }
-                    self.finish();
-                    return Err(error);
-                }
+                // The policy replaces a consumer fenced as a static member, or exits.
+                Polled::Fatal(error) => self.failed(error, stop)?,
             }
         }
         self.finish();

@@ -3,7 +3,8 @@
 //!
 //! | error | action |
 //! |---|---|
-//! | the group consumer failed fatally (`ConsumerFatal`: another member joined with this one's `group.instance.id`, …) | `Exit` |
+//! | the group consumer was fenced as a static member (`ConsumerFatal` with `FencedInstanceId`): after a session that lapsed (a network cut longer than `session.timeout.ms`), librdkafka's rejoin is refused as if another member had taken the name (librdkafka issue 3437) | `ReplaceConsumer`: a new consumer under the same `group.instance.id`, which rejoins; the fourth within 10 minutes means another live instance has the name: `Exit` |
+//! | the group consumer failed fatally otherwise (`ConsumerFatal`) | `Exit` |
 //! | a producer call (begin, produce, send offsets, commit, abort, init) failed as fenced: `Fenced`, `ProducerFenced` or `Fatal` | `ReplaceProducer { fenced: true }`: a new producer (same transactional ID, new epoch), then rewind. The fourth fencing within 10 minutes: `Exit` |
 //! | the coordinator timed the transaction out and bumped the epoch (a long broker outage, a stall past `transaction.timeout.ms`): a producer call or the abort failed with `InvalidProducerEpoch`, or any producer call of a transaction open longer than the timeout failed (`TimedOut`: librdkafka reports that as fenced too) | `ReplaceProducer { fenced: false }`: not a fencing by another instance, so not counted towards the exit |
 //! | the abort failed otherwise | `ReplaceProducer { fenced: false }`: a new producer with the same ID fences the old one and the coordinator finishes whatever it had begun; then rewind |
@@ -48,6 +49,9 @@ pub(super) enum Action {
     /// Start a new transactional producer, then rewind. `fenced`: this one was fenced (and it
     /// counts towards [`MAX_FENCES`]), rather than unable to abort.
     ReplaceProducer { fenced: bool },
+    /// End the open transaction and start a new group consumer (same `group.instance.id`),
+    /// which rejoins the group; what the old one held is forgotten.
+    ReplaceConsumer,
     /// Give up: `run` returns the error.
     Exit,
     /// Abort the open transaction and seek back to the offsets known to be committed, at once.
@@ -62,6 +66,8 @@ pub(super) enum Action {
 pub(super) struct Recovery {
     /// When this instance was fenced, within the last [`FENCE_WINDOW`].
     fences: Vec<Instant>,
+    /// When its group consumer was fenced as a static member, within the last [`FENCE_WINDOW`].
+    consumer_fences: Vec<Instant>,
     /// Batches failed in a row.
     failures: u32,
     /// How long to wait before the next try of a failed recovery step.
@@ -75,6 +81,7 @@ impl Recovery {
         Recovery {
             fencings,
             fences: Vec::new(),
+            consumer_fences: Vec::new(),
             failures: 0,
             retry_wait: FIRST_RETRY_WAIT,
         }
@@ -85,6 +92,10 @@ impl Recovery {
     /// normally).
     pub(super) fn action(&mut self, error: &RuntimeError, stopping: bool) -> Action {
         match error {
+            RuntimeError::ConsumerFatal {
+                code: RDKafkaErrorCode::FencedInstanceId,
+                ..
+            } => self.consumer_fenced(),
             RuntimeError::ConsumerFatal { .. } => Action::Exit,
             RuntimeError::Producer(e) | RuntimeError::Abort(e) if fencing(e) => self.fenced(),
             RuntimeError::Producer(e) | RuntimeError::Abort(e) if timed_out(e) => {
@@ -113,6 +124,23 @@ impl Recovery {
             Action::Exit
         } else {
             Action::ReplaceProducer { fenced: true }
+        }
+    }
+
+    /// The group consumer was fenced as a static member. librdkafka rejoins after a lapsed
+    /// session (a network cut longer than `session.timeout.ms`) in a way the coordinator takes
+    /// for another member with the same `group.instance.id`, and the consumer is then beyond
+    /// use; a new one under the same name rejoins cleanly. Two live instances started with one
+    /// name fence each other in turn instead: more than [`MAX_FENCES`] within [`FENCE_WINDOW`]
+    /// end this one, with the error that says so.
+    fn consumer_fenced(&mut self) -> Action {
+        self.fencings.inc();
+        self.consumer_fences.retain(|t| t.elapsed() < FENCE_WINDOW);
+        self.consumer_fences.push(Instant::now());
+        if self.consumer_fences.len() > MAX_FENCES {
+            Action::Exit
+        } else {
+            Action::ReplaceConsumer
         }
     }
 
@@ -316,10 +344,16 @@ impl<S: StateStore, D: DirectorySource> Runtime<S, D> {
                     warn!(error = %error, "abort failed; replacing the transactional producer");
                     self.replace_producer()
                 }
+                Action::ReplaceConsumer => {
+                    warn!(error = %error, "the group fenced this instance's consumer; starting a new one under the same group.instance.id to rejoin");
+                    self.replace_consumer()
+                }
                 Action::Retry | Action::Replay => self.end_transaction(),
             };
             let back = step.and_then(|()| match action {
                 Action::Replay => self.input.seek(&self.committed),
+                // Nothing is assigned yet: each partition is rewound as it is.
+                Action::ReplaceConsumer => Ok(()),
                 _ => self.rewind_input(),
             });
             match back {
@@ -364,6 +398,25 @@ impl<S: StateStore, D: DirectorySource> Runtime<S, D> {
 
     /// A new transactional producer with the same ID: it fences the old one, and the coordinator
     /// finishes or aborts whatever that one had begun.
+    /// A new group consumer in place of one beyond use: the partitions the old one held are
+    /// forgotten (their offsets, their halts), and come back, rewound, as the new one is
+    /// assigned them.
+    fn replace_consumer(&mut self) -> Result<(), RuntimeError> {
+        self.end_transaction()?;
+        let fresh = super::consumer::Input::new(
+            &self.config,
+            Arc::clone(&self.metrics),
+            Arc::clone(&self.committing),
+        )?;
+        self.input = fresh;
+        self.input.subscribe()?;
+        self.committed = Default::default();
+        self.noted = Default::default();
+        let halted = self.metrics.halts.partitions();
+        self.metrics.halts.release(halted);
+        Ok(())
+    }
+
     fn replace_producer(&mut self) -> Result<(), RuntimeError> {
         self.producer
             .purge(PurgeConfig::default().queue().inflight());
@@ -377,6 +430,34 @@ impl<S: StateStore, D: DirectorySource> Runtime<S, D> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_consumer_fenced_as_a_static_member_is_replaced_three_times_then_exits() {
+        let counter = IntCounter::new("fencings", "fencings").unwrap();
+        let mut recovery = Recovery::new(counter.clone());
+        let fatal = |code| RuntimeError::ConsumerFatal {
+            code,
+            reason: "fenced".into(),
+            instance: "sb-1".into(),
+        };
+        for _ in 0..MAX_FENCES {
+            assert_eq!(
+                recovery.action(&fatal(RDKafkaErrorCode::FencedInstanceId), false),
+                Action::ReplaceConsumer
+            );
+        }
+        assert_eq!(
+            recovery.action(&fatal(RDKafkaErrorCode::FencedInstanceId), false),
+            Action::Exit
+        );
+        assert_eq!(counter.get(), MAX_FENCES as u64 + 1);
+        // Any other fatal consumer error ends the run at once.
+        let mut fresh = Recovery::new(IntCounter::new("f", "f").unwrap());
+        assert_eq!(
+            fresh.action(&fatal(RDKafkaErrorCode::Fatal), false),
+            Action::Exit
+        );
+    }
 
     #[test]
     fn every_fencing_recognised_is_counted_and_nothing_else() {
