@@ -17,6 +17,16 @@ use switchboard::runtime::store::{Mark, RedisStore, StateStore, Target, Write, W
 
 use kafka_support::*;
 
+/// Held by the tests that kill a primary or move slots, one at a time: each picks its primaries
+/// from the topology as it finds it, which another such test must not change meanwhile.
+static TOPOLOGY: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn topology_lock() -> std::sync::MutexGuard<'static, ()> {
+    TOPOLOGY
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// The cluster's seed nodes: `REDIS_CLUSTER_NODES`, else deploy/local/redis-cluster's.
 fn nodes() -> String {
     std::env::var("REDIS_CLUSTER_NODES").unwrap_or_else(|_| {
@@ -203,6 +213,20 @@ async fn three_instances_on_a_redis_cluster_match_simulate() {
         "the state is spread over the primaries: {spread:?}"
     );
     assert_matches_oracle_in(&setup, &trace, &store(&prefix).await).await;
+    // `inspect` reads the Cluster too: the document `simulate` ends with, for one conversation.
+    let (_, state) = oracle(&trace);
+    let (id, doc) = state.as_object().unwrap().iter().next().unwrap();
+    let out = on_cluster(setup.command(&["inspect", id]))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let shown: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(shown["id"], doc["id"], "{shown}");
+    assert_eq!(shown["status"], doc["status"], "{shown}");
 }
 
 fn redis_cluster(args: &[&str]) -> bool {
@@ -218,6 +242,7 @@ fn redis_cluster(args: &[&str]) -> bool {
 
 #[tokio::test]
 async fn a_primary_killed_mid_stream_ends_exact() {
+    let _topology = topology_lock();
     let setup = Setup::create("rfailover").await;
     load_directory(&setup);
     let trace = scaled_trace("rfailover", 6);
@@ -256,6 +281,7 @@ async fn a_primary_killed_mid_stream_ends_exact() {
 /// brings them back to exactly what `simulate` computes.
 #[tokio::test(flavor = "multi_thread")]
 async fn one_primary_losing_writes_halts_until_rebuilt() {
+    let _topology = topology_lock();
     let setup = Setup::create("rlost").await;
     load_directory(&setup);
     let prefix = format!("sbk:{}", setup.name);
@@ -316,6 +342,7 @@ async fn one_primary_losing_writes_halts_until_rebuilt() {
 /// again and the batch is retried, and the run ends exactly as `simulate` says.
 #[tokio::test]
 async fn a_resharding_mid_stream_ends_exact() {
+    let _topology = topology_lock();
     let setup = Setup::create("rreshard").await;
     load_directory(&setup);
     let trace = scaled_trace("rreshard", 8);
