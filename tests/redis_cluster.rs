@@ -19,13 +19,7 @@ use kafka_support::*;
 
 /// Held by the tests that kill a primary or move slots, one at a time: each picks its primaries
 /// from the topology as it finds it, which another such test must not change meanwhile.
-static TOPOLOGY: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn topology_lock() -> std::sync::MutexGuard<'static, ()> {
-    TOPOLOGY
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
+static TOPOLOGY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// The cluster's seed nodes: `REDIS_CLUSTER_NODES`, else deploy/local/redis-cluster's.
 fn nodes() -> String {
@@ -242,7 +236,7 @@ fn redis_cluster(args: &[&str]) -> bool {
 
 #[tokio::test]
 async fn a_primary_killed_mid_stream_ends_exact() {
-    let _topology = topology_lock();
+    let _topology = TOPOLOGY.lock().await;
     let setup = Setup::create("rfailover").await;
     load_directory(&setup);
     let trace = scaled_trace("rfailover", 6);
@@ -281,7 +275,7 @@ async fn a_primary_killed_mid_stream_ends_exact() {
 /// brings them back to exactly what `simulate` computes.
 #[tokio::test(flavor = "multi_thread")]
 async fn one_primary_losing_writes_halts_until_rebuilt() {
-    let _topology = topology_lock();
+    let _topology = TOPOLOGY.lock().await;
     let setup = Setup::create("rlost").await;
     load_directory(&setup);
     let prefix = format!("sbk:{}", setup.name);
@@ -342,7 +336,7 @@ async fn one_primary_losing_writes_halts_until_rebuilt() {
 /// again and the batch is retried, and the run ends exactly as `simulate` says.
 #[tokio::test]
 async fn a_resharding_mid_stream_ends_exact() {
-    let _topology = topology_lock();
+    let _topology = TOPOLOGY.lock().await;
     let setup = Setup::create("rreshard").await;
     load_directory(&setup);
     let trace = scaled_trace("rreshard", 8);
