@@ -237,18 +237,7 @@ fn redis_cluster(args: &[&str]) -> bool {
 #[tokio::test]
 async fn a_primary_killed_mid_stream_ends_exact() {
     let _topology = TOPOLOGY.lock().await;
-    let setup = Setup::create("rfailover").await;
-    load_directory(&setup);
-    let trace = scaled_trace("rfailover", 6);
-    let expected = expected_results(&trace);
-    setup.produce_trace(&trace);
-    let mut cmd = on_cluster(setup.instance_command("a", "127.0.0.1:0"));
-    // Every batch's write is on a replica before its transaction commits: the replica that takes
-    // over holds everything Kafka committed.
-    cmd.env("SWITCHBOARD_REDIS__WAIT_REPLICAS", "1")
-        .env("SWITCHBOARD_REDIS__WAIT_TIMEOUT_MS", "2000");
-    let proc = Proc::spawn(&mut cmd);
-    let seen = setup.wait_for_progress(expected / 4, Duration::from_secs(120));
+    let (setup, trace, expected, proc, seen) = replicated_run("rfailover", on_cluster).await;
     let victim = primaries()[0];
     assert!(redis_cluster(&["kill", &victim.to_string()]));
     let killed = Instant::now();

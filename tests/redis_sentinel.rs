@@ -41,23 +41,7 @@ fn on_sentinel(mut cmd: std::process::Command) -> std::process::Command {
 
 #[tokio::test]
 async fn a_sentinel_failover_mid_stream_ends_exact() {
-    let setup = Setup::create("rsentinel").await;
-    let out = on_sentinel(setup.command(&["directory", "load", DIR]))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let trace = scaled_trace("rsentinel", 6);
-    let expected = expected_results(&trace);
-    setup.produce_trace(&trace);
-    let mut cmd = on_sentinel(setup.instance_command("a", "127.0.0.1:0"));
-    cmd.env("SWITCHBOARD_REDIS__WAIT_REPLICAS", "1")
-        .env("SWITCHBOARD_REDIS__WAIT_TIMEOUT_MS", "2000");
-    let proc = Proc::spawn(&mut cmd);
-    let seen = setup.wait_for_progress(expected / 4, Duration::from_secs(120));
+    let (setup, trace, expected, proc, seen) = replicated_run("rsentinel", on_sentinel).await;
     let old = sentinel_script(&["primary"]);
     sentinel_script(&["kill", &old]);
     let killed = Instant::now();

@@ -34,7 +34,8 @@ fn openssl(dir: &Path, args: &[&str]) {
     );
 }
 
-/// A CA (`ca.pem`) and a server certificate it signed (`server.pem`, `server.key`).
+/// A CA (`ca.pem`), and a server and a client certificate it signed (`server.pem`, `server.key`,
+/// `client.pem`, `client.key`).
 fn certificates(dir: &Path) {
     openssl(
         dir,
@@ -54,29 +55,44 @@ fn certificates(dir: &Path) {
             "ca.pem",
         ],
     );
+    signed(
+        dir,
+        "server",
+        "/CN=127.0.0.1",
+        "subjectAltName=IP:127.0.0.1",
+    );
+    // A client certificate the CA signed, for a server that asks for one.
+    signed(
+        dir,
+        "client",
+        "/CN=switchboard",
+        "extendedKeyUsage=clientAuth",
+    );
+}
+
+/// A key (`<name>.key`) and a certificate for it the CA signed (`<name>.pem`), with one X.509
+/// extension (which also makes it a v3 certificate: rustls refuses v1 ones).
+fn signed(dir: &Path, name: &str, subject: &str, extension: &str) {
+    let (key, csr, ext, pem) = (
+        format!("{name}.key"),
+        format!("{name}.csr"),
+        format!("{name}.ext"),
+        format!("{name}.pem"),
+    );
     openssl(
         dir,
         &[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-subj",
-            "/CN=127.0.0.1",
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
+            "req", "-newkey", "rsa:2048", "-nodes", "-subj", subject, "-keyout", &key, "-out", &csr,
         ],
     );
-    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    std::fs::write(dir.join(&ext), format!("{extension}\n")).unwrap();
     openssl(
         dir,
         &[
             "x509",
             "-req",
             "-in",
-            "server.csr",
+            &csr,
             "-CA",
             "ca.pem",
             "-CAkey",
@@ -85,47 +101,9 @@ fn certificates(dir: &Path) {
             "-days",
             "1",
             "-extfile",
-            "san.ext",
+            &ext,
             "-out",
-            "server.pem",
-        ],
-    );
-    // A client certificate the CA signed, for a server that asks for one; an extension makes it
-    // an X.509 v3 certificate (rustls refuses v1 ones).
-    std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
-    openssl(
-        dir,
-        &[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-subj",
-            "/CN=switchboard",
-            "-keyout",
-            "client.key",
-            "-out",
-            "client.csr",
-        ],
-    );
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "client.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "1",
-            "-extfile",
-            "client.ext",
-            "-out",
-            "client.pem",
+            &pem,
         ],
     );
 }

@@ -118,9 +118,7 @@ impl Recovery {
     /// than [`MAX_FENCES`] fencings within [`FENCE_WINDOW`] end this instance instead.
     fn fenced(&mut self) -> Action {
         self.fencings.inc();
-        self.fences.retain(|t| t.elapsed() < FENCE_WINDOW);
-        self.fences.push(Instant::now());
-        if self.fences.len() > MAX_FENCES {
+        if too_often(&mut self.fences) {
             Action::Exit
         } else {
             Action::ReplaceProducer { fenced: true }
@@ -135,9 +133,7 @@ impl Recovery {
     /// end this one, with the error that says so.
     fn consumer_fenced(&mut self) -> Action {
         self.fencings.inc();
-        self.consumer_fences.retain(|t| t.elapsed() < FENCE_WINDOW);
-        self.consumer_fences.push(Instant::now());
-        if self.consumer_fences.len() > MAX_FENCES {
+        if too_often(&mut self.consumer_fences) {
             Action::Exit
         } else {
             Action::ReplaceConsumer
@@ -174,6 +170,14 @@ impl Recovery {
     fn recovered(&mut self) {
         self.retry_wait = FIRST_RETRY_WAIT;
     }
+}
+
+/// Notes one more fencing in `times`: true when that makes more than [`MAX_FENCES`] within
+/// [`FENCE_WINDOW`].
+fn too_often(times: &mut Vec<Instant>) -> bool {
+    times.retain(|t| t.elapsed() < FENCE_WINDOW);
+    times.push(Instant::now());
+    times.len() > MAX_FENCES
 }
 
 /// Row 1's error codes: the producer was fenced by another with its transactional ID, or is

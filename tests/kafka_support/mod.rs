@@ -387,3 +387,33 @@ pub fn terminate(proc: Proc) {
         "SIGTERM must end the processor cleanly, got {exit:?}"
     );
 }
+
+/// A run on a Redis with replicas, a quarter of the way through, for a failover test: the
+/// directory loaded and the instance started through `on` (which points a command at that
+/// Redis), every batch's write on a replica before its transaction commits
+/// (`redis.wait_replicas = 1`), so that the replica that takes over holds everything Kafka
+/// committed. Returns the setup, the trace, the results expected, the instance and the results
+/// committed so far.
+pub async fn replicated_run(
+    name: &str,
+    on: fn(Command) -> Command,
+) -> (Setup, std::path::PathBuf, usize, Proc, usize) {
+    let setup = Setup::create(name).await;
+    let out = on(setup.command(&["directory", "load", DIR]))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "directory load: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let trace = scaled_trace(name, 6);
+    let expected = expected_results(&trace);
+    setup.produce_trace(&trace);
+    let mut cmd = on(setup.instance_command("a", "127.0.0.1:0"));
+    cmd.env("SWITCHBOARD_REDIS__WAIT_REPLICAS", "1")
+        .env("SWITCHBOARD_REDIS__WAIT_TIMEOUT_MS", "2000");
+    let proc = Proc::spawn(&mut cmd);
+    let seen = setup.wait_for_progress(expected / 4, Duration::from_secs(120));
+    (setup, trace, expected, proc, seen)
+}

@@ -335,14 +335,8 @@ impl RedisStore {
     /// One node's share of a batch, and the replicas' acknowledgement of it when asked for: the
     /// script's outcomes.
     async fn send(&self, share: &batch::NodeWrite) -> Result<Vec<Value>, StoreError> {
-        let mut pipe = redis::pipe();
-        pipe.add_command(share.cmd.clone());
-        if let Some((wanted, timeout_ms)) = self.wait {
-            // WAIT covers every write sent before it on this connection: the share's included.
-            pipe.cmd("WAIT").arg(wanted).arg(timeout_ms);
-        }
         let mut conn = self.conn.clone();
-        let mut replies: Vec<Value> = pipe.query_async(&mut conn).await?;
+        let mut replies: Vec<Value> = share.pipe.query_async(&mut conn).await?;
         if let Some((wanted, _)) = self.wait {
             let acked = match replies.pop() {
                 Some(Value::Int(n)) => n.max(0) as u32,

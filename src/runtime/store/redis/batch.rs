@@ -4,7 +4,7 @@
 //! and one round trip, as a MULTI of per-conversation scripts was before; on a Redis Cluster it
 //! is one per primary.
 
-use redis::{Cmd, Value};
+use redis::{Cmd, Pipeline, Value};
 
 use super::{score, RedisStore};
 use crate::core::state::Conversation;
@@ -14,7 +14,9 @@ use crate::runtime::store::{flatten, Mark, StoreError, Write, WriteOutcome};
 pub(super) struct NodeWrite {
     /// The batch's writes it carries, by index, in the order of its outcomes.
     pub writes: Vec<usize>,
-    pub cmd: Cmd,
+    /// The script, then `WAIT` when replicas must acknowledge it: built once, sent again as it
+    /// is after a `NOSCRIPT` (a batch's arguments run to megabytes).
+    pub pipe: Pipeline,
 }
 
 /// What goes to one node, by index into the batch's writes, marks and blocks.
@@ -128,9 +130,15 @@ impl RedisStore {
                 .arg(score(block.since))
                 .arg(&block.ip);
         }
+        let mut pipe = redis::pipe();
+        pipe.add_command(cmd);
+        if let Some((wanted, timeout_ms)) = self.wait {
+            // WAIT covers every write sent before it on this connection: the share's included.
+            pipe.cmd("WAIT").arg(wanted).arg(timeout_ms);
+        }
         Ok(NodeWrite {
             writes: share.writes.clone(),
-            cmd,
+            pipe,
         })
     }
 

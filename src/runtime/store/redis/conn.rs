@@ -239,21 +239,33 @@ impl Connection {
         }
         let Connection::Cluster { conn, .. } = self else {
             let mut pipe = redis::pipe();
-            for (_, cmd) in &commands {
-                pipe.add_command(cmd.clone());
+            for (_, cmd) in commands {
+                pipe.add_command(cmd);
             }
             return pipe.query_async(&mut self.clone()).await;
         };
         let groups = self.by_node(commands.iter().map(|(key, _)| key.as_str()));
-        let sent = groups.iter().map(|indices| {
-            let mut pipe = redis::pipe();
-            for &i in indices {
-                pipe.add_command(commands[i].1.clone());
-            }
-            let route = route(&commands[indices[0]].0);
-            let mut conn = conn.clone();
-            async move { conn.route_pipeline(pipe, 0, indices.len(), route).await }
-        });
+        let routes: Vec<SingleNodeRoutingInfo> =
+            groups.iter().map(|g| route(&commands[g[0]].0)).collect();
+        let mut commands: Vec<Option<Cmd>> = commands.into_iter().map(|(_, c)| Some(c)).collect();
+        let pipes: Vec<Pipeline> = groups
+            .iter()
+            .map(|indices| {
+                let mut pipe = redis::pipe();
+                for &i in indices {
+                    pipe.add_command(commands[i].take().expect("each command in one group"));
+                }
+                pipe
+            })
+            .collect();
+        let sent = groups
+            .iter()
+            .zip(pipes)
+            .zip(routes)
+            .map(|((indices, pipe), route)| {
+                let mut conn = conn.clone();
+                async move { conn.route_pipeline(pipe, 0, indices.len(), route).await }
+            });
         let replies = match try_join_all(sent).await {
             Ok(r) => r,
             Err(e) => {
