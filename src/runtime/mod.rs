@@ -76,6 +76,10 @@ pub enum RuntimeError {
     Thread(std::io::Error),
     #[error("the commit thread panicked")]
     CommitPanicked,
+    /// The batch's state write failed (the error the write returned says why): its transaction,
+    /// open meanwhile, is aborted.
+    #[error("the batch's state was not stored, so its transaction was not committed")]
+    Unstored,
     /// TLS or SASL authentication with the brokers failed, and the first call timed out.
     #[error("TLS or SASL authentication with Kafka failed ({reason}); check the sasl.* and ssl.* settings of kafka.properties: {error}")]
     Unauthenticated { reason: String, error: KafkaError },
@@ -153,8 +157,9 @@ impl<S: StateStore, D: DirectorySource> Runtime<S, D> {
     /// committed first), or, with `idle_exit`, until nothing arrived for that long.
     ///
     /// Batches overlap: while batch n's transaction commits on a thread of its own, batch n+1 is
-    /// collected, applied and written to the store; its transaction starts once n's has
-    /// committed (see [`crate::runtime::pipeline::Prepared`]).
+    /// collected and applied (reading the store only). Once n has committed, n+1's transaction
+    /// begins and produces its outputs while n+1's state is written, and commits once the write
+    /// has landed (see [`crate::runtime::pipeline::Prepared`]).
     pub fn run(
         &mut self,
         stop: &Arc<AtomicBool>,
@@ -248,13 +253,15 @@ impl<S: StateStore, D: DirectorySource> Runtime<S, D> {
         }
     }
 
-    /// Applies a batch while the previous one commits, then writes it and starts its commit.
+    /// Applies a batch while the previous one commits, then writes it while its transaction
+    /// produces its outputs.
     fn step(&mut self, batch: Vec<InputRecord>) -> Result<(), RuntimeError> {
         if let Some(flag) = &self.started {
             flag.store(true, Ordering::SeqCst);
         }
         let count = batch.len() as u64;
         let applying = Instant::now();
+        // Applied while the previous batch still commits.
         let prepared = self.io.block_on(prepare_batch_at(
             &self.store,
             &self.directory,
@@ -263,22 +270,30 @@ impl<S: StateStore, D: DirectorySource> Runtime<S, D> {
             batch,
             &self.committed,
         ));
-        // Written while the previous batch still commits: the stored outboxes keep both batches'
-        // outputs until the earlier is known committed, so a failed commit of either replays.
+        // One transaction at a time: this batch's begins once the previous one's has committed.
+        self.settle()?;
         let notes = note_commits(&self.config.topics.input, &self.committed, &self.noted);
-        let prepared = prepared?.after_commits(&self.committed).noting(notes);
-        let out = self.io.block_on(prepared.write(&self.store))?;
+        let mut prepared = prepared?.after_commits(&self.committed).noting(notes);
+        // Its outputs are produced while its state is written, and commit once that has landed.
+        let (stored, stored_rx) = std::sync::mpsc::sync_channel(1);
+        self.start_commit(prepared.take_output(), count, stored_rx)?;
+        let written = self.io.block_on(prepared.write(&self.store));
+        let _ = stored.send(written.is_ok());
+        written?;
         self.noted = self.committed.clone();
         self.metrics
             .apply_seconds
             .observe(applying.elapsed().as_secs_f64());
-        // One transaction at a time: this batch's begins once the previous one's has committed.
-        self.settle()?;
-        self.start_commit(out, count)
+        Ok(())
     }
 
     /// Hands a written batch's outputs and offsets to the commit thread.
-    fn start_commit(&mut self, out: BatchOutput, records: u64) -> Result<(), RuntimeError> {
+    fn start_commit(
+        &mut self,
+        out: BatchOutput,
+        records: u64,
+        stored: std::sync::mpsc::Receiver<bool>,
+    ) -> Result<(), RuntimeError> {
         self.metrics.consumer_lag.committing(&out.next_offsets);
         let commit = Commit {
             producer: Arc::clone(&self.producer),
@@ -287,6 +302,7 @@ impl<S: StateStore, D: DirectorySource> Runtime<S, D> {
             group: self.input.group_metadata(),
             outputs: out.outputs,
             timeout: Duration::from_millis(self.config.kafka.transaction_timeout_ms.into()),
+            stored,
         };
         let outputs = commit.outputs.len() as u64;
         let dead_letters = commit

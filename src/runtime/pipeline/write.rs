@@ -44,6 +44,12 @@ impl Prepared {
         self
     }
 
+    /// The batch's outputs, to produce while its state is written (which then returns an empty
+    /// [`BatchOutput`]): they may be committed only once [`Prepared::write`] has succeeded.
+    pub fn take_output(&mut self) -> BatchOutput {
+        std::mem::take(&mut self.out)
+    }
+
     /// Writes the batch's conversations and watermarks; fails if one of them is no longer at
     /// the offset the batch read (another instance wrote it meanwhile).
     pub async fn write<S: StateStore>(self, store: &S) -> Result<BatchOutput, PipelineError> {
