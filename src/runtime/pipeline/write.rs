@@ -44,10 +44,15 @@ impl Prepared {
         self
     }
 
-    /// The batch's outputs, to produce while its state is written (which then returns an empty
-    /// [`BatchOutput`]): they may be committed only once [`Prepared::write`] has succeeded.
+    /// The batch's outputs, to produce while its state is written (which then returns only the
+    /// offsets, which its watermarks need): they may be committed only once [`Prepared::write`]
+    /// has succeeded.
     pub fn take_output(&mut self) -> BatchOutput {
-        std::mem::take(&mut self.out)
+        let offsets = BatchOutput {
+            next_offsets: self.out.next_offsets.clone(),
+            ..BatchOutput::default()
+        };
+        std::mem::replace(&mut self.out, offsets)
     }
 
     /// Writes the batch's conversations and watermarks; fails if one of them is no longer at
