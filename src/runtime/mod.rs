@@ -270,8 +270,10 @@ impl<S: StateStore, D: DirectorySource> Runtime<S, D> {
             batch,
             &self.committed,
         ));
+        let applied = applying.elapsed();
         // One transaction at a time: this batch's begins once the previous one's has committed.
         self.settle()?;
+        let writing = Instant::now();
         let notes = note_commits(&self.config.topics.input, &self.committed, &self.noted);
         let mut prepared = prepared?.after_commits(&self.committed).noting(notes);
         // Its outputs are produced while its state is written, and commit once that has landed.
@@ -283,7 +285,7 @@ impl<S: StateStore, D: DirectorySource> Runtime<S, D> {
         self.noted = self.committed.clone();
         self.metrics
             .apply_seconds
-            .observe(applying.elapsed().as_secs_f64());
+            .observe((applied + writing.elapsed()).as_secs_f64());
         Ok(())
     }
 

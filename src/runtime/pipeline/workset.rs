@@ -100,7 +100,6 @@ impl<'a, D: Directory> Workset<'a, D> {
             .filter(|w| w.dirty)
             .filter_map(|w| {
                 Some(Write {
-                    committed: -1,
                     base: w.existed.then_some(w.stored_offset),
                     partition: w.partition?,
                     conversation: w.conversation?,

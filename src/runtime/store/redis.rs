@@ -197,26 +197,18 @@ impl StateStore for RedisStore {
             .iter()
             .map(|id| {
                 let key = self.key(id, "h");
-                let mut cmd = redis::cmd("HMGET");
-                cmd.arg(&key).arg("outbox_prior").arg("outbox");
+                let mut cmd = redis::cmd("HGET");
+                cmd.arg(&key).arg("outbox");
                 (key, cmd)
             })
             .collect();
-        // The prior outbox and the last one, each absent where there is none.
-        type Stored = Option<Vec<u8>>;
-        let rows: Vec<(Stored, Stored)> = self.conn.query_each(commands).await?;
+        let rows: Vec<Option<Vec<u8>>> = self.conn.query_each(commands).await?;
         conversations
             .iter()
             .zip(rows)
-            .map(|(id, (prior, last))| {
-                let mut outbox = Vec::new();
-                // Empty: the script keeps no prior outbox where the write before had none.
-                for stored in [prior, last].into_iter().flatten() {
-                    if !stored.is_empty() {
-                        outbox.extend(decode_outbox(id, &stored)?);
-                    }
-                }
-                Ok(outbox)
+            .map(|(id, outbox)| match outbox {
+                Some(o) => decode_outbox(id, &o),
+                None => Ok(Vec::new()),
             })
             .collect()
     }
