@@ -6,8 +6,8 @@ use switchboard::core::event::Topic;
 use switchboard::core::Dialect;
 use switchboard::runtime::pipeline::headers::{self, STRUCTURED_JSON};
 use switchboard::runtime::pipeline::{
-    prepare_batch, prepare_batch_at, process_batch, GroupOffsets, Header, Headers, InputRecord,
-    Limits, PipelineError,
+    prepare_batch_at, process_batch, GroupOffsets, Header, Headers, InputRecord, Limits,
+    PipelineError,
 };
 use switchboard::runtime::store::{MemoryStore, OutRecord, RedisStore, StateStore, Watermark};
 use switchboard::tools::simulate::{inspect_document, output_line, Simulator};
@@ -511,35 +511,6 @@ async fn a_dead_letter_behind_the_committed_offset_is_not_produced_again() {
     .await
     .unwrap();
     assert_eq!(fresh.outputs[0].topic, Topic::DeadLetters);
-}
-
-/// The runtime takes a batch's outputs to produce them while the batch is written: the write
-/// still moves the partitions' watermarks, and the outputs are the whole batch's.
-#[tokio::test]
-async fn outputs_taken_before_the_write_leave_the_watermarks_to_it() {
-    let store = MemoryStore::new();
-    let dir = directory();
-    let lines: Vec<InputRecord> = trace_records();
-    let whole = process_batch(
-        &MemoryStore::new(),
-        &dir,
-        Dialect::Web1on1,
-        MAX,
-        lines[..10].to_vec(),
-    )
-    .await
-    .unwrap();
-    let mut prepared = prepare_batch(&store, &dir, Dialect::Web1on1, MAX, lines[..10].to_vec())
-        .await
-        .unwrap();
-    let taken = prepared.take_output();
-    assert_eq!(taken, whole);
-    prepared.write(&store).await.unwrap();
-    let marks = store
-        .watermarks("conversation.messages", &[0])
-        .await
-        .unwrap();
-    assert_eq!(marks[0].map(|m| m.next), Some(10));
 }
 
 /// A record the store has applied, that the group has not committed and that no outbox holds

@@ -2,7 +2,6 @@
 //! ([`Commit`]), and the [`Gate`] through which a rebalance waits for that thread.
 
 use std::collections::HashMap;
-use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -85,10 +84,6 @@ pub(super) struct Commit {
     pub(super) group: ConsumerGroupMetadata,
     /// `transaction.timeout.ms`: a transaction open longer has been aborted by the coordinator.
     pub(super) timeout: Duration,
-    /// Whether the batch's state was stored: its outputs are produced while the store write is
-    /// under way, and committed only once it has landed (nothing, or false: the transaction
-    /// stays open, to be aborted).
-    pub(super) stored: Receiver<bool>,
 }
 
 impl Commit {
@@ -137,11 +132,6 @@ impl Commit {
         p.send_offsets_to_transaction(&self.offsets, &self.group, TIMEOUT)
             .map_err(open)?;
         await_deliveries(p, TIMEOUT);
-        // Exactly once: the outputs commit only with the state that caused them stored, so a
-        // replay finds them in its outbox.
-        if self.stored.recv() != Ok(true) {
-            return Err(Failed::Open(RuntimeError::Unstored));
-        }
         // A commit that timed out (a broker restarting) is still under way: librdkafka asks for
         // the call to be repeated to learn its outcome. Giving up instead left the abort that
         // followed failing as "conflicting", and the producer replaced, every time.

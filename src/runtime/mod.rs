@@ -76,10 +76,6 @@ pub enum RuntimeError {
     Thread(std::io::Error),
     #[error("the commit thread panicked")]
     CommitPanicked,
-    /// The batch's state write failed (the error the write returned says why): its transaction,
-    /// open meanwhile, is aborted.
-    #[error("the batch's state was not stored, so its transaction was not committed")]
-    Unstored,
     /// TLS or SASL authentication with the brokers failed, and the first call timed out.
     #[error("TLS or SASL authentication with Kafka failed ({reason}); check the sasl.* and ssl.* settings of kafka.properties: {error}")]
     Unauthenticated { reason: String, error: KafkaError },
@@ -157,9 +153,8 @@ impl<S: StateStore, D: DirectorySource> Runtime<S, D> {
     /// committed first), or, with `idle_exit`, until nothing arrived for that long.
     ///
     /// Batches overlap: while batch n's transaction commits on a thread of its own, batch n+1 is
-    /// collected and applied (reading the store only). Once n has committed, n+1's transaction
-    /// begins and produces its outputs while n+1's state is written, and commits once the write
-    /// has landed (see [`crate::runtime::pipeline::Prepared`]).
+    /// collected and applied (reading the store only); n+1 is written to the store once n has
+    /// committed, and then its transaction starts (see [`crate::runtime::pipeline::Prepared`]).
     pub fn run(
         &mut self,
         stop: &Arc<AtomicBool>,
@@ -253,15 +248,13 @@ impl<S: StateStore, D: DirectorySource> Runtime<S, D> {
         }
     }
 
-    /// Applies a batch while the previous one commits, then writes it while its transaction
-    /// produces its outputs.
+    /// Applies a batch while the previous one commits, then writes it and starts its commit.
     fn step(&mut self, batch: Vec<InputRecord>) -> Result<(), RuntimeError> {
         if let Some(flag) = &self.started {
             flag.store(true, Ordering::SeqCst);
         }
         let count = batch.len() as u64;
         let applying = Instant::now();
-        // Applied while the previous batch still commits.
         let prepared = self.io.block_on(prepare_batch_at(
             &self.store,
             &self.directory,
@@ -270,32 +263,21 @@ impl<S: StateStore, D: DirectorySource> Runtime<S, D> {
             batch,
             &self.committed,
         ));
-        let applied = applying.elapsed();
-        // One transaction at a time: this batch's begins once the previous one's has committed.
+        let mut applied = applying.elapsed();
+        // The previous batch must be committed before this one is written: its outcome first.
         self.settle()?;
         let writing = Instant::now();
         let notes = note_commits(&self.config.topics.input, &self.committed, &self.noted);
-        let mut prepared = prepared?.after_commits(&self.committed).noting(notes);
-        // Its outputs are produced while its state is written, and commit once that has landed.
-        let (stored, stored_rx) = std::sync::mpsc::sync_channel(1);
-        self.start_commit(prepared.take_output(), count, stored_rx)?;
-        let written = self.io.block_on(prepared.write(&self.store));
-        let _ = stored.send(written.is_ok());
-        written?;
+        let prepared = prepared?.after_commits(&self.committed).noting(notes);
+        let out = self.io.block_on(prepared.write(&self.store))?;
         self.noted = self.committed.clone();
-        self.metrics
-            .apply_seconds
-            .observe((applied + writing.elapsed()).as_secs_f64());
-        Ok(())
+        applied += writing.elapsed();
+        self.metrics.apply_seconds.observe(applied.as_secs_f64());
+        self.start_commit(out, count)
     }
 
     /// Hands a written batch's outputs and offsets to the commit thread.
-    fn start_commit(
-        &mut self,
-        out: BatchOutput,
-        records: u64,
-        stored: std::sync::mpsc::Receiver<bool>,
-    ) -> Result<(), RuntimeError> {
+    fn start_commit(&mut self, out: BatchOutput, records: u64) -> Result<(), RuntimeError> {
         self.metrics.consumer_lag.committing(&out.next_offsets);
         let commit = Commit {
             producer: Arc::clone(&self.producer),
@@ -304,7 +286,6 @@ impl<S: StateStore, D: DirectorySource> Runtime<S, D> {
             group: self.input.group_metadata(),
             outputs: out.outputs,
             timeout: Duration::from_millis(self.config.kafka.transaction_timeout_ms.into()),
-            stored,
         };
         let outputs = commit.outputs.len() as u64;
         let dead_letters = commit

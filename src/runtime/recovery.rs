@@ -229,11 +229,9 @@ impl<S: StateStore, D: DirectorySource> Runtime<S, D> {
         error: RuntimeError,
         stop: &AtomicBool,
     ) -> Result<(), RuntimeError> {
-        // A failure while preparing may leave the previous batch committing, and one while
-        // writing leaves the batch's own transaction waiting for the write: settle it first.
-        match self.settle() {
-            Err(RuntimeError::Unstored) | Ok(()) => {}
-            Err(e) => warn!(error = %e, "the batch before the failed one did not commit either"),
+        // A failure while preparing may leave the previous batch committing: settle it first.
+        if let Err(e) = self.settle() {
+            warn!(error = %e, "the batch before the failed one did not commit either");
         }
         self.stats.aborted += 1;
         self.metrics.aborted.inc();

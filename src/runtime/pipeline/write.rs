@@ -42,17 +42,6 @@ impl Prepared {
         self
     }
 
-    /// The batch's outputs, to produce while its state is written (which then returns only the
-    /// offsets, which its watermarks need): they may be committed only once [`Prepared::write`]
-    /// has succeeded.
-    pub fn take_output(&mut self) -> BatchOutput {
-        let offsets = BatchOutput {
-            next_offsets: self.out.next_offsets.clone(),
-            ..BatchOutput::default()
-        };
-        std::mem::replace(&mut self.out, offsets)
-    }
-
     /// Writes the batch's conversations and watermarks; fails if one of them is no longer at
     /// the offset the batch read (another instance wrote it meanwhile).
     pub async fn write<S: StateStore>(self, store: &S) -> Result<BatchOutput, PipelineError> {
