@@ -18,8 +18,9 @@ mod app;
 
 use serde::Serialize;
 use serde_json::json;
+use switchboard::tools::loadgen::Model;
 
-use crate::latency::{latency_of, start_switchboard, Latency};
+use crate::latency::{latency_of, start_switchboard, Latency, Processor};
 use crate::run::Run;
 use crate::saturation::{saturate_on, Sample, Saturation};
 use crate::scale::{median, pair};
@@ -95,42 +96,7 @@ pub fn peer(io: &tokio::runtime::Runtime, quick: bool, pairs: usize, latency_sec
     );
     let figures: Vec<PairFigures> = (0..pairs)
         .map(|i| {
-            let (switchboard, peer) = pair(
-                i,
-                || Throughput::of(&saturate_on(io, Run::new(&format!("sb-{i}")), &model, 1).1),
-                || Throughput::of(&peer_throughput(io, &model, i)),
-            );
-            let (switchboard_latency, (peer_latency_commit_10ms, peer_latency_commit_100ms)) = pair(
-                i,
-                || {
-                    latency_of(
-                        io,
-                        &format!("sb-latency-{i}"),
-                        LATENCY_RATE,
-                        latency_seconds,
-                        start_switchboard,
-                    )
-                },
-                || {
-                    let at = |ms| {
-                        latency_of(
-                            io,
-                            &format!("peer-latency-{ms}-{i}"),
-                            LATENCY_RATE,
-                            latency_seconds,
-                            |run| Box::new(PeerApp::start(run, ms)),
-                        )
-                    };
-                    (at(10), at(100))
-                },
-            );
-            let p = PairFigures {
-                switchboard,
-                peer,
-                switchboard_latency,
-                peer_latency_commit_10ms,
-                peer_latency_commit_100ms,
-            };
+            let p = measure_pair(io, &model, i, latency_seconds);
             println!("pair {i}: {}", describe(&p));
             p
         })
@@ -138,12 +104,44 @@ pub fn peer(io: &tokio::runtime::Runtime, quick: bool, pairs: usize, latency_sec
     report(quick, &figures);
 }
 
-/// The peer draining the model's traffic, preloaded into a run of its own.
-fn peer_throughput(
+/// Pair `i`: throughput, then latency, each side first in turn (`scale::pair`).
+fn measure_pair(
     io: &tokio::runtime::Runtime,
-    model: &switchboard::tools::loadgen::Model,
+    model: &Model,
     i: usize,
-) -> Saturation {
+    latency_seconds: f64,
+) -> PairFigures {
+    let (switchboard, peer) = pair(
+        i,
+        || Throughput::of(&saturate_on(io, Run::new(&format!("sb-{i}")), model, 1).1),
+        || Throughput::of(&peer_throughput(io, model, i)),
+    );
+    let latency = |what: String, start: &dyn Fn(&Run) -> Box<dyn Processor>| {
+        latency_of(io, &what, LATENCY_RATE, latency_seconds, start)
+    };
+    let (switchboard_latency, (peer_latency_commit_10ms, peer_latency_commit_100ms)) = pair(
+        i,
+        || latency(format!("sb-latency-{i}"), &start_switchboard),
+        || {
+            let at = |ms| {
+                latency(format!("peer-latency-{ms}-{i}"), &|run| {
+                    Box::new(PeerApp::start(run, ms))
+                })
+            };
+            (at(10), at(100))
+        },
+    );
+    PairFigures {
+        switchboard,
+        peer,
+        switchboard_latency,
+        peer_latency_commit_10ms,
+        peer_latency_commit_100ms,
+    }
+}
+
+/// The peer draining the model's traffic, preloaded into a run of its own.
+fn peer_throughput(io: &tokio::runtime::Runtime, model: &Model, i: usize) -> Saturation {
     let run = Run::new(&format!("peer-{i}"));
     run.create_topics(io);
     let produced_at = std::time::Instant::now();
