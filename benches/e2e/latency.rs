@@ -15,7 +15,7 @@ use switchboard::core::event::Topic;
 use switchboard::tools::replay::Pace;
 
 use crate::probe::{breakdown, usage};
-use crate::process::{consumer, free_port, metrics};
+use crate::process::{consumer, free_port, metrics, Proc};
 use crate::run::Run;
 use crate::{model, PARTITIONS};
 
@@ -50,40 +50,110 @@ fn now_micros() -> i64 {
         .as_micros() as i64
 }
 
+/// A processor whose latency is measured, started on a run's topics.
+pub trait Processor {
+    fn pid(&self) -> u32;
+    /// Whether it owns every input partition, so that what is produced now is processed now.
+    fn ready(&self) -> bool;
+    /// The topic of its one result per input message.
+    fn results(&self) -> String;
+    /// What it shows of itself after the run (Switchboard: where a batch's time went).
+    fn describe(&self) -> String;
+    /// Stops it (SIGTERM, and waits).
+    fn stop(self: Box<Self>);
+}
+
+/// `switchboard run` on a run's topics.
+struct Switchboard {
+    child: Proc,
+    port: u16,
+    results: String,
+}
+
+impl Switchboard {
+    fn start(run: &Run) -> Switchboard {
+        let port = free_port();
+        Switchboard {
+            child: run.spawn(port),
+            port,
+            results: run.topic(Topic::CommandResults),
+        }
+    }
+}
+
+impl Processor for Switchboard {
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn ready(&self) -> bool {
+        metrics(self.port)
+            .get("switchboard_assigned_partitions")
+            .copied()
+            .unwrap_or(0.0)
+            >= PARTITIONS as f64
+    }
+
+    fn results(&self) -> String {
+        self.results.clone()
+    }
+
+    fn describe(&self) -> String {
+        breakdown(&metrics(self.port))
+    }
+
+    fn stop(self: Box<Self>) {
+        let _ = self.child.terminate();
+    }
+}
+
 /// Traffic produced at `rate` for `seconds`, its `createdAt` the moment of production; the
-/// latency of each result as a `read_committed` consumer sees it.
+/// latency of each result of `switchboard run` as a `read_committed` consumer sees it.
 pub fn latency(io: &tokio::runtime::Runtime, rate: f64, seconds: f64) -> Latency {
-    let run = Run::new("latency");
+    latency_of(io, "latency", rate, seconds, start_switchboard)
+}
+
+/// `switchboard run` on `run`'s topics, as a [`Processor`] for [`latency_of`].
+pub fn start_switchboard(run: &Run) -> Box<dyn Processor> {
+    Box::new(Switchboard::start(run))
+}
+
+/// As [`latency`], of the processor `start` starts on the run's topics.
+pub fn latency_of(
+    io: &tokio::runtime::Runtime,
+    what: &str,
+    rate: f64,
+    seconds: f64,
+    start: impl FnOnce(&Run) -> Box<dyn Processor>,
+) -> Latency {
+    let run = Run::new(what);
     run.create_topics(io);
     let messages = (rate * seconds) as u64;
     let mut m = model(messages / 15 + 1, Some(messages), 11);
     m.rate = rate;
     run.load_directory(&m);
-    let port = free_port();
-    let child = run.spawn(port);
+    let processor = start(&run);
     let begun = Instant::now();
-    while metrics(port)
-        .get("switchboard_assigned_partitions")
-        .copied()
-        .unwrap_or(0.0)
-        < PARTITIONS as f64
-    {
-        assert!(begun.elapsed() < Duration::from_secs(60), "no assignment");
+    while !processor.ready() {
+        assert!(
+            begun.elapsed() < Duration::from_secs(60),
+            "{what}: no assignment"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
-    let reader = read_results(run.topic(Topic::CommandResults), messages, seconds);
+    let reader = read_results(processor.results(), messages, seconds);
     m.start_micros = now_micros();
     let first = m.start_micros;
-    let sampler = PeakRss::sample(child.id());
+    let sampler = PeakRss::sample(processor.pid());
     run.produce(m, Pace::Recorded { speed: 1.0 })
         .expect("producing");
     let seen = reader.join().unwrap();
     let peak = sampler.stop();
-    eprintln!("  latency: {}", breakdown(&metrics(port)));
-    let _ = child.terminate();
+    eprintln!("  {what}: {}", processor.describe());
+    processor.stop();
     let result = summarise(rate, seconds, first, &seen, peak);
     eprintln!(
-        "  latency at {rate:.0}/s: p50 {:.1} ms, p99 {:.1} ms, p999 {:.1} ms ({} results after the warm-up, of {messages})",
+        "  {what} at {rate:.0}/s: p50 {:.1} ms, p99 {:.1} ms, p999 {:.1} ms ({} results after the warm-up, of {messages})",
         result.p50_ms, result.p99_ms, result.p999_ms, result.results
     );
     result

@@ -19,7 +19,8 @@
 //!
 //! `--throughput-only` runs just saturation and the passthrough; `--latency-only RATE` just the
 //! latency at that rate; `--scale-out` just the Redis Cluster against one Redis and three
-//! instances against one (`scale`).
+//! instances against one (`scale`); `--peer [--pairs N]` just Switchboard against the Kafka
+//! Streams peer of `benches/peer/` (`peer`).
 //!
 //! It prints the figures and the targets of BENCHMARKS.md, and writes `e2e.json` and `e2e.svg`
 //! (throughput and latency over time) to `target/bench/`.
@@ -37,6 +38,7 @@ mod chart;
 mod history;
 mod latency;
 mod naive;
+mod peer;
 mod probe;
 mod report;
 mod run;
@@ -78,6 +80,9 @@ struct Mode {
     throughput_only: bool,
     /// `--scale-out`: just one Redis against the Redis Cluster, one instance against three.
     scale_out: bool,
+    /// `--peer`: just Switchboard against the Kafka Streams peer, in `pairs` pairs
+    /// (`--pairs N`; 3 with `--quick`, else 5).
+    peer: Option<usize>,
 }
 
 impl Mode {
@@ -96,15 +101,34 @@ impl Mode {
         });
         let throughput_only = args.iter().any(|a| a == "--throughput-only");
         let scale_out = args.iter().any(|a| a == "--scale-out");
+        let pairs: usize = match args.iter().position(|a| a == "--pairs") {
+            Some(i) => args
+                .get(i + 1)
+                .and_then(|n| n.parse().ok())
+                .filter(|n| *n > 0)
+                .unwrap_or_else(|| {
+                    eprintln!("e2e: --pairs needs a number of pairs");
+                    std::process::exit(2)
+                }),
+            None if quick => 3,
+            None => 5,
+        };
+        let peer = args.iter().any(|a| a == "--peer").then_some(pairs);
         let known = |a: &str| {
             matches!(
                 a,
-                "--quick" | "--bench" | "--latency-only" | "--throughput-only" | "--scale-out"
+                "--quick"
+                    | "--bench"
+                    | "--latency-only"
+                    | "--throughput-only"
+                    | "--scale-out"
+                    | "--peer"
+                    | "--pairs"
             ) || a.parse::<f64>().is_ok()
         };
         if let Some(bad) = args.iter().skip(1).find(|a| !known(a)) {
             eprintln!(
-                "e2e: unknown argument {bad:?} (known: --quick, --latency-only RATE, --throughput-only, --scale-out)"
+                "e2e: unknown argument {bad:?} (known: --quick, --latency-only RATE, --throughput-only, --scale-out, --peer [--pairs N])"
             );
             std::process::exit(2);
         }
@@ -113,6 +137,7 @@ impl Mode {
             latency_only,
             throughput_only,
             scale_out,
+            peer,
         }
     }
 
@@ -140,6 +165,10 @@ fn main() {
     };
     if mode.scale_out {
         scale::scale_out(&io, quick);
+        return;
+    }
+    if let Some(pairs) = mode.peer {
+        peer::peer(&io, quick, pairs, mode.latency_seconds());
         return;
     }
     if let Some(rate) = mode.latency_only {

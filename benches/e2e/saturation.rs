@@ -15,6 +15,8 @@ pub struct Sample {
     pub t: f64,
     pub processed: f64,
     pub rss_mib: f64,
+    /// CPU seconds (user + system) the processor has used so far.
+    pub cpu_seconds: f64,
 }
 
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -61,9 +63,18 @@ pub fn saturate_on(
         .enumerate()
         .map(|(i, port)| run.spawn_nth(*port, i))
         .collect();
-    let d = drain(what, &mut children, &ports, n);
+    let progress = || ports.iter().map(|port| processed(&metrics(*port))).sum();
+    let d = drain(what, &mut children, progress, n);
     let redis_seconds = redis_cpu(&run) - redis_before;
     eprintln!("  {what}: {}", breakdown(&metrics(ports[0])));
+    let outputs = ports
+        .iter()
+        .filter_map(|port| {
+            metrics(*port)
+                .get("switchboard_output_records_total")
+                .copied()
+        })
+        .sum();
     for child in children {
         let _ = child.terminate();
     }
@@ -77,7 +88,7 @@ pub fn saturate_on(
         cpu_seconds_per_million: (cpu1 - cpu0) / n as f64 * 1e6,
         peak_rss_mib: d.peak,
         redis_cpu_seconds_per_million: redis_seconds / n as f64 * 1e6,
-        outputs: d.outputs,
+        outputs,
         samples: d.samples,
     };
     eprintln!(
@@ -88,16 +99,16 @@ pub fn saturate_on(
 }
 
 /// What sampling the processor every 200 ms saw while it drained the input.
-struct Drained {
-    samples: Vec<Sample>,
+pub struct Drained {
+    pub samples: Vec<Sample>,
     /// (seconds since start, CPU seconds) at the first processed message and at the last.
-    start: (f64, f64),
-    end: (f64, f64),
-    peak: f64,
-    outputs: f64,
+    pub start: (f64, f64),
+    pub end: (f64, f64),
+    pub peak: f64,
 }
 
-fn drain(what: &str, children: &mut [Proc], ports: &[u16], n: u64) -> Drained {
+/// Samples `children` every 200 ms until `progress` (messages processed so far) reaches `n`.
+pub fn drain(what: &str, children: &mut [Proc], progress: impl Fn() -> f64, n: u64) -> Drained {
     let pids: Vec<u32> = children.iter().map(Proc::id).collect();
     let begun = Instant::now();
     let mut samples = Vec::new();
@@ -105,7 +116,7 @@ fn drain(what: &str, children: &mut [Proc], ports: &[u16], n: u64) -> Drained {
     let mut peak = 0.0f64;
     loop {
         std::thread::sleep(Duration::from_millis(200));
-        let all: Vec<_> = ports.iter().map(|port| metrics(*port)).collect();
+        let p = progress();
         let t = begun.elapsed().as_secs_f64();
         let (mut cpu, mut rss) = (0.0, 0.0);
         for pid in &pids {
@@ -115,11 +126,11 @@ fn drain(what: &str, children: &mut [Proc], ports: &[u16], n: u64) -> Drained {
             peak = peak.max(hwm);
         }
         peak = peak.max(rss);
-        let p: f64 = all.iter().map(processed).sum();
         samples.push(Sample {
             t,
             processed: p,
             rss_mib: rss,
+            cpu_seconds: cpu,
         });
         if p > 0.0 && start.is_none() {
             start = Some((t, cpu));
@@ -130,10 +141,6 @@ fn drain(what: &str, children: &mut [Proc], ports: &[u16], n: u64) -> Drained {
                 start: start.expect("started"),
                 end: (t, cpu),
                 peak,
-                outputs: all
-                    .iter()
-                    .filter_map(|m| m.get("switchboard_output_records_total"))
-                    .sum(),
             };
         }
         assert!(
@@ -142,7 +149,7 @@ fn drain(what: &str, children: &mut [Proc], ports: &[u16], n: u64) -> Drained {
         );
         for child in children.iter_mut() {
             if let Some(status) = child.try_wait() {
-                panic!("{what}: switchboard run exited ({status}) after {p} of {n}");
+                panic!("{what}: the processor exited ({status}) after {p} of {n}");
             }
         }
     }

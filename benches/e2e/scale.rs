@@ -5,7 +5,7 @@
 //! within 20%), three instances' CPU per message against one's (target: within 10%).
 
 use crate::run::Run;
-use crate::saturation::{saturate_on, Saturation};
+use crate::saturation::saturate_on;
 
 fn cluster_nodes() -> String {
     std::env::var("REDIS_CLUSTER_NODES").unwrap_or_else(|_| {
@@ -16,7 +16,7 @@ fn cluster_nodes() -> String {
     })
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+pub fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     let n = v.len();
     if n % 2 == 1 {
@@ -28,11 +28,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 /// One alternated pair: `a` then `b` on even pairs, `b` then `a` on odd ones, so that neither
 /// always runs on the warmer machine.
-fn pair(
-    i: usize,
-    a: impl Fn() -> Saturation,
-    b: impl Fn() -> Saturation,
-) -> (Saturation, Saturation) {
+pub fn pair<A, B>(i: usize, a: impl FnOnce() -> A, b: impl FnOnce() -> B) -> (A, B) {
     if i.is_multiple_of(2) {
         let x = a();
         (x, b())
