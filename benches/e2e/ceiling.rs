@@ -34,6 +34,10 @@ pub fn passthrough(run: &Run, inputs: u64, outputs: f64) -> f64 {
         .set("transactional.id", &group)
         .set("enable.idempotence", "true")
         .set("linger.ms", config.kafka.linger_ms.to_string())
+        .set(
+            "retry.backoff.ms",
+            switchboard::runtime::kafka::RETRY_BACKOFF_MS,
+        )
         .create()
         .unwrap();
     producer.init_transactions(Duration::from_secs(30)).unwrap();

@@ -78,6 +78,10 @@ impl ProducerContext for AuthFailures {
     fn delivery(&self, _: &DeliveryResult<'_>, _: ()) {}
 }
 
+/// The transactional producer's `retry.backoff.ms` (see [`new_producer`]); the benchmark's
+/// passthrough uses it too.
+pub const RETRY_BACKOFF_MS: &str = "5";
+
 /// The runtime's transactional producer (its transactions not yet initialised).
 pub(crate) fn new_producer(config: &Config) -> Result<TxnProducer, KafkaError> {
     let mut c = client_config(config);
@@ -87,7 +91,7 @@ pub(crate) fn new_producer(config: &Config) -> Result<TxnProducer, KafkaError> {
     // commits in the p99 at moderate rates (the Java client waits 20 ms for this case). It backs
     // off exponentially from here up to `retry.backoff.max.ms`, so an outage is not hammered.
     // Before the properties, which may set it otherwise.
-    c.set("retry.backoff.ms", "5");
+    c.set("retry.backoff.ms", RETRY_BACKOFF_MS);
     set_all(&mut c, &config.kafka.producer_properties);
     c.set("transactional.id", config.transactional_id())
         .set("enable.idempotence", "true")
