@@ -19,6 +19,7 @@ fn model(conversations: u64, messages: Option<u64>, seed: u64) -> Model {
         messages,
         rate: 500.0,
         seed,
+        hot: 0.0,
         concurrency: 100,
         start_micros: 1_735_689_600_000_000,
     }
@@ -26,6 +27,43 @@ fn model(conversations: u64, messages: Option<u64>, seed: u64) -> Model {
 
 fn lines(m: &Model) -> Vec<Value> {
     Generator::new(m.clone()).collect()
+}
+
+/// A hot conversation carries its share of the traffic, spread over the whole run, and the
+/// others share the rest; the total stays the model's.
+#[test]
+fn a_hot_conversation_carries_its_share_throughout() {
+    let mut m = model(200, Some(20_000), 3);
+    m.hot = 0.3;
+    let all = lines(&m);
+    assert_eq!(all.len(), 20_000);
+    assert_eq!(all, lines(&m), "seeded");
+    let mut per: HashMap<String, usize> = HashMap::new();
+    for v in &all {
+        *per.entry(v["conversation"].to_string()).or_default() += 1;
+    }
+    let (hot, n) = per.iter().max_by_key(|(_, n)| **n).unwrap();
+    assert_eq!(*n, 6_000, "the hot conversation's share of 20,000");
+    assert!(per.len() >= 200, "every conversation writes");
+    // Its share holds early and late in the run, not only overall.
+    for part in [&all[..2_000], &all[14_000..16_000]] {
+        let share = part
+            .iter()
+            .filter(|v| &v["conversation"].to_string() == hot)
+            .count();
+        assert!((450..=750).contains(&share), "{share} of 2,000");
+    }
+    let uniform = lines(&model(200, Some(20_000), 3));
+    let most = uniform
+        .iter()
+        .fold(HashMap::<String, usize>::new(), |mut m, v| {
+            *m.entry(v["conversation"].to_string()).or_default() += 1;
+            m
+        });
+    assert!(
+        most.values().all(|n| *n <= 101),
+        "without a hot share, 100 each"
+    );
 }
 
 #[test]

@@ -20,7 +20,8 @@
 //! `--throughput-only` runs just saturation and the passthrough; `--latency-only RATE` just the
 //! latency at that rate; `--scale-out` just the Redis Cluster against one Redis and three
 //! instances against one (`scale`); `--peer [--pairs N]` just Switchboard against the Kafka
-//! Streams peer of `benches/peer/` (`peer`).
+//! Streams peer of `benches/peer/` (`peer`); `--hot [--pairs N]` just uniform traffic against
+//! one conversation carrying 30% of it (`hot`).
 //!
 //! It prints the figures and the targets of BENCHMARKS.md, and writes `e2e.json` and `e2e.svg`
 //! (throughput and latency over time) to `target/bench/`.
@@ -36,6 +37,7 @@ mod process;
 mod ceiling;
 mod chart;
 mod history;
+mod hot;
 mod latency;
 mod naive;
 mod peer;
@@ -66,6 +68,7 @@ fn model(conversations: u64, messages: Option<u64>, seed: u64) -> Model {
         messages,
         rate: 1000.0,
         seed,
+        hot: 0.0,
         concurrency: 1000,
         start_micros: START,
     }
@@ -80,6 +83,8 @@ struct Mode {
     throughput_only: bool,
     /// `--scale-out`: just one Redis against the Redis Cluster, one instance against three.
     scale_out: bool,
+    /// `--hot [--pairs N]`: uniform traffic against one conversation carrying 30% of it.
+    hot: Option<usize>,
     /// `--peer`: just Switchboard against the Kafka Streams peer, in `pairs` pairs
     /// (`--pairs N`; 3 with `--quick`, else 5).
     peer: Option<usize>,
@@ -101,6 +106,7 @@ impl Mode {
         });
         let throughput_only = args.iter().any(|a| a == "--throughput-only");
         let scale_out = args.iter().any(|a| a == "--scale-out");
+        let hot = args.iter().any(|a| a == "--hot");
         let pairs: usize = match args.iter().position(|a| a == "--pairs") {
             Some(i) => args
                 .get(i + 1)
@@ -122,13 +128,14 @@ impl Mode {
                     | "--latency-only"
                     | "--throughput-only"
                     | "--scale-out"
+                    | "--hot"
                     | "--peer"
                     | "--pairs"
             ) || a.parse::<f64>().is_ok()
         };
         if let Some(bad) = args.iter().skip(1).find(|a| !known(a)) {
             eprintln!(
-                "e2e: unknown argument {bad:?} (known: --quick, --latency-only RATE, --throughput-only, --scale-out, --peer [--pairs N])"
+                "e2e: unknown argument {bad:?} (known: --quick, --latency-only RATE, --throughput-only, --scale-out, --hot, --peer [--pairs N])"
             );
             std::process::exit(2);
         }
@@ -137,6 +144,7 @@ impl Mode {
             latency_only,
             throughput_only,
             scale_out,
+            hot: hot.then_some(pairs),
             peer,
         }
     }
@@ -165,6 +173,10 @@ fn main() {
     };
     if mode.scale_out {
         scale::scale_out(&io, quick);
+        return;
+    }
+    if let Some(pairs) = mode.hot {
+        hot::hot(&io, quick, pairs);
         return;
     }
     if let Some(pairs) = mode.peer {

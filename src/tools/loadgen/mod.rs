@@ -50,6 +50,9 @@ pub struct Args {
     /// Conversations open at the same time.
     #[arg(long, default_value_t = 1000)]
     pub concurrency: usize,
+    /// The share of all messages (0 to 1) carried by one hot conversation; needs --messages.
+    #[arg(long, default_value_t = 0.0, value_parser = share, requires = "messages")]
+    pub hot: f64,
     /// Write the messages here (`-`: standard output).
     #[arg(long, conflicts_with = "topic")]
     pub output: Option<PathBuf>,
@@ -72,6 +75,15 @@ fn at_least_one(s: &str) -> Result<u64, String> {
     }
 }
 
+fn share(s: &str) -> Result<f64, String> {
+    let share = s.parse::<f64>().map_err(|e| e.to_string())?;
+    if (0.0..=1.0).contains(&share) {
+        Ok(share)
+    } else {
+        Err("must be a share between 0 and 1".into())
+    }
+}
+
 fn positive_rate(s: &str) -> Result<f64, String> {
     let rate = s.parse::<f64>().map_err(|e| e.to_string())?;
     if rate > 0.0 && rate.is_finite() {
@@ -89,6 +101,7 @@ impl Args {
             rate: self.rate,
             seed: self.seed,
             concurrency: self.concurrency,
+            hot: self.hot,
             // 2025-01-01T00:00:00Z: files are the same bytes whenever they are made.
             start_micros: 1_735_689_600_000_000,
         }

@@ -13,6 +13,9 @@ pub struct Model {
     pub concurrency: usize,
     /// `createdAt` of the first message, in microseconds since the epoch.
     pub start_micros: i64,
+    /// The share of all messages (0 to 1) that conversation 0 carries, the rest spread over the
+    /// others as usual: a hot conversation. 0: none. Needs a message total.
+    pub hot: f64,
 }
 
 impl Model {
