@@ -22,8 +22,10 @@ use crate::run::Run;
 type Consumed = (i32, i64, Option<Vec<u8>>, Vec<u8>);
 
 /// The ceiling: consume the same input and, per batch, produce as many records as Switchboard
-/// produced for it and commit them with the offsets in one transaction; no state.
-pub fn passthrough(run: &Run, inputs: u64, outputs: f64) -> f64 {
+/// produced for it and commit them with the offsets in one transaction; no state. Returns its
+/// rate (messages per second) and its CPU seconds per million messages: this process's, from
+/// the first batch on (the processor it is compared with has exited by then).
+pub fn passthrough(run: &Run, inputs: u64, outputs: f64) -> (f64, f64) {
     // The processor's own client and batching settings.
     let config = switchboard::config::Config::load(None).expect("the compiled defaults");
     let group = format!("{}-passthrough", run.name);
@@ -44,7 +46,7 @@ pub fn passthrough(run: &Run, inputs: u64, outputs: f64) -> f64 {
     let sink = format!("passthrough.{}", run.name);
     let per_input = outputs / inputs as f64;
     let (mut seen, mut owed) = (0u64, 0.0f64);
-    let mut started: Option<Instant> = None;
+    let mut started: Option<(Instant, f64)> = None;
     // The processor's own batching settings.
     let (max, linger) = (
         config.kafka.batch_max_messages,
@@ -52,7 +54,7 @@ pub fn passthrough(run: &Run, inputs: u64, outputs: f64) -> f64 {
     );
     while seen < inputs {
         let batch = collect(&consumer, max, linger);
-        started.get_or_insert_with(Instant::now);
+        started.get_or_insert_with(|| (Instant::now(), cpu_seconds()));
         producer.begin_transaction().unwrap();
         let mut offsets: HashMap<i32, i64> = HashMap::new();
         for (partition, offset, key, payload) in &batch {
@@ -70,9 +72,16 @@ pub fn passthrough(run: &Run, inputs: u64, outputs: f64) -> f64 {
         commit(run, &consumer, &producer, offsets);
         seen += batch.len() as u64;
     }
-    let rate = inputs as f64 / started.unwrap().elapsed().as_secs_f64();
-    eprintln!("  passthrough: {rate:.0} messages/s");
-    rate
+    let (at, cpu_at) = started.expect("at least one batch");
+    let rate = inputs as f64 / at.elapsed().as_secs_f64();
+    let cpu = (cpu_seconds() - cpu_at) / inputs as f64 * 1e6;
+    eprintln!("  passthrough: {rate:.0} messages/s, {cpu:.1} CPU s per million");
+    (rate, cpu)
+}
+
+/// This process's CPU seconds, user and system.
+fn cpu_seconds() -> f64 {
+    crate::probe::usage(std::process::id()).0
 }
 
 /// A batch as the processor collects one: up to `max` records, for at most `linger` once the

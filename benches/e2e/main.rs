@@ -192,13 +192,15 @@ fn main() {
     let redis = redis_benchmark();
     // Its topics and keys stay until the end, for the naive consumer to read the same input.
     let (run, sat) = saturate(&io, "saturation", &model(main_convs, Some(main_msgs), 1));
-    let ceiling = passthrough(&run, sat.messages, sat.outputs);
+    let (ceiling, ceiling_cpu) = passthrough(&run, sat.messages, sat.outputs);
     if mode.throughput_only {
         println!(
-            "Switchboard {:.0} msg/s · passthrough {ceiling:.0} msg/s · {:.0}% · {:.1} CPU s per million",
+            "Switchboard {:.0} msg/s · passthrough {ceiling:.0} msg/s · {:.0}% · {:.1} CPU s per \
+             million · passthrough {ceiling_cpu:.1} · CPU ratio {:.2}",
             sat.rate,
             sat.rate / ceiling * 100.0,
-            sat.cpu_seconds_per_million
+            sat.cpu_seconds_per_million,
+            sat.cpu_seconds_per_million / ceiling_cpu
         );
         return;
     }
