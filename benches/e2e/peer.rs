@@ -152,19 +152,7 @@ fn peer_throughput(io: &tokio::runtime::Runtime, model: &Model, i: usize) -> Sat
         produced_at.elapsed().as_secs_f64()
     );
     let mut app = PeerApp::start(&run, THROUGHPUT_COMMIT_MS);
-    let d = app.drain(n);
-    let ((t0, cpu0), (t1, cpu1)) = (d.start, d.end);
-    let seconds = (t1 - t0).max(0.2);
-    let s = Saturation {
-        conversations: model.conversations,
-        messages: n,
-        seconds,
-        rate: n as f64 / seconds,
-        cpu_seconds_per_million: (cpu1 - cpu0) / n as f64 * 1e6,
-        peak_rss_mib: d.peak,
-        samples: d.samples,
-        ..Saturation::default()
-    };
+    let s = Saturation::drained(model, n, app.drain(n));
     eprintln!(
         "  {}: {:.0} messages/s, {:.1} CPU s per million, peak RSS {:.0} MiB",
         run.name, s.rate, s.cpu_seconds_per_million, s.peak_rss_mib

@@ -78,18 +78,10 @@ pub fn saturate_on(
     for child in children {
         let _ = child.terminate();
     }
-    let ((t0, cpu0), (t1, cpu1)) = (d.start, d.end);
-    let seconds = (t1 - t0).max(0.2);
     let result = Saturation {
-        conversations: model.conversations,
-        messages: n,
-        seconds,
-        rate: n as f64 / seconds,
-        cpu_seconds_per_million: (cpu1 - cpu0) / n as f64 * 1e6,
-        peak_rss_mib: d.peak,
         redis_cpu_seconds_per_million: redis_seconds / n as f64 * 1e6,
         outputs,
-        samples: d.samples,
+        ..Saturation::drained(model, n, d)
     };
     eprintln!(
         "  {what}: {:.0} messages/s, {:.1} CPU s per million, peak RSS {:.0} MiB; Redis {:.1} CPU s per million",
@@ -99,6 +91,24 @@ pub fn saturate_on(
 }
 
 /// What sampling the processor every 200 ms saw while it drained the input.
+impl Saturation {
+    /// The rate, CPU and memory of `n` messages of `model` drained as `d` saw it.
+    pub fn drained(model: &Model, n: u64, d: Drained) -> Saturation {
+        let ((t0, cpu0), (t1, cpu1)) = (d.start, d.end);
+        let seconds = (t1 - t0).max(0.2);
+        Saturation {
+            conversations: model.conversations,
+            messages: n,
+            seconds,
+            rate: n as f64 / seconds,
+            cpu_seconds_per_million: (cpu1 - cpu0) / n as f64 * 1e6,
+            peak_rss_mib: d.peak,
+            samples: d.samples,
+            ..Saturation::default()
+        }
+    }
+}
+
 pub struct Drained {
     pub samples: Vec<Sample>,
     /// (seconds since start, CPU seconds) at the first processed message and at the last.
