@@ -21,7 +21,8 @@
 //! latency at that rate; `--scale-out` just the Redis Cluster against one Redis and three
 //! instances against one (`scale`); `--peer [--pairs N]` just Switchboard against the Kafka
 //! Streams peer of `benches/peer/` (`peer`); `--hot [--pairs N]` just uniform traffic against
-//! one conversation carrying 30% of it (`hot`).
+//! one conversation carrying 30% of it (`hot`); `--restart [--pairs N]` just N restarts of an
+//! instance, each timed from its start to its first commit (`restart`).
 //!
 //! It prints the figures and the targets of BENCHMARKS.md, and writes `e2e.json` and `e2e.svg`
 //! (throughput and latency over time) to `target/bench/`.
@@ -43,6 +44,7 @@ mod naive;
 mod peer;
 mod probe;
 mod report;
+mod restart;
 mod run;
 mod saturation;
 mod scale;
@@ -85,6 +87,8 @@ struct Mode {
     scale_out: bool,
     /// `--hot [--pairs N]`: uniform traffic against one conversation carrying 30% of it.
     hot: Option<usize>,
+    /// `--restart [--pairs N]`: N restarts of an instance, each timed to its first commit.
+    restart: Option<usize>,
     /// `--peer`: just Switchboard against the Kafka Streams peer, in `pairs` pairs
     /// (`--pairs N`; 3 with `--quick`, else 5).
     peer: Option<usize>,
@@ -107,6 +111,7 @@ impl Mode {
         let throughput_only = args.iter().any(|a| a == "--throughput-only");
         let scale_out = args.iter().any(|a| a == "--scale-out");
         let hot = args.iter().any(|a| a == "--hot");
+        let restart = args.iter().any(|a| a == "--restart");
         let pairs: usize = match args.iter().position(|a| a == "--pairs") {
             Some(i) => args
                 .get(i + 1)
@@ -129,13 +134,14 @@ impl Mode {
                     | "--throughput-only"
                     | "--scale-out"
                     | "--hot"
+                    | "--restart"
                     | "--peer"
                     | "--pairs"
             ) || a.parse::<f64>().is_ok()
         };
         if let Some(bad) = args.iter().skip(1).find(|a| !known(a)) {
             eprintln!(
-                "e2e: unknown argument {bad:?} (known: --quick, --latency-only RATE, --throughput-only, --scale-out, --hot, --peer [--pairs N])"
+                "e2e: unknown argument {bad:?} (known: --quick, --latency-only RATE, --throughput-only, --scale-out, --hot, --restart, --peer [--pairs N])"
             );
             std::process::exit(2);
         }
@@ -145,6 +151,7 @@ impl Mode {
             throughput_only,
             scale_out,
             hot: hot.then_some(pairs),
+            restart: restart.then_some(pairs),
             peer,
         }
     }
@@ -177,6 +184,10 @@ fn main() {
     }
     if let Some(pairs) = mode.hot {
         hot::hot(&io, quick, pairs);
+        return;
+    }
+    if let Some(restarts) = mode.restart {
+        restart::restart(&io, restarts);
         return;
     }
     if let Some(pairs) = mode.peer {
