@@ -176,8 +176,11 @@ fn read_results(topic: String, messages: u64, seconds: f64) -> JoinHandle<Vec<(i
             if let Some(Ok(r)) = consumer.poll(Duration::from_millis(100)) {
                 let now = now_micros();
                 let v: Value = serde_json::from_slice(r.payload().unwrap_or_default()).unwrap();
+                // A result's `time` is its message's `createdAt`; the passthrough copies the
+                // message itself.
                 if let Some(t) = v["time"]
                     .as_str()
+                    .or_else(|| v["createdAt"].as_str())
                     .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
                 {
                     seen.push((now, (now - t.timestamp_micros()) as f64 / 1000.0));

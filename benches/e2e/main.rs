@@ -22,7 +22,8 @@
 //! instances against one (`scale`); `--peer [--pairs N]` just Switchboard against the Kafka
 //! Streams peer of `benches/peer/` (`peer`); `--hot [--pairs N]` just uniform traffic against
 //! one conversation carrying 30% of it (`hot`); `--restart [--pairs N]` just N restarts of an
-//! instance, each timed from its start to its first commit (`restart`).
+//! instance, each timed from its start to its first commit (`restart`); `--sweep` just latency
+//! against rate for Switchboard, the passthrough and the peer (`sweep`).
 //!
 //! It prints the figures and the targets of BENCHMARKS.md, and writes `e2e.json` and `e2e.svg`
 //! (throughput and latency over time) to `target/bench/`.
@@ -48,6 +49,7 @@ mod restart;
 mod run;
 mod saturation;
 mod scale;
+mod sweep;
 
 use switchboard::tools::loadgen::Model;
 
@@ -89,6 +91,8 @@ struct Mode {
     hot: Option<usize>,
     /// `--restart [--pairs N]`: N restarts of an instance, each timed to its first commit.
     restart: Option<usize>,
+    /// `--sweep`: latency against rate for Switchboard, the passthrough and the peer.
+    sweep: bool,
     /// `--peer`: just Switchboard against the Kafka Streams peer, in `pairs` pairs
     /// (`--pairs N`; 3 with `--quick`, else 5).
     peer: Option<usize>,
@@ -112,6 +116,7 @@ impl Mode {
         let scale_out = args.iter().any(|a| a == "--scale-out");
         let hot = args.iter().any(|a| a == "--hot");
         let restart = args.iter().any(|a| a == "--restart");
+        let sweep = args.iter().any(|a| a == "--sweep");
         let pairs: usize = match args.iter().position(|a| a == "--pairs") {
             Some(i) => args
                 .get(i + 1)
@@ -135,13 +140,14 @@ impl Mode {
                     | "--scale-out"
                     | "--hot"
                     | "--restart"
+                    | "--sweep"
                     | "--peer"
                     | "--pairs"
             ) || a.parse::<f64>().is_ok()
         };
         if let Some(bad) = args.iter().skip(1).find(|a| !known(a)) {
             eprintln!(
-                "e2e: unknown argument {bad:?} (known: --quick, --latency-only RATE, --throughput-only, --scale-out, --hot, --restart, --peer [--pairs N])"
+                "e2e: unknown argument {bad:?} (known: --quick, --latency-only RATE, --throughput-only, --scale-out, --hot, --restart, --sweep, --peer [--pairs N])"
             );
             std::process::exit(2);
         }
@@ -152,6 +158,7 @@ impl Mode {
             scale_out,
             hot: hot.then_some(pairs),
             restart: restart.then_some(pairs),
+            sweep,
             peer,
         }
     }
@@ -188,6 +195,10 @@ fn main() {
     }
     if let Some(restarts) = mode.restart {
         restart::restart(&io, restarts);
+        return;
+    }
+    if mode.sweep {
+        sweep::sweep(&io, quick, if quick { 15.0 } else { 30.0 });
         return;
     }
     if let Some(pairs) = mode.peer {

@@ -14,7 +14,7 @@
 //! It prints each pair, then the median of every ratio with its spread over the pairs, and
 //! writes them to `target/bench/peer.json`.
 
-mod app;
+pub mod app;
 
 use serde::Serialize;
 use serde_json::json;
