@@ -513,6 +513,27 @@ async fn a_dead_letter_behind_the_committed_offset_is_not_produced_again() {
     assert_eq!(fresh.outputs[0].topic, Topic::DeadLetters);
 }
 
+/// Batch n+1 is written while batch n commits: when n's commit fails, both replay from the
+/// outboxes, byte for byte, though n+1 wrote the same conversation after n.
+#[tokio::test]
+async fn two_batches_written_but_not_committed_both_replay_from_the_outboxes() {
+    let store = MemoryStore::new();
+    let dir = directory();
+    let lines: Vec<InputRecord> = trace_records();
+    let mut first = Vec::new();
+    for range in [0..10, 10..20] {
+        let out = process_batch(&store, &dir, Dialect::Web1on1, MAX, lines[range].to_vec())
+            .await
+            .unwrap();
+        first.extend(out.outputs);
+    }
+    let again = process_batch(&store, &dir, Dialect::Web1on1, MAX, lines[..20].to_vec())
+        .await
+        .unwrap();
+    assert_eq!(again.replayed, 20);
+    assert_eq!(again.outputs, first);
+}
+
 /// A record the store has applied, that the group has not committed and that no outbox holds
 /// any more (a later batch was written over it, which happens only after its own commit): the
 /// group's offsets went back, or Kafka lost a commit. Neither repeating its outputs nor dropping
@@ -522,7 +543,9 @@ async fn an_applied_record_neither_committed_nor_in_the_outbox_halts_its_partiti
     let store = MemoryStore::new();
     let dir = directory();
     let lines: Vec<InputRecord> = trace_records();
-    for range in [0..10, 10..20] {
+    // Three writes: a conversation keeps the outboxes of its last two while the earlier is not
+    // known committed, so the first batch's records are in neither.
+    for range in [0..10, 10..15, 15..20] {
         process_batch(&store, &dir, Dialect::Web1on1, MAX, lines[range].to_vec())
             .await
             .unwrap();

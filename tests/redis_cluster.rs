@@ -100,6 +100,7 @@ fn keys_per_primary(prefix: &str) -> BTreeMap<u16, usize> {
 
 fn write(id: &str, base: Option<i64>, offset: i64, blocks: Vec<Block>) -> Write {
     Write {
+        committed: -1,
         conversation: Conversation::new(id, "org", "chat", "2026-01-01T00:00:00Z"),
         base,
         offset,

@@ -79,6 +79,7 @@ fn wait(mut done: impl FnMut() -> bool, what: &str) {
 
 fn write(offset: i64) -> Write {
     Write {
+        committed: -1,
         conversation: Conversation::new(
             "00000000000000000000c0de",
             "0000000000000000000000a2",

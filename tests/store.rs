@@ -98,6 +98,7 @@ async fn round_trip_and_fencing(store: &impl StateStore) {
     let mut conv = conversation(&c);
     conv.version = 1;
     let first = Write {
+        committed: -1,
         conversation: conv.clone(),
         base: None,
         partition: 0,
@@ -160,6 +161,8 @@ async fn round_trip_and_fencing(store: &impl StateStore) {
     liked.version = 1;
     conv.version = 3;
     let second = Write {
+        // The first write (offset 5) committed: its outbox goes.
+        committed: 6,
         conversation: conv.clone(),
         base: Some(5),
         partition: 0,
@@ -209,6 +212,7 @@ async fn round_trip_and_fencing(store: &impl StateStore) {
 
     // A replace (what /import does) drops everything not in it.
     let third = Write {
+        committed: -1,
         conversation: conv,
         base: Some(9),
         partition: 0,
@@ -260,6 +264,7 @@ async fn round_trip_and_fencing(store: &impl StateStore) {
         store
             .write(
                 vec![Write {
+                    committed: -1,
                     conversation: big.clone(),
                     base: Some(10),
                     partition: 0,
@@ -324,6 +329,47 @@ async fn round_trip_and_fencing(store: &impl StateStore) {
     );
 }
 
+/// A batch is written while the one before it commits: a conversation keeps the outbox of its
+/// write before while that write is not known committed (its offset not below the group's
+/// committed offset given with the next write), and forgets it once it is.
+async fn outboxes_of_uncommitted_writes(store: &impl StateStore) {
+    let c = "00000000000000000000c0b1".to_string();
+    let write = |base: Option<i64>, offset: i64, committed: i64| Write {
+        conversation: conversation(&c),
+        base,
+        offset,
+        partition: 0,
+        log: Vec::new(),
+        outbox: vec![pending(offset)],
+        blocks: Vec::new(),
+        committed,
+    };
+    let outboxes = || async { store.outboxes(std::slice::from_ref(&c)).await.unwrap() };
+    store.write(vec![write(None, 5, -1)], &[]).await.unwrap();
+    // Offset 5 committed by nobody yet: both outboxes.
+    store.write(vec![write(Some(5), 9, 3)], &[]).await.unwrap();
+    assert_eq!(outboxes().await, [vec![pending(5), pending(9)]]);
+    // 5 not committed yet, 9 neither: only the last two writes' are kept.
+    store.write(vec![write(Some(9), 12, 6)], &[]).await.unwrap();
+    assert_eq!(outboxes().await, [vec![pending(9), pending(12)]]);
+    // The group has committed past 12: the earlier outbox goes.
+    store
+        .write(vec![write(Some(12), 20, 13)], &[])
+        .await
+        .unwrap();
+    assert_eq!(outboxes().await, [vec![pending(20)]]);
+}
+
+#[tokio::test]
+async fn redis_keeps_the_outboxes_of_uncommitted_writes() {
+    outboxes_of_uncommitted_writes(&redis("prior").await).await;
+}
+
+#[tokio::test]
+async fn memory_store_keeps_the_outboxes_of_uncommitted_writes() {
+    outboxes_of_uncommitted_writes(&MemoryStore::new()).await;
+}
+
 #[tokio::test]
 async fn redis_round_trip_fencing_and_replace() {
     round_trip_and_fencing(&redis("basics").await).await;
@@ -370,6 +416,7 @@ async fn compare_and_set_and_idempotent_results(store: &impl StateStore) {
     let mut conv = conversation(&c);
     conv.results = vec![result("0000000000000000000000r1")];
     let create = Write {
+        committed: -1,
         conversation: conv.clone(),
         base: None,
         partition: 0,
@@ -396,6 +443,7 @@ async fn compare_and_set_and_idempotent_results(store: &impl StateStore) {
         result("0000000000000000000000r2"),
     ];
     let zombie = |base| Write {
+        committed: 6,
         conversation: conv.clone(),
         base,
         partition: 0,
@@ -447,6 +495,7 @@ async fn compare_and_set_and_idempotent_results(store: &impl StateStore) {
         result("0000000000000000000000r3"),
     ];
     let again = Write {
+        committed: -1,
         conversation: conv,
         base: Some(9),
         partition: 0,
@@ -493,6 +542,7 @@ async fn every_key_of_a_conversation_shares_its_hash_tag() {
     store
         .write(
             vec![Write {
+                committed: -1,
                 conversation: conversation(&c),
                 base: None,
                 partition: 0,
@@ -533,6 +583,7 @@ async fn a_damaged_outbox_is_reported() {
     store
         .write(
             vec![Write {
+                committed: -1,
                 conversation: conversation(&c),
                 base: None,
                 partition: 0,
@@ -593,6 +644,7 @@ async fn writes_survive_a_flushed_script_cache() {
         .unwrap();
     let c = "00000000000000000000c003".to_string();
     let w = Write {
+        committed: -1,
         conversation: conversation(&c),
         base: None,
         partition: 0,
@@ -655,6 +707,7 @@ async fn the_example_trace_stored_in_redis_matches_the_simulator() {
             header.results = c.results[*sent..].to_vec();
             *sent = c.results.len();
             let w = Write {
+                committed: -1,
                 conversation: header,
                 base: offsets.insert(id.clone(), offset),
                 partition: 0,

@@ -251,10 +251,10 @@ impl Input {
     /// Up to `batch_max_messages` records, waiting at most `batch_linger_ms` after the first,
     /// and for as long as the previous batch is still committing (`txn`).
     ///
-    /// The batch may be written only once the previous one has committed, so a batch closed
-    /// before then would leave out what arrives meanwhile and wait all the same: at moderate
-    /// rates that doubled the latency. A full batch does not wait; it is applied while the
-    /// previous one commits.
+    /// The batch's transaction may begin only once the previous one has committed, so a batch
+    /// closed before then would leave out what arrives meanwhile and wait all the same: at
+    /// moderate rates that doubled the latency. A full batch does not wait; it is applied and
+    /// written while the previous one commits.
     pub(super) fn collect(&self, stop: &AtomicBool, txn: &Txn) -> Polled {
         if stop.load(Ordering::SeqCst) {
             return Polled::Stopping;

@@ -153,8 +153,8 @@ impl<S: StateStore, D: DirectorySource> Runtime<S, D> {
     /// committed first), or, with `idle_exit`, until nothing arrived for that long.
     ///
     /// Batches overlap: while batch n's transaction commits on a thread of its own, batch n+1 is
-    /// collected and applied (reading the store only); n+1 is written to the store once n has
-    /// committed, and then its transaction starts (see [`crate::runtime::pipeline::Prepared`]).
+    /// collected, applied and written to the store; its transaction starts once n's has
+    /// committed (see [`crate::runtime::pipeline::Prepared`]).
     pub fn run(
         &mut self,
         stop: &Arc<AtomicBool>,
@@ -263,16 +263,17 @@ impl<S: StateStore, D: DirectorySource> Runtime<S, D> {
             batch,
             &self.committed,
         ));
-        let mut applied = applying.elapsed();
-        // The previous batch must be committed before this one is written: its outcome first.
-        self.settle()?;
-        let writing = Instant::now();
+        // Written while the previous batch still commits: the stored outboxes keep both batches'
+        // outputs until the earlier is known committed, so a failed commit of either replays.
         let notes = note_commits(&self.config.topics.input, &self.committed, &self.noted);
         let prepared = prepared?.after_commits(&self.committed).noting(notes);
         let out = self.io.block_on(prepared.write(&self.store))?;
         self.noted = self.committed.clone();
-        applied += writing.elapsed();
-        self.metrics.apply_seconds.observe(applied.as_secs_f64());
+        self.metrics
+            .apply_seconds
+            .observe(applying.elapsed().as_secs_f64());
+        // One transaction at a time: this batch's begins once the previous one's has committed.
+        self.settle()?;
         self.start_commit(out, count)
     }
 

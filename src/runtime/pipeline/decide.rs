@@ -178,7 +178,8 @@ fn apply_message<D: Directory>(
 impl Work {
     /// Takes a record the stored offset covers, and the group has not committed, from the
     /// stored outbox: the outbox holds every record applied but not known to be committed,
-    /// because a batch is written only once the one before it has committed.
+    /// because a batch is written only once the one two before it has committed, and a
+    /// conversation keeps its last two outboxes while the earlier is not known committed.
     fn replay(
         &mut self,
         conversation: &str,
@@ -195,8 +196,8 @@ impl Work {
             self.outbox.push(p.clone());
             return Ok(Disposition::Replayed);
         }
-        // Not in the outbox, so a later batch of this conversation was written, which happens
-        // only after this record's batch committed: yet the group's offset is behind it. Either
+        // Not in the outbox, so two later batches of this conversation were written, which
+        // happens only after this record's batch committed: yet the group's offset is behind it. Either
         // the offsets were moved back (a reset, a new group ID, expired offsets), or Kafka lost
         // a commit it had acknowledged, and with it this record's outputs. Applying it again
         // would repeat its outputs, skipping it could lose them: only the operator can say.

@@ -100,6 +100,7 @@ impl<'a, D: Directory> Workset<'a, D> {
             .filter(|w| w.dirty)
             .filter_map(|w| {
                 Some(Write {
+                    committed: -1,
                     base: w.existed.then_some(w.stored_offset),
                     partition: w.partition?,
                     conversation: w.conversation?,

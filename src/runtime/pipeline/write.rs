@@ -13,8 +13,10 @@ use super::{BatchOutput, GroupOffsets, PipelineError};
 /// before they may be produced.
 ///
 /// Preparing only reads the store, so a runtime may prepare batch n+1 while batch n's outputs
-/// are still being committed, as long as it writes n+1 only once n is committed (the outbox
-/// holds one batch: a conversation's records older than its outbox must be committed ones).
+/// are still being committed, and write it too, as long as batch n-1 has committed: a
+/// conversation keeps the outboxes of its last two writes while the earlier one is not known to
+/// be committed (see [`crate::runtime::store::Write::committed`]), so its records older than
+/// both must be committed ones.
 #[derive(Debug)]
 pub struct Prepared {
     pub(super) out: BatchOutput,
@@ -62,8 +64,12 @@ impl Prepared {
                 .iter()
                 .map(|w| (w.conversation.id.clone(), w.partition))
                 .collect();
+            let mut writes = self.writes;
+            for w in &mut writes {
+                w.committed = self.committed.of(w.partition).unwrap_or(-1);
+            }
             let outcomes = store
-                .write(self.writes, &marks)
+                .write(writes, &marks)
                 .await
                 .map_err(|e| poisoned(e, &names))?;
             for ((id, _), outcome) in names.into_iter().zip(outcomes) {

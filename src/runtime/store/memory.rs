@@ -13,6 +13,8 @@ use crate::core::state::{FormResult, StoredMessage};
 struct Entry {
     record: Option<Record>,
     outbox: Vec<Pending>,
+    /// The outbox of the write before, while that write is not known to be committed.
+    prior: Vec<Pending>,
     log: BTreeMap<u64, StoredMessage>,
     results: Vec<FormResult>,
     /// The IDs of `results`, so that a result written again is kept once.
@@ -79,7 +81,11 @@ impl StateStore for MemoryStore {
         let map = self.conversations.lock().expect("store lock");
         Ok(conversations
             .iter()
-            .map(|id| map.get(id).map(|e| e.outbox.clone()).unwrap_or_default())
+            .map(|id| {
+                map.get(id)
+                    .map(|e| [e.prior.as_slice(), e.outbox.as_slice()].concat())
+                    .unwrap_or_default()
+            })
             .collect())
     }
 
@@ -143,6 +149,11 @@ impl StateStore for MemoryStore {
                     offset: w.offset,
                     partition: Some(w.partition),
                 });
+                // As the Redis script: the outbox of a write not known to be committed stays.
+                entry.prior = match stored {
+                    Some(s) if s >= w.committed => std::mem::take(&mut entry.outbox),
+                    _ => Vec::new(),
+                };
                 entry.outbox = w.outbox;
                 for b in &w.blocks {
                     blocked.insert(b);

@@ -84,6 +84,11 @@ pub struct Write {
     pub log: Vec<LogWrite>,
     /// The outbox to keep: the batch's outputs for this conversation.
     pub outbox: Vec<Pending>,
+    /// The group's committed offset on `partition` when the batch is written (-1: none known).
+    /// The outbox stored before is kept beside the new one if the write that stored it is not
+    /// below it: a batch is written while the one before it still commits, so a replay may need
+    /// the outputs of two writes (see [`StateStore::outboxes`]).
+    pub committed: i64,
     /// The IPs its `/block` commands blocked: stored with it, and only if it is (review F6), so
     /// that no attempt whose conversation write was refused leaves a block behind.
     pub blocks: Vec<Block>,
@@ -171,7 +176,8 @@ pub trait StateStore: Send + Sync {
         wanted: &[(String, Vec<String>)],
     ) -> impl std::future::Future<Output = Result<Vec<Vec<StoredMessage>>, StoreError>> + Send;
 
-    /// The outboxes of these conversations (empty where there is none), in one round trip.
+    /// The outboxes of these conversations (empty where there is none), in one round trip: the
+    /// one kept from the write before (see [`Write::committed`]), then the last write's.
     fn outboxes(
         &self,
         conversations: &[String],

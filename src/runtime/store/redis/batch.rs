@@ -157,7 +157,7 @@ impl RedisStore {
         };
         let results = &w.conversation.results;
         let keys = 5 + blocks.len();
-        let args = 9 + 2 * blocks.len() + 2 * results.len() + 4 * changed.len();
+        let args = 10 + 2 * blocks.len() + 2 * results.len() + 4 * changed.len();
         cmd.arg(keys).arg(args);
         for part in ["h", "m", "i", "r", "rid"] {
             cmd.arg(self.key(id, part));
@@ -173,7 +173,8 @@ impl RedisStore {
             .arg(results.len())
             .arg(changed.len())
             .arg(w.partition)
-            .arg(blocks.len());
+            .arg(blocks.len())
+            .arg(w.committed);
         for &b in blocks {
             let block = &w.blocks[b];
             cmd.arg(score(block.since)).arg(&block.ip);

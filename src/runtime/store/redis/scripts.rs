@@ -11,7 +11,8 @@
 /// ARGV: the number of writes, then per write: its number of keys and of arguments, its keys
 /// (header, messages, ids, results, result IDs, then each block's list), its arguments (base, ''
 /// for none; offset; header JSON; outbox; replace flag; the number of new results; the number
-/// of messages; the input partition; the number of blocks; the (time, IP) pairs of the blocks;
+/// of messages; the input partition; the number of blocks; the group's committed offset on the
+/// partition (-1: none); the (time, IP) pairs of the blocks;
 /// the (result ID, result JSON) pairs; the (index, message JSON) pairs; the (id, index) pairs).
 /// Then the number of watermarks, and per watermark: its key, partition, next, committed. Then
 /// the number of blocks, and per block: its list, time, IP.
@@ -49,7 +50,7 @@ local function write(k, a)
   end
   local nresults = tonumber(ARGV[a + 6])
   local nmessages = tonumber(ARGV[a + 7])
-  local at = a + 10
+  local at = a + 11
   -- LT: an IP blocked again keeps its earlier time (Redis 6.2+).
   for i = 1, tonumber(ARGV[a + 9]) do
     redis.call('ZADD', ARGV[k + 5 + i], 'LT', ARGV[at], ARGV[at + 1])
@@ -66,6 +67,13 @@ local function write(k, a)
   bulk('HSET', messages, ARGV, at, at + 2 * nmessages - 1)
   at = at + 2 * nmessages
   bulk('HSET', ids, ARGV, at, at + 2 * nmessages - 1)
+  -- A batch is written while the one before commits: the outbox of a write the group has not
+  -- committed yet stays beside the new one, for a replay of both.
+  if stored and tonumber(stored) >= tonumber(ARGV[a + 10]) then
+    redis.call('HSET', header, 'outbox_prior', redis.call('HGET', header, 'outbox') or '')
+  else
+    redis.call('HDEL', header, 'outbox_prior')
+  end
   redis.call('HSET', header, 'doc', ARGV[a + 3], 'offset', ARGV[a + 2], 'outbox', ARGV[a + 4], 'partition', ARGV[a + 8])
   return 1
 end
