@@ -84,14 +84,33 @@ impl RedisStore {
 /// byte of it goes through Redis and its append-only file although it is read back only on a
 /// replay. The outputs of one record repeat its headers, which the compression takes back.
 fn encode_outbox(conversation: &str, outbox: &[Pending]) -> Result<Vec<u8>, StoreError> {
-    let plain = postcard::to_allocvec(outbox).map_err(|source| StoreError::CorruptOutbox {
+    let corrupt = |detail: String| StoreError::CorruptOutbox {
         conversation: conversation.to_string(),
-        detail: source.to_string(),
-    })?;
-    let mut stored = lz4_flex::compress_prepend_size(&plain);
-    stored.insert(0, OUTBOX_FORMAT);
+        detail,
+    };
+    // Sized once from the records: a buffer grown as postcard writes, and the compressed block
+    // shifted to make room for the format byte, were a profile's largest copies.
+    let estimate: usize = outbox
+        .iter()
+        .flat_map(|p| &p.outputs)
+        .map(|o| o.key.len() + o.value.len() + OUTBOX_RECORD_OVERHEAD)
+        .sum();
+    let plain = postcard::to_extend(outbox, Vec::with_capacity(estimate + 16 * outbox.len()))
+        .map_err(|e| corrupt(e.to_string()))?;
+    // The format byte, then what `decompress_size_prepended` reads: the plain size (u32,
+    // little-endian) and the block.
+    let mut stored = vec![0u8; 5 + lz4_flex::block::get_maximum_output_size(plain.len())];
+    stored[0] = OUTBOX_FORMAT;
+    stored[1..5].copy_from_slice(&(plain.len() as u32).to_le_bytes());
+    let n = lz4_flex::block::compress_into(&plain, &mut stored[5..])
+        .map_err(|e| corrupt(e.to_string()))?;
+    stored.truncate(5 + n);
     Ok(stored)
 }
+
+/// What an output record adds to its key and value in the outbox, about: its headers (the
+/// CloudEvents attributes, a `traceparent`) and the lengths postcard writes.
+const OUTBOX_RECORD_OVERHEAD: usize = 256;
 
 /// The outbox's format: 2 since output records carry headers. An outbox of another format (left
 /// by another version of Switchboard) is reported, not misread.
@@ -197,18 +216,26 @@ impl StateStore for RedisStore {
             .iter()
             .map(|id| {
                 let key = self.key(id, "h");
-                let mut cmd = redis::cmd("HGET");
-                cmd.arg(&key).arg("outbox");
+                let mut cmd = redis::cmd("HMGET");
+                cmd.arg(&key).arg("outbox_prior").arg("outbox");
                 (key, cmd)
             })
             .collect();
-        let rows: Vec<Option<Vec<u8>>> = self.conn.query_each(commands).await?;
+        // The prior outbox and the last one, each absent where there is none.
+        type Stored = Option<Vec<u8>>;
+        let rows: Vec<(Stored, Stored)> = self.conn.query_each(commands).await?;
         conversations
             .iter()
             .zip(rows)
-            .map(|(id, outbox)| match outbox {
-                Some(o) => decode_outbox(id, &o),
-                None => Ok(Vec::new()),
+            .map(|(id, (prior, last))| {
+                let mut outbox = Vec::new();
+                // Empty: the script keeps no prior outbox where the write before had none.
+                for stored in [prior, last].into_iter().flatten() {
+                    if !stored.is_empty() {
+                        outbox.extend(decode_outbox(id, &stored)?);
+                    }
+                }
+                Ok(outbox)
             })
             .collect()
     }
@@ -363,5 +390,41 @@ fn score(since: i64) -> String {
         "-inf".into()
     } else {
         since.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::event::Topic;
+    use crate::runtime::store::OutRecord;
+
+    /// Outboxes written by earlier versions (format byte, then `compress_prepend_size`) and by
+    /// this one are the same bytes, and read back to what was written.
+    #[test]
+    fn an_outbox_is_stored_as_before_and_reads_back() {
+        let record = |i: usize| OutRecord {
+            topic: Topic::CommandResults,
+            key: format!("conversation-{i}"),
+            value: "{\"type\":\"result\",\"text\":\"é\\\"\"}".repeat(i + 1),
+            headers: crate::runtime::pipeline::Headers::default(),
+        };
+        let outbox: Vec<Pending> = (0..5)
+            .map(|i| Pending {
+                offset: i as i64,
+                outputs: (0..i).map(record).collect(),
+            })
+            .collect();
+        let stored = encode_outbox("c", &outbox).unwrap();
+        let mut before = vec![OUTBOX_FORMAT];
+        before.extend(lz4_flex::compress_prepend_size(
+            &postcard::to_allocvec(&outbox).unwrap(),
+        ));
+        assert_eq!(stored, before);
+        assert_eq!(decode_outbox("c", &stored).unwrap(), outbox);
+        assert_eq!(
+            decode_outbox("c", &encode_outbox("c", &[]).unwrap()).unwrap(),
+            Vec::<Pending>::new()
+        );
     }
 }
