@@ -126,7 +126,19 @@ pub fn latency_of(
     seconds: f64,
     start: impl FnOnce(&Run) -> Box<dyn Processor>,
 ) -> Latency {
-    let run = Run::new(what);
+    latency_in(io, Run::new(what), rate, seconds, start)
+}
+
+/// As [`latency_of`], in `run` (which may name another build: [`Run::with_binary`]).
+pub fn latency_in(
+    io: &tokio::runtime::Runtime,
+    run: Run,
+    rate: f64,
+    seconds: f64,
+    start: impl FnOnce(&Run) -> Box<dyn Processor>,
+) -> Latency {
+    let what = run.name.clone();
+    let what = what.as_str();
     run.create_topics(io);
     let messages = (rate * seconds) as u64;
     let mut m = model(messages / 15 + 1, Some(messages), 11);

@@ -23,7 +23,8 @@
 //! Streams peer of `benches/peer/` (`peer`); `--hot [--pairs N]` just uniform traffic against
 //! one conversation carrying 30% of it (`hot`); `--restart [--pairs N]` just N restarts of an
 //! instance, each timed from its start to its first commit (`restart`); `--sweep` just latency
-//! against rate for Switchboard, the passthrough and the peer (`sweep`).
+//! against rate for Switchboard, the passthrough and the peer (`sweep`); `--against BIN
+//! [--pairs N]` just this build against another build's binary, in alternated pairs (`against`).
 //!
 //! It prints the figures and the targets of BENCHMARKS.md, and writes `e2e.json` and `e2e.svg`
 //! (throughput and latency over time) to `target/bench/`.
@@ -36,6 +37,7 @@
 #[path = "../../tests/kafka_support/process.rs"]
 mod process;
 
+mod against;
 mod ceiling;
 mod chart;
 mod history;
@@ -93,6 +95,8 @@ struct Mode {
     restart: Option<usize>,
     /// `--sweep`: latency against rate for Switchboard, the passthrough and the peer.
     sweep: bool,
+    /// `--against BIN [--pairs N]`: this build against the `switchboard` binary at BIN.
+    against: Option<(String, usize)>,
     /// `--peer`: just Switchboard against the Kafka Streams peer, in `pairs` pairs
     /// (`--pairs N`; 3 with `--quick`, else 5).
     peer: Option<usize>,
@@ -117,6 +121,12 @@ impl Mode {
         let hot = args.iter().any(|a| a == "--hot");
         let restart = args.iter().any(|a| a == "--restart");
         let sweep = args.iter().any(|a| a == "--sweep");
+        let against: Option<String> = args.iter().position(|a| a == "--against").map(|i| {
+            args.get(i + 1).cloned().unwrap_or_else(|| {
+                eprintln!("e2e: --against needs the path of another build's switchboard binary");
+                std::process::exit(2)
+            })
+        });
         let pairs: usize = match args.iter().position(|a| a == "--pairs") {
             Some(i) => args
                 .get(i + 1)
@@ -141,13 +151,20 @@ impl Mode {
                     | "--hot"
                     | "--restart"
                     | "--sweep"
+                    | "--against"
                     | "--peer"
                     | "--pairs"
             ) || a.parse::<f64>().is_ok()
         };
-        if let Some(bad) = args.iter().skip(1).find(|a| !known(a)) {
+        let operand = |i: usize| i > 0 && args[i - 1] == "--against";
+        if let Some((_, bad)) = args
+            .iter()
+            .enumerate()
+            .skip(1)
+            .find(|(i, a)| !known(a) && !operand(*i))
+        {
             eprintln!(
-                "e2e: unknown argument {bad:?} (known: --quick, --latency-only RATE, --throughput-only, --scale-out, --hot, --restart, --sweep, --peer [--pairs N])"
+                "e2e: unknown argument {bad:?} (known: --quick, --latency-only RATE, --throughput-only, --scale-out, --hot, --restart, --sweep, --against BIN, --peer [--pairs N])"
             );
             std::process::exit(2);
         }
@@ -159,6 +176,7 @@ impl Mode {
             hot: hot.then_some(pairs),
             restart: restart.then_some(pairs),
             sweep,
+            against: against.map(|bin| (bin, pairs)),
             peer,
         }
     }
@@ -195,6 +213,10 @@ fn main() {
     }
     if let Some(restarts) = mode.restart {
         restart::restart(&io, restarts);
+        return;
+    }
+    if let Some((other, pairs)) = &mode.against {
+        against::against(&io, other, quick, *pairs, mode.latency_seconds());
         return;
     }
     if mode.sweep {

@@ -18,6 +18,8 @@ pub struct Run {
     pub name: String,
     /// The Redis Cluster's seed nodes (`host:port,…`), when the state lives on one.
     pub cluster: Option<String>,
+    /// Another build's `switchboard` (see [`Run::with_binary`]); this build's when `None`.
+    pub binary: Option<String>,
 }
 
 impl Run {
@@ -25,6 +27,7 @@ impl Run {
         Run {
             name: format!("bench-{what}-{}", std::process::id()),
             cluster: None,
+            binary: None,
         }
     }
 
@@ -33,6 +36,7 @@ impl Run {
         Run {
             name: format!("bench-{what}-{}", std::process::id()),
             cluster: Some(nodes.to_string()),
+            binary: None,
         }
     }
 
@@ -64,8 +68,15 @@ impl Run {
 
     /// `switchboard <args>` on this measurement's topics and keys, with the shipped defaults
     /// otherwise (batching, timeouts: what is measured).
+    /// The same run, processed by the `switchboard` binary at `binary` instead of this build's.
+    pub fn with_binary(mut self, binary: Option<&str>) -> Run {
+        self.binary = binary.map(str::to_string);
+        self
+    }
+
     pub fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = process::switchboard(args, &self.name);
+        let bin = self.binary.as_deref().unwrap_or(process::BIN);
+        let mut cmd = process::switchboard_at(bin, args, &self.name);
         cmd.env("SWITCHBOARD_KAFKA__GROUP_ID", &self.name)
             .env("SWITCHBOARD_KAFKA__TRANSACTIONAL_ID", &self.name)
             .env("SWITCHBOARD_REDIS__KEY_PREFIX", &self.name);

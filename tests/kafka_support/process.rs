@@ -104,7 +104,12 @@ pub fn topic_key(t: Topic) -> &'static str {
 /// `switchboard <args>` against this machine's broker and Redis, every topic named
 /// [`topic_name`]`(_, suffix)`, logging warnings only. Callers add group, prefix and the rest.
 pub fn switchboard(args: &[&str], suffix: &str) -> Command {
-    let mut cmd = Command::new(BIN);
+    switchboard_at(BIN, args, suffix)
+}
+
+/// [`switchboard`], of the binary at `bin` (the bench's `--against`: another build).
+pub fn switchboard_at(bin: &str, args: &[&str], suffix: &str) -> Command {
+    let mut cmd = Command::new(bin);
     cmd.args(args)
         .env("SWITCHBOARD_KAFKA__BROKERS", bootstrap())
         .env("SWITCHBOARD_REDIS__URL", redis_url())
