@@ -40,15 +40,35 @@ pub(crate) type TxnProducer = BaseProducer<AuthFailures>;
 /// The transactional producer's (and `check`'s) context: librdkafka's errors logged as by
 /// default, and the last failed TLS handshake or SASL authentication kept. librdkafka only logs
 /// those and keeps retrying, so a start that then times out would otherwise say nothing of why.
+///
+/// It also notes a record that failed delivery after it may have reached the broker (see
+/// [`AuthFailures::sent_then_failed`]): the producer's epoch must then be bumped.
 #[derive(Default)]
 pub struct AuthFailures {
     last: Mutex<Option<String>>,
+    sent_then_failed: AtomicBool,
 }
 
 impl AuthFailures {
     /// librdkafka's words for the last TLS or SASL failure, if any.
     pub fn last(&self) -> Option<String> {
         self.last.lock().ok()?.clone()
+    }
+
+    /// A record of this producer failed delivery (purged from its queue by an abortable error or
+    /// an abort, most often) after a request carrying it had been sent: the broker may hold it,
+    /// under its sequence number, in the transaction that was aborted.
+    ///
+    /// librdkafka hands a purged record's sequence number to the next record of its partition
+    /// (`rd_kafka_toppar_purge_queues` advances the epoch's base msgid past every purged record,
+    /// sent or not), with the same producer ID and epoch. A broker that kept the purged record
+    /// (its request was answered by a broken connection, a broker restart) then takes a replayed
+    /// batch with the same sequence range for a retry of the aborted one: it answers with the
+    /// aborted record's offset and writes nothing, so that output is lost from the replay (seen
+    /// in `tests/kafka_restarts.rs`). Only a new epoch (a new producer) starts the sequences
+    /// afresh.
+    pub fn sent_then_failed(&self) -> bool {
+        self.sent_then_failed.load(Ordering::SeqCst)
     }
 }
 
@@ -75,7 +95,17 @@ impl ProducerContext for AuthFailures {
     type DeliveryOpaque = ();
 
     /// Delivery failures surface where the runtime waits for them: at the transaction's commit.
-    fn delivery(&self, _: &DeliveryResult<'_>, _: ()) {}
+    /// One that may have reached the broker is noted (see [`AuthFailures::sent_then_failed`]).
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((_, message)) = result {
+            // SAFETY: the message is librdkafka's, valid for the duration of this callback.
+            let status = unsafe { rdkafka::bindings::rd_kafka_message_status(message.ptr()) };
+            if status != rdkafka::bindings::rd_kafka_msg_status_t::RD_KAFKA_MSG_STATUS_NOT_PERSISTED
+            {
+                self.sent_then_failed.store(true, Ordering::SeqCst);
+            }
+        }
+    }
 }
 
 /// The transactional producer's `retry.backoff.ms` (see [`new_producer`]); the benchmark's

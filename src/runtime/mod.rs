@@ -98,6 +98,9 @@ pub struct Runtime<S, D> {
     directory: D,
     io: tokio::runtime::Runtime,
     txn: Txn,
+    /// The producer's sequence numbers may repeat those of records an aborted transaction left on
+    /// the broker: it must be replaced before the next transaction (see `recovery`).
+    stale_sequences: bool,
     /// `Txn::Committing` as the consumer's rebalance callback sees it.
     committing: Arc<Gate>,
     recovery: Recovery,
@@ -132,6 +135,7 @@ impl<S: StateStore, D: DirectorySource> Runtime<S, D> {
             directory,
             io,
             txn: Txn::Idle,
+            stale_sequences: false,
             committing,
             recovery: Recovery::new(metrics.fencings.clone()),
             committed: GroupOffsets::default(),

@@ -11,6 +11,7 @@
 //! | the batch's offsets were refused because the group's generation moved on (`IllegalGeneration`, `RebalanceInProgress`: a rebalance began while the batch committed) | `Replay`: abort, seek back to the offsets this instance knows are committed (the group would answer a fetch only once the rebalance is over), no back-off |
 //! | anything else, from a recovery step, once a stop was asked | `Stop`: `run` ends as at any stop (status 0), the error logged; whoever resumes replays from the last commit |
 //! | anything else: Redis, the broker, a stale write, a commit that failed (a timed-out one after 3 resumes), the commit thread | `Retry`: abort the open transaction, rewind to the last commit. A failed batch then backs off 100 ms × the failures in a row (at most 3 s); a failed recovery step is retried after 200 ms, doubling up to 5 s |
+//! | any of the above whose abort purged records that may have reached the broker (a delivery report with a status other than "not persisted") | after the abort, a new transactional producer (new epoch) before the rewind: librdkafka gives the next records the purged ones' sequence numbers, and a broker holding a purged record would take the replayed one for its duplicate and drop it |
 //!
 //! A rewind goes to whatever was committed, so a transaction the coordinator finished for a
 //! replaced producer is consistent either way, and the batches after the last commit replay
@@ -384,24 +385,35 @@ impl<S: StateStore, D: DirectorySource> Runtime<S, D> {
     /// Ends an open transaction without committing it. When the abort itself fails — after a
     /// broker restart the producer can be left waiting on requests that will never be answered —
     /// the policy replaces the producer.
+    ///
+    /// If a record of the aborted transaction failed delivery after it may have reached the
+    /// broker, the producer is replaced too (a new epoch): librdkafka would give the replay's
+    /// records the same sequence numbers, and the broker would take them for duplicates of the
+    /// aborted ones (see [`super::kafka::AuthFailures::sent_then_failed`]). Until a replacement
+    /// has initialised, every call tries again (`stale_sequences`).
     fn end_transaction(&mut self) -> Result<(), RuntimeError> {
-        let Txn::Open(began) = self.txn else {
-            return Ok(());
-        };
-        let timeout = Duration::from_millis(self.config.kafka.transaction_timeout_ms.into());
-        // Aborting what the coordinator already aborted fails as fenced: not another instance.
-        abort_serving_deliveries(&self.producer).map_err(|e| {
-            match outlived(e, began, timeout) {
-                RuntimeError::Producer(e) => RuntimeError::Abort(e),
-                timed_out => timed_out,
-            }
-        })?;
-        self.txn = Txn::Idle;
+        if let Txn::Open(began) = self.txn {
+            let timeout = Duration::from_millis(self.config.kafka.transaction_timeout_ms.into());
+            // Aborting what the coordinator already aborted fails as fenced: not another
+            // instance.
+            abort_serving_deliveries(&self.producer).map_err(|e| {
+                match outlived(e, began, timeout) {
+                    RuntimeError::Producer(e) => RuntimeError::Abort(e),
+                    timed_out => timed_out,
+                }
+            })?;
+            self.txn = Txn::Idle;
+        }
+        if self.producer.context().sent_then_failed() {
+            self.stale_sequences = true;
+        }
+        if self.stale_sequences {
+            warn!("records of the aborted transaction may have reached the broker; starting a new transactional producer (new epoch) before the replay");
+            self.replace_producer()?;
+        }
         Ok(())
     }
 
-    /// A new transactional producer with the same ID: it fences the old one, and the coordinator
-    /// finishes or aborts whatever that one had begun.
     /// A new group consumer in place of one beyond use: the partitions the old one held are
     /// forgotten (their offsets, their halts), and come back, rewound, as the new one is
     /// assigned them.
@@ -421,12 +433,16 @@ impl<S: StateStore, D: DirectorySource> Runtime<S, D> {
         Ok(())
     }
 
+    /// A new transactional producer with the same ID: it fences the old one, and the coordinator
+    /// finishes or aborts whatever that one had begun. Its epoch is new: its sequence numbers
+    /// start afresh (see [`Runtime::end_transaction`]).
     fn replace_producer(&mut self) -> Result<(), RuntimeError> {
         self.producer
             .purge(PurgeConfig::default().queue().inflight());
         self.producer = Arc::new(new_producer(&self.config)?);
         init_serving_events(&self.producer).map_err(RuntimeError::Producer)?;
         self.txn = Txn::Idle;
+        self.stale_sequences = false;
         Ok(())
     }
 }
