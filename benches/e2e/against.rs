@@ -12,11 +12,7 @@ use crate::scale::{median, pair};
 const LATENCY_RATE: f64 = 1000.0;
 
 pub fn against(io: &tokio::runtime::Runtime, other: &str, quick: bool, pairs: usize, seconds: f64) {
-    let (conversations, messages) = if quick {
-        (5_000, 150_000)
-    } else {
-        (20_000, 600_000)
-    };
+    let (conversations, messages) = crate::pair_traffic(quick);
     let model = crate::model(conversations, Some(messages), 1);
     eprintln!(
         "against {other}: {pairs} pairs of {messages} messages over {conversations} conversations, \

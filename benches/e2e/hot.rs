@@ -11,11 +11,7 @@ use crate::scale::{median, pair};
 const HOT_SHARE: f64 = 0.3;
 
 pub fn hot(io: &tokio::runtime::Runtime, quick: bool, pairs: usize) {
-    let (conversations, messages) = if quick {
-        (5_000, 150_000)
-    } else {
-        (20_000, 600_000)
-    };
+    let (conversations, messages) = crate::pair_traffic(quick);
     let uniform = crate::model(conversations, Some(messages), 1);
     let hot = switchboard::tools::loadgen::Model {
         hot: HOT_SHARE,

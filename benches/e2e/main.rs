@@ -68,6 +68,16 @@ const START: i64 = 1_735_689_600_000_000;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// The traffic of the paired comparisons (`--peer`, `--hot`, `--against`): conversations and
+/// messages, 5,000 and 150,000 with `--quick`, else 20,000 and 600,000 (the peer warms up).
+fn pair_traffic(quick: bool) -> (u64, u64) {
+    if quick {
+        (5_000, 150_000)
+    } else {
+        (20_000, 600_000)
+    }
+}
+
 fn model(conversations: u64, messages: Option<u64>, seed: u64) -> Model {
     Model {
         conversations,

@@ -85,11 +85,7 @@ struct PairFigures {
 
 /// Runs `pairs` alternated pairs, prints them and the ratios, writes `peer.json`.
 pub fn peer(io: &tokio::runtime::Runtime, quick: bool, pairs: usize, latency_seconds: f64) {
-    let (conversations, messages) = if quick {
-        (5_000, 150_000)
-    } else {
-        (20_000, 600_000)
-    };
+    let (conversations, messages) = crate::pair_traffic(quick);
     let model = crate::model(conversations, Some(messages), 1);
     eprintln!(
         "peer: {pairs} pairs; throughput over {messages} messages of {conversations} conversations, latency at {LATENCY_RATE}/s for {latency_seconds} s"
