@@ -60,13 +60,13 @@ impl AuthFailures {
     /// under its sequence number, in the transaction that was aborted.
     ///
     /// librdkafka hands a purged record's sequence number to the next record of its partition
-    /// (`rd_kafka_toppar_purge_queues` advances the epoch's base msgid past every purged record,
-    /// sent or not), with the same producer ID and epoch. A broker that kept the purged record
-    /// (its request was answered by a broken connection, a broker restart) then takes a replayed
-    /// batch with the same sequence range for a retry of the aborted one: it answers with the
-    /// aborted record's offset and writes nothing, so that output is lost from the replay (seen
-    /// in `tests/kafka_restarts.rs`). Only a new epoch (a new producer) starts the sequences
-    /// afresh.
+    /// (`rd_kafka_toppar_purge_queues` advances the epoch's base msgid past every queued record
+    /// it purges, including ones put back in the queue after a send whose answer was lost), with
+    /// the same producer ID and epoch. A broker that kept such a record would take a replayed
+    /// batch with the same sequence range for a retry of the aborted one: it would answer with the
+    /// aborted record's offset and write nothing, losing that output from the replay. Read in
+    /// librdkafka's source, not observed here. Only a new epoch (a new producer) starts the
+    /// sequences afresh.
     pub fn sent_then_failed(&self) -> bool {
         self.sent_then_failed.load(Ordering::SeqCst)
     }
