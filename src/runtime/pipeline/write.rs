@@ -4,7 +4,7 @@
 
 use tracing::Instrument as _;
 
-use crate::runtime::store::{Mark, StateStore, StoreError, Write, WriteOutcome};
+use crate::runtime::store::{Mark, Overlay, StateStore, StoreError, Write, WriteOutcome};
 
 use super::marks::{poison, Marks};
 use super::{BatchOutput, GroupOffsets, PipelineError};
@@ -42,6 +42,27 @@ impl Prepared {
     pub fn noting(mut self, notes: Vec<Mark>) -> Self {
         self.notes = notes;
         self
+    }
+
+    /// The state its writes leave, for the next batch to read while they are stored (see
+    /// [`crate::runtime::store::ReadThrough`]); `landed` turns true once they have been.
+    pub fn overlay(&self, landed: tokio::sync::watch::Receiver<bool>) -> Overlay {
+        Overlay::of(&self.writes, landed)
+    }
+
+    /// The batch's outputs, to be produced once it is written; the write then returns what is
+    /// left (its offsets, no outputs).
+    pub fn take_output(&mut self) -> BatchOutput {
+        // The offsets stay: the write moves the partitions' watermarks to them.
+        let next_offsets = self.out.next_offsets.clone();
+        let kept = BatchOutput {
+            next_offsets: next_offsets.clone(),
+            ..BatchOutput::default()
+        };
+        BatchOutput {
+            next_offsets,
+            ..std::mem::replace(&mut self.out, kept)
+        }
     }
 
     /// Writes the batch's conversations and watermarks; fails if one of them is no longer at

@@ -12,12 +12,14 @@
 
 pub mod directory;
 mod memory;
+mod overlay;
 mod redis;
 
 use serde::{Deserialize, Serialize};
 
 pub use self::directory::{DirectorySource, RedisDirectory};
 pub use self::memory::MemoryStore;
+pub use self::overlay::{Overlay, ReadThrough};
 pub use self::redis::{RedisStore, Target, TlsFiles};
 
 use crate::core::directory::Block;
