@@ -204,10 +204,10 @@ async fn run_overlapped(store: &impl StateStore, size: usize) -> Vec<OutRecord> 
             overlay: overlay.as_ref(),
         };
         let land = async {
-            if let Some((prepared, landed)) = writing.take() {
+            if let Some((staged, landed)) = writing.take() {
                 tokio::task::yield_now().await;
-                let prepared: switchboard::runtime::pipeline::Prepared = prepared;
-                prepared.write(store).await.unwrap();
+                let staged: switchboard::runtime::pipeline::Staged = staged;
+                staged.write(store).await.unwrap();
                 let _ = tokio::sync::watch::Sender::send(&landed, true);
             }
         };
@@ -215,8 +215,7 @@ async fn run_overlapped(store: &impl StateStore, size: usize) -> Vec<OutRecord> 
             prepare_batch(&through, &dir, Dialect::Web1on1, MAX, batch),
             land
         );
-        let mut prepared = prepared.unwrap();
-        let out = prepared.take_output();
+        let (staged, out) = prepared.unwrap().stage();
         for o in &out.outputs {
             if o.topic == Topic::Input {
                 let offset = input.len() as i64;
@@ -225,11 +224,11 @@ async fn run_overlapped(store: &impl StateStore, size: usize) -> Vec<OutRecord> 
         }
         all.extend(out.outputs);
         let (landed, watching) = tokio::sync::watch::channel(false);
-        overlay = Some(prepared.overlay(watching));
-        writing = Some((prepared, landed));
+        overlay = Some(staged.overlay(watching));
+        writing = Some((staged, landed));
     }
-    if let Some((prepared, _)) = writing {
-        prepared.write(store).await.unwrap();
+    if let Some((staged, _)) = writing {
+        staged.write(store).await.unwrap();
     }
     all
 }
@@ -393,7 +392,7 @@ impl StateStore for DiesBeforeWriting {
     }
     async fn write(
         &self,
-        writes: Vec<switchboard::runtime::store::Write>,
+        writes: &[switchboard::runtime::store::Write],
         marks: &[switchboard::runtime::store::Mark],
     ) -> Result<
         Vec<switchboard::runtime::store::WriteOutcome>,

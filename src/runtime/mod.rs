@@ -277,7 +277,7 @@ impl<S: StateStore + 'static, D: DirectorySource> Runtime<S, D> {
         if notes.is_empty() {
             return;
         }
-        match self.io.block_on(self.store.write(Vec::new(), &notes)) {
+        match self.io.block_on(self.store.write(&[], &notes)) {
             Ok(_) => self.noted = self.committed.clone(),
             Err(e) => {
                 warn!(error = %e, "cannot note the last commits in the store; retrying when idle")

@@ -61,24 +61,19 @@ impl<S: StateStore + 'static, D: DirectorySource> Runtime<S, D> {
             .apply_seconds
             .observe(applying.elapsed().as_secs_f64());
         let notes = note_commits(&self.config.topics.input, &self.committed, &self.noted);
-        let mut prepared = prepared.after_commits(&self.committed).noting(notes);
-        let out = prepared.take_output();
-        self.start(prepared, out, count)
+        let prepared = prepared.after_commits(&self.committed).noting(notes);
+        self.start(prepared, count)
     }
 
     /// Sends the batch's write, and starts its commit thread, which waits for it.
-    fn start(
-        &mut self,
-        prepared: Prepared,
-        out: BatchOutput,
-        records: u64,
-    ) -> Result<(), RuntimeError> {
+    fn start(&mut self, prepared: Prepared, records: u64) -> Result<(), RuntimeError> {
+        let (staged, out) = prepared.stage();
         let (landed, overlay_landed) = watch::channel(false);
         let (written, written_rx) = mpsc::channel();
-        let overlay = prepared.overlay(overlay_landed);
+        let overlay = staged.overlay(overlay_landed);
         let store = Arc::clone(&self.store);
         let task = self.io.spawn(async move {
-            let result = prepared.write(&*store).await.map(drop);
+            let result = staged.write(&*store).await;
             let _ = written.send(result.is_ok());
             let _ = landed.send(true);
             result

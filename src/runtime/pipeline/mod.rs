@@ -52,7 +52,7 @@ pub use self::headers::{Header, Headers};
 pub use self::limits::Limits;
 use self::reads::Reads;
 use self::workset::Workset;
-pub use self::write::{note_commits, Prepared};
+pub use self::write::{note_commits, Prepared, Staged};
 
 /// One input record as consumed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

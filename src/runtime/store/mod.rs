@@ -203,7 +203,7 @@ pub trait StateStore: Send + Sync {
     /// `message` ID) already stored.
     fn write(
         &self,
-        writes: Vec<Write>,
+        writes: &[Write],
         marks: &[Mark],
     ) -> impl std::future::Future<Output = Result<Vec<WriteOutcome>, StoreError>> + Send;
 
