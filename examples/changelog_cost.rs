@@ -109,13 +109,13 @@ impl StateStore for Measured {
     }
     async fn write(
         &self,
-        writes: &[Write],
+        writes: Vec<Write>,
         marks: &[Mark],
     ) -> Result<
         Vec<switchboard::runtime::store::WriteOutcome>,
         switchboard::runtime::store::StoreError,
     > {
-        self.measure(writes);
+        self.measure(&writes);
         self.inner.write(writes, marks).await
     }
     async fn watermarks(

@@ -6,12 +6,10 @@ use switchboard::core::event::Topic;
 use switchboard::core::Dialect;
 use switchboard::runtime::pipeline::headers::{self, STRUCTURED_JSON};
 use switchboard::runtime::pipeline::{
-    prepare_batch, prepare_batch_at, process_batch, GroupOffsets, Header, Headers, InputRecord,
-    Limits, PipelineError,
+    prepare_batch_at, process_batch, GroupOffsets, Header, Headers, InputRecord, Limits,
+    PipelineError,
 };
-use switchboard::runtime::store::{
-    MemoryStore, OutRecord, ReadThrough, RedisStore, StateStore, Watermark,
-};
+use switchboard::runtime::store::{MemoryStore, OutRecord, RedisStore, StateStore, Watermark};
 use switchboard::tools::simulate::{inspect_document, output_line, Simulator};
 
 /// The default limits (`config/default.toml`), which `Simulator::new` applies too.
@@ -184,76 +182,6 @@ async fn batches_of_any_size_give_the_simulators_outputs_and_state() {
     final_state(&store, &state).await;
 }
 
-/// The trace as the runtime runs it: each batch prepared while the batch before is being
-/// written, reading through that write's overlay, and written once it has landed. The write
-/// lands only once the preparation waits (at once for the memory store: the overlay answers the
-/// headers and log messages before the write, and the rarer reads wait for it).
-async fn run_overlapped(store: &impl StateStore, size: usize) -> Vec<OutRecord> {
-    let dir = directory();
-    let mut input: Vec<InputRecord> = trace_records();
-    let mut all = Vec::new();
-    let mut next = 0;
-    let mut writing = None;
-    let mut overlay = None;
-    while next < input.len() {
-        let end = (next + size).min(input.len());
-        let batch = input[next..end].to_vec();
-        next = end;
-        let through = ReadThrough {
-            inner: store,
-            overlay: overlay.as_ref(),
-        };
-        let land = async {
-            if let Some((staged, landed)) = writing.take() {
-                tokio::task::yield_now().await;
-                let staged: switchboard::runtime::pipeline::Staged = staged;
-                staged.write(store).await.unwrap();
-                let _ = tokio::sync::watch::Sender::send(&landed, true);
-            }
-        };
-        let (prepared, ()) = tokio::join!(
-            prepare_batch(&through, &dir, Dialect::Web1on1, MAX, batch),
-            land
-        );
-        let (staged, out) = prepared.unwrap().stage();
-        for o in &out.outputs {
-            if o.topic == Topic::Input {
-                let offset = input.len() as i64;
-                input.push(relay(offset, o));
-            }
-        }
-        all.extend(out.outputs);
-        let (landed, watching) = tokio::sync::watch::channel(false);
-        overlay = Some(staged.overlay(watching));
-        writing = Some((staged, landed));
-    }
-    if let Some((staged, _)) = writing {
-        staged.write(store).await.unwrap();
-    }
-    all
-}
-
-#[tokio::test]
-async fn batches_prepared_through_the_write_in_flight_give_the_simulators_outputs_and_state() {
-    let (expected, state) = oracle();
-    for size in [1, 3, 7, 1000] {
-        let store = MemoryStore::new();
-        same(
-            &as_triples(&run_overlapped(&store, size).await),
-            &expected,
-            &format!("batch size {size}"),
-        );
-        final_state(&store, &state).await;
-    }
-    let store = redis("overlapped").await;
-    same(
-        &as_triples(&run_overlapped(&store, 4).await),
-        &expected,
-        "redis",
-    );
-    final_state(&store, &state).await;
-}
-
 async fn replays_repeat_outputs_without_reapplying(store: &impl StateStore) {
     let lines: Vec<InputRecord> = trace_records();
     let dir = directory();
@@ -392,7 +320,7 @@ impl StateStore for DiesBeforeWriting {
     }
     async fn write(
         &self,
-        writes: &[switchboard::runtime::store::Write],
+        writes: Vec<switchboard::runtime::store::Write>,
         marks: &[switchboard::runtime::store::Mark],
     ) -> Result<
         Vec<switchboard::runtime::store::WriteOutcome>,

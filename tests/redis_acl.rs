@@ -145,7 +145,7 @@ async fn the_documented_acl_line_is_all_switchboard_needs() {
         .waiting_for(1, 10);
     let refused = waiting
         .write(
-            &[],
+            Vec::new(),
             &[switchboard::runtime::store::Mark {
                 topic: "conversation.messages".into(),
                 partition: 0,

@@ -140,7 +140,7 @@ async fn a_batch_across_every_primary_writes_as_on_one_node() {
         next: 11,
         committed: 5,
     };
-    let outcomes = store.write(&writes, &[mark]).await.unwrap();
+    let outcomes = store.write(writes, &[mark]).await.unwrap();
     assert_eq!(outcomes, vec![WriteOutcome::Written; ids.len()]);
     let spread = keys_per_primary(&prefix);
     assert!(
@@ -166,7 +166,7 @@ async fn a_batch_across_every_primary_writes_as_on_one_node() {
         write(&ids[0], Some(10), 12, vec![]),
         write(&ids[1], None, 12, vec![]),
     ];
-    let outcomes = store.write(&again, &[]).await.unwrap();
+    let outcomes = store.write(again, &[]).await.unwrap();
     assert_eq!(outcomes, vec![WriteOutcome::Written, WriteOutcome::Stale]);
 }
 

@@ -110,7 +110,7 @@ async fn a_write_waits_for_the_replicas_asked_for_and_fails_without_them() {
         .unwrap()
         .waiting_for(1, 2_000);
     assert_eq!(
-        store.write(&[write(1)], &[]).await.unwrap(),
+        store.write(vec![write(1)], &[]).await.unwrap(),
         [WriteOutcome::Written]
     );
     // What the primary acknowledged, the replica holds.
@@ -130,14 +130,14 @@ async fn a_write_waits_for_the_replicas_asked_for_and_fails_without_them() {
         || info(&primary, "replication").is_some_and(|i| i.contains("connected_slaves:0")),
         "the primary to notice",
     );
-    match store.write(&[write(2)], &[]).await {
+    match store.write(vec![write(2)], &[]).await {
         Err(StoreError::Replicas { acked, wanted }) => assert_eq!((acked, wanted), (0, 1)),
         other => panic!("expected too few replicas, got {other:?}"),
     }
     // Not waiting, the same primary takes writes.
     let plain = RedisStore::connect(&url, "sbrepl").await.unwrap();
     assert_eq!(
-        plain.write(&[write(3)], &[]).await.unwrap(),
+        plain.write(vec![write(3)], &[]).await.unwrap(),
         [WriteOutcome::Written]
     );
 }

@@ -93,7 +93,7 @@ async fn round_trip_and_fencing(store: &impl StateStore) {
     assert!(store.load(&[]).await.unwrap().is_empty());
     assert!(store.outboxes(&[]).await.unwrap().is_empty());
     assert!(store.messages(&[]).await.unwrap().is_empty());
-    assert!(store.write(&[], &[]).await.unwrap().is_empty());
+    assert!(store.write(Vec::new(), &[]).await.unwrap().is_empty());
     let c = "00000000000000000000c001".to_string();
     let mut conv = conversation(&c);
     conv.version = 1;
@@ -112,10 +112,7 @@ async fn round_trip_and_fencing(store: &impl StateStore) {
         outbox: vec![pending(5)],
     };
     assert_eq!(
-        store
-            .write(std::slice::from_ref(&first), &[])
-            .await
-            .unwrap(),
+        store.write(vec![first.clone()], &[]).await.unwrap(),
         [WriteOutcome::Written]
     );
     let loaded = store
@@ -141,12 +138,12 @@ async fn round_trip_and_fencing(store: &impl StateStore) {
     zombie.base = Some(5);
     zombie.conversation.name = "Zombie".into();
     assert_eq!(
-        store.write(&[zombie.clone()], &[]).await.unwrap(),
+        store.write(vec![zombie.clone()], &[]).await.unwrap(),
         [WriteOutcome::Stale]
     );
     zombie.offset = 3;
     assert_eq!(
-        store.write(&[zombie], &[]).await.unwrap(),
+        store.write(vec![zombie], &[]).await.unwrap(),
         [WriteOutcome::Stale]
     );
     assert_eq!(
@@ -178,7 +175,7 @@ async fn round_trip_and_fencing(store: &impl StateStore) {
         outbox: vec![pending(8), pending(9)],
     };
     assert_eq!(
-        store.write(&[second], &[]).await.unwrap(),
+        store.write(vec![second], &[]).await.unwrap(),
         [WriteOutcome::Written]
     );
     let log = store.log(&c).await.unwrap();
@@ -228,7 +225,7 @@ async fn round_trip_and_fencing(store: &impl StateStore) {
         outbox: Vec::new(),
     };
     assert_eq!(
-        store.write(&[third], &[]).await.unwrap(),
+        store.write(vec![third], &[]).await.unwrap(),
         [WriteOutcome::Written]
     );
     let texts: Vec<String> = store
@@ -266,7 +263,7 @@ async fn round_trip_and_fencing(store: &impl StateStore) {
     assert_eq!(
         store
             .write(
-                &[Write {
+                vec![Write {
                     committed: -1,
                     conversation: big.clone(),
                     base: Some(10),
@@ -348,15 +345,18 @@ async fn outboxes_of_uncommitted_writes(store: &impl StateStore) {
         committed,
     };
     let outboxes = || async { store.outboxes(std::slice::from_ref(&c)).await.unwrap() };
-    store.write(&[write(None, 5, -1)], &[]).await.unwrap();
+    store.write(vec![write(None, 5, -1)], &[]).await.unwrap();
     // Offset 5 committed by nobody yet: both outboxes.
-    store.write(&[write(Some(5), 9, 3)], &[]).await.unwrap();
+    store.write(vec![write(Some(5), 9, 3)], &[]).await.unwrap();
     assert_eq!(outboxes().await, [vec![pending(5), pending(9)]]);
     // 5 not committed yet, 9 neither: only the last two writes' are kept.
-    store.write(&[write(Some(9), 12, 6)], &[]).await.unwrap();
+    store.write(vec![write(Some(9), 12, 6)], &[]).await.unwrap();
     assert_eq!(outboxes().await, [vec![pending(9), pending(12)]]);
     // The group has committed past 12: the earlier outbox goes.
-    store.write(&[write(Some(12), 20, 13)], &[]).await.unwrap();
+    store
+        .write(vec![write(Some(12), 20, 13)], &[])
+        .await
+        .unwrap();
     assert_eq!(outboxes().await, [vec![pending(20)]]);
 }
 
@@ -430,10 +430,7 @@ async fn compare_and_set_and_idempotent_results(store: &impl StateStore) {
         outbox: vec![pending(5)],
     };
     assert_eq!(
-        store
-            .write(std::slice::from_ref(&create), &[])
-            .await
-            .unwrap(),
+        store.write(vec![create.clone()], &[]).await.unwrap(),
         [WriteOutcome::Written]
     );
     let before = snapshot(store, &c).await;
@@ -460,7 +457,7 @@ async fn compare_and_set_and_idempotent_results(store: &impl StateStore) {
     };
     for base in [None, Some(-1), Some(4), Some(6), Some(9)] {
         assert_eq!(
-            store.write(&[zombie(base)], &[]).await.unwrap(),
+            store.write(vec![zombie(base)], &[]).await.unwrap(),
             [WriteOutcome::Stale],
             "base {base:?}"
         );
@@ -472,14 +469,14 @@ async fn compare_and_set_and_idempotent_results(store: &impl StateStore) {
     elsewhere.conversation = conversation(other);
     elsewhere.base = Some(-1);
     assert_eq!(
-        store.write(&[elsewhere], &[]).await.unwrap(),
+        store.write(vec![elsewhere], &[]).await.unwrap(),
         [WriteOutcome::Stale]
     );
     assert_eq!(snapshot(store, other).await, (None, vec![], vec![], vec![]));
 
     // From the right base it lands; r1, written again, is kept once.
     assert_eq!(
-        store.write(&[zombie(Some(5))], &[]).await.unwrap(),
+        store.write(vec![zombie(Some(5))], &[]).await.unwrap(),
         [WriteOutcome::Written]
     );
     let (record, log, results, outbox) = snapshot(store, &c).await;
@@ -508,7 +505,7 @@ async fn compare_and_set_and_idempotent_results(store: &impl StateStore) {
         outbox: Vec::new(),
     };
     assert_eq!(
-        store.write(&[again], &[]).await.unwrap(),
+        store.write(vec![again], &[]).await.unwrap(),
         [WriteOutcome::Written]
     );
     let ids: Vec<String> = store
@@ -544,7 +541,7 @@ async fn every_key_of_a_conversation_shares_its_hash_tag() {
     let c = "00000000000000000000c002".to_string();
     store
         .write(
-            &[Write {
+            vec![Write {
                 committed: -1,
                 conversation: conversation(&c),
                 base: None,
@@ -585,7 +582,7 @@ async fn a_damaged_outbox_is_reported() {
     let c = "00000000000000000000c003".to_string();
     store
         .write(
-            &[Write {
+            vec![Write {
                 committed: -1,
                 conversation: conversation(&c),
                 base: None,
@@ -657,7 +654,7 @@ async fn writes_survive_a_flushed_script_cache() {
         outbox: Vec::new(),
     };
     assert_eq!(
-        store.write(&[w], &[]).await.unwrap(),
+        store.write(vec![w], &[]).await.unwrap(),
         [WriteOutcome::Written]
     );
 }
@@ -720,11 +717,11 @@ async fn the_example_trace_stored_in_redis_matches_the_simulator() {
                 outbox: Vec::new(),
             };
             assert_eq!(
-                redis.write(std::slice::from_ref(&w), &[]).await.unwrap(),
+                redis.write(vec![w.clone()], &[]).await.unwrap(),
                 [WriteOutcome::Written]
             );
             assert_eq!(
-                memory.write(&[w], &[]).await.unwrap(),
+                memory.write(vec![w], &[]).await.unwrap(),
                 [WriteOutcome::Written]
             );
             headers.insert(id, c);

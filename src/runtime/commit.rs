@@ -1,8 +1,7 @@
-//! A batch's transaction: where it stands ([`Txn`]), the commit threads that carry them
-//! ([`Commit`], [`Flights`], each in its [`Turn`]), and the [`Gate`] through which a rebalance waits for that thread.
+//! A batch's transaction: where it stands ([`Txn`]), the commit thread that carries it
+//! ([`Commit`]), and the [`Gate`] through which a rebalance waits for that thread.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::mpsc::{Receiver, Sender};
+use std::collections::HashMap;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -25,42 +24,38 @@ const COMMIT_ATTEMPTS: u32 = 3;
 /// the commit in flight (30 s before, so a slow commit's partitions could move while it ran).
 pub(super) const LONGEST_COMMIT: Duration = TIMEOUT.saturating_mul(2 + COMMIT_ATTEMPTS);
 
-/// Where the producer's transaction stands outside the commit threads. While any is at work
-/// ([`Flights`]) it is `Idle`: the threads carry the transactions, one at a time.
+/// Where the producer's transaction stands. One at a time: a batch's transaction begins only
+/// once the one before it has committed or been ended, so "open and committing" has no value.
 pub(super) enum Txn {
     /// No transaction: the next batch may begin one.
     Idle,
+    /// The commit thread is carrying a batch's transaction (begun there, committed there).
+    Committing(InFlight),
     /// A transaction was begun (at that instant) and did not commit: it must be aborted before
     /// the next.
     Open(Instant),
 }
 
-/// The batches handed to commit threads and not yet booked, oldest first: at most two, the one
-/// committing and the one whose write is in flight (its thread waits for the write, then for
-/// the one before it).
-#[derive(Default)]
-pub(super) struct Flights(pub(super) VecDeque<InFlight>);
-
-impl Flights {
-    /// A commit thread is still at work.
+impl Txn {
+    /// The commit thread is still at work.
     pub(super) fn committing(&self) -> bool {
-        self.0.iter().any(|f| !f.thread.is_finished())
+        matches!(self, Txn::Committing(f) if !f.thread.is_finished())
+    }
+
+    /// The batch in flight, if any, leaving `Idle` in its place; any other state stays.
+    pub(super) fn take_in_flight(&mut self) -> Option<InFlight> {
+        match std::mem::replace(self, Txn::Idle) {
+            Txn::Committing(f) => Some(f),
+            other => {
+                *self = other;
+                None
+            }
+        }
     }
 }
 
-/// What a commit thread waits for before it begins its transaction, and whom it tells how it
-/// ended: transactions go one at a time and in order, and only once their batch is written.
-pub(super) struct Turn {
-    /// The previous batch's thread: true once it committed. `None`: nothing before it in flight.
-    pub(super) previous: Option<Receiver<bool>>,
-    /// The batch's write: true once it landed.
-    pub(super) written: Receiver<bool>,
-    /// To the next batch's thread.
-    pub(super) next: Sender<bool>,
-}
-
-/// A batch handed to its commit thread, which commits it once it is written and the batch before
-/// it has committed, while the next batch is prepared.
+/// A batch written to the store, its transaction committing on a thread of its own while the
+/// next batch is prepared.
 pub(super) struct InFlight {
     pub(super) thread: JoinHandle<Result<Duration, Failed>>,
     pub(super) records: u64,
@@ -92,11 +87,10 @@ pub(super) struct Commit {
 }
 
 impl Commit {
-    /// Runs the commit on a thread of its own, in its `turn`, `gate` busy until it is done.
+    /// Runs the commit on a thread of its own, `gate` busy until it is done.
     pub(super) fn spawn(
         self,
         gate: &Arc<Gate>,
-        turn: Turn,
     ) -> Result<JoinHandle<Result<Duration, Failed>>, RuntimeError> {
         let busy = Busy::new(gate);
         std::thread::Builder::new()
@@ -105,15 +99,7 @@ impl Commit {
                 // Held until the thread ends, however it ends: a panic unwinding past it frees the
                 // gate too, rather than leaving every later rebalance to wait out its timeout.
                 let _busy = busy;
-                let before = turn.previous.is_none_or(|p| p.recv() == Ok(true));
-                // A sender dropped unsent (a panic) counts as a failure.
-                let result = if before && turn.written.recv() == Ok(true) {
-                    self.run()
-                } else {
-                    Err(Failed::NotBegun(RuntimeError::Abandoned))
-                };
-                let _ = turn.next.send(result.is_ok());
-                result
+                self.run()
             })
             .map_err(RuntimeError::Thread)
     }
@@ -178,25 +164,19 @@ pub(super) fn outlived(e: KafkaError, started: Instant, timeout: Duration) -> Ru
     }
 }
 
-/// The rebalance callback's view of [`Flights`]: whether a commit thread is at work.
+/// The rebalance callback's view of [`Txn::Committing`]: whether the commit thread is at work.
 /// Partitions are given up only once it is done: their next owner then starts from offsets that
 /// are settled, committed or aborted.
 #[derive(Default)]
 pub(super) struct Gate {
-    /// Commit threads at work (two while one waits for its turn behind the other).
-    busy: Mutex<usize>,
+    busy: Mutex<bool>,
     idle: Condvar,
 }
 
 impl Gate {
-    fn enter(&self) {
-        *self.busy.lock().expect("gate lock") += 1;
-    }
-
-    fn leave(&self) {
-        let mut busy = self.busy.lock().expect("gate lock");
-        *busy -= 1;
-        if *busy == 0 {
+    fn set(&self, busy: bool) {
+        *self.busy.lock().expect("gate lock") = busy;
+        if !busy {
             self.idle.notify_all();
         }
     }
@@ -206,9 +186,9 @@ impl Gate {
         let busy = self.busy.lock().expect("gate lock");
         let (busy, _) = self
             .idle
-            .wait_timeout_while(busy, timeout, |busy| *busy > 0)
+            .wait_timeout_while(busy, timeout, |busy| *busy)
             .expect("gate lock");
-        *busy == 0
+        !*busy
     }
 }
 
@@ -217,14 +197,14 @@ pub(super) struct Busy(Arc<Gate>);
 
 impl Busy {
     pub(super) fn new(gate: &Arc<Gate>) -> Self {
-        gate.enter();
+        gate.set(true);
         Busy(Arc::clone(gate))
     }
 }
 
 impl Drop for Busy {
     fn drop(&mut self) {
-        self.0.leave();
+        self.0.set(false);
     }
 }
 

@@ -14,7 +14,7 @@ use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tracing::{info, warn};
 
-use super::commit::{Flights, Gate, LONGEST_COMMIT};
+use super::commit::{Gate, Txn, LONGEST_COMMIT};
 use super::kafka::{consumer_config, TIMEOUT};
 use super::RuntimeError;
 use crate::config::Config;
@@ -255,7 +255,7 @@ impl Input {
     /// closed before then would leave out what arrives meanwhile and wait all the same: at
     /// moderate rates that doubled the latency. A full batch does not wait; it is applied and
     /// written while the previous one commits.
-    pub(super) fn collect(&self, stop: &AtomicBool, flights: &Flights) -> Polled {
+    pub(super) fn collect(&self, stop: &AtomicBool, txn: &Txn) -> Polled {
         if stop.load(Ordering::SeqCst) {
             return Polled::Stopping;
         }
@@ -264,7 +264,7 @@ impl Input {
         // Every record of the batch names the same topic: one allocation, shared.
         let topic: Arc<str> = Arc::from(self.topic.as_str());
         loop {
-            let committing = flights.committing();
+            let committing = txn.committing();
             let wait = match (first, committing) {
                 (_, true) => Duration::from_millis(1),
                 (None, false) => Duration::from_millis(100),

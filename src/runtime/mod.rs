@@ -15,10 +15,9 @@ pub mod metrics;
 pub mod pipeline;
 mod recovery;
 pub mod serve;
-mod stages;
 pub mod store;
 
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -28,10 +27,12 @@ use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::runtime::metrics::Metrics;
-use crate::runtime::pipeline::{note_commits, GroupOffsets, InputRecord, PipelineError};
+use crate::runtime::pipeline::{
+    note_commits, prepare_batch_at, BatchOutput, GroupOffsets, InputRecord, Limits, PipelineError,
+};
 use crate::runtime::store::DirectorySource;
 use crate::runtime::store::StateStore;
-use commit::{Flights, Gate, Txn};
+use commit::{Commit, Failed, Gate, InFlight, Txn};
 use consumer::{Input, Polled};
 use kafka::{init_serving_events, new_producer, TxnProducer};
 use recovery::Recovery;
@@ -75,12 +76,6 @@ pub enum RuntimeError {
     Thread(std::io::Error),
     #[error("the commit thread panicked")]
     CommitPanicked,
-    /// A batch not committed because the batch before it, or its own write, failed first: that
-    /// failure is the one reported.
-    #[error("the batch was not committed: the batch before it, or its write, failed")]
-    Abandoned,
-    #[error("the write task ended without a result: {0}")]
-    WriteTask(tokio::task::JoinError),
     /// TLS or SASL authentication with the brokers failed, and the first call timed out.
     #[error("TLS or SASL authentication with Kafka failed ({reason}); check the sasl.* and ssl.* settings of kafka.properties: {error}")]
     Unauthenticated { reason: String, error: KafkaError },
@@ -99,18 +94,10 @@ pub struct Runtime<S, D> {
     config: Config,
     input: Input,
     producer: Arc<TxnProducer>,
-    store: Arc<S>,
+    store: S,
     directory: D,
-    /// Drives the store's IO, and the write in flight while the main thread applies the next
-    /// batch: a multi-threaded runtime (see [`Runtime::new`]).
     io: tokio::runtime::Runtime,
     txn: Txn,
-    /// Batches handed to commit threads (see `stages`).
-    flights: Flights,
-    /// The write in flight (see `stages`).
-    writing: Option<stages::Writing>,
-    /// The last commit thread's outcome, for the next one to wait for.
-    turn: Option<std::sync::mpsc::Receiver<bool>>,
     /// The producer's sequence numbers may repeat those of records an aborted transaction left on
     /// the broker: it must be replaced before the next transaction (see `recovery`).
     stale_sequences: bool,
@@ -128,10 +115,8 @@ pub struct Runtime<S, D> {
     pub stats: Stats,
 }
 
-impl<S: StateStore + 'static, D: DirectorySource> Runtime<S, D> {
-    /// `io` is the runtime the store's connections were made on: it drives the store's IO. It
-    /// must be multi-threaded (one worker is enough): a batch's write goes on there while the
-    /// main thread applies the next batch, and its commit thread waits for it.
+impl<S: StateStore, D: DirectorySource> Runtime<S, D> {
+    /// `io` is the runtime the store's connections were made on: it drives the store's IO.
     pub fn new(
         config: Config,
         store: S,
@@ -146,13 +131,10 @@ impl<S: StateStore + 'static, D: DirectorySource> Runtime<S, D> {
             config,
             input,
             producer,
-            store: Arc::new(store),
+            store,
             directory,
             io,
             txn: Txn::Idle,
-            flights: Flights::default(),
-            writing: None,
-            turn: None,
             stale_sequences: false,
             committing,
             recovery: Recovery::new(metrics.fencings.clone()),
@@ -197,7 +179,7 @@ impl<S: StateStore + 'static, D: DirectorySource> Runtime<S, D> {
         // getting partitions may take a while, so allow for that separately.
         let mut last_activity: Option<Instant> = None;
         loop {
-            let polled = self.input.collect(stop, &self.flights);
+            let polled = self.input.collect(stop, &self.txn);
             self.metrics.polled();
             match polled {
                 Polled::Batch(batch) => {
@@ -270,6 +252,102 @@ impl<S: StateStore + 'static, D: DirectorySource> Runtime<S, D> {
         }
     }
 
+    /// Applies a batch while the previous one commits, then writes it and starts its commit.
+    fn step(&mut self, batch: Vec<InputRecord>) -> Result<(), RuntimeError> {
+        if let Some(flag) = &self.started {
+            flag.store(true, Ordering::SeqCst);
+        }
+        let count = batch.len() as u64;
+        let applying = Instant::now();
+        let prepared = self.io.block_on(prepare_batch_at(
+            &self.store,
+            &self.directory,
+            self.config.dialect,
+            Limits::of(&self.config),
+            batch,
+            &self.committed,
+        ));
+        // Written while the previous batch still commits: the stored outboxes keep both batches'
+        // outputs until the earlier is known committed, so a failed commit of either replays.
+        let notes = note_commits(&self.config.topics.input, &self.committed, &self.noted);
+        let prepared = prepared?.after_commits(&self.committed).noting(notes);
+        let out = self.io.block_on(prepared.write(&self.store))?;
+        self.noted = self.committed.clone();
+        self.metrics
+            .apply_seconds
+            .observe(applying.elapsed().as_secs_f64());
+        // One transaction at a time: this batch's begins once the previous one's has committed.
+        self.settle()?;
+        self.start_commit(out, count)
+    }
+
+    /// Hands a written batch's outputs and offsets to the commit thread.
+    fn start_commit(&mut self, out: BatchOutput, records: u64) -> Result<(), RuntimeError> {
+        self.metrics.consumer_lag.committing(&out.next_offsets);
+        let commit = Commit {
+            producer: Arc::clone(&self.producer),
+            topics: self.config.topics.clone(),
+            offsets: self.input.offsets(&out.next_offsets)?,
+            group: self.input.group_metadata(),
+            outputs: out.outputs,
+            timeout: Duration::from_millis(self.config.kafka.transaction_timeout_ms.into()),
+        };
+        let outputs = commit.outputs.len() as u64;
+        let dead_letters = commit
+            .outputs
+            .iter()
+            .filter(|o| o.topic == crate::core::event::Topic::DeadLetters)
+            .count() as u64;
+        let thread = commit.spawn(&self.committing)?;
+        self.txn = Txn::Committing(InFlight {
+            thread,
+            records,
+            outputs,
+            dead_letters,
+            kinds: out.kinds,
+            next_offsets: out.next_offsets,
+            began: Instant::now(),
+        });
+        Ok(())
+    }
+
+    /// Waits for the batch in flight, if any, and books its outcome.
+    fn settle(&mut self) -> Result<(), RuntimeError> {
+        let Some(f) = self.txn.take_in_flight() else {
+            return Ok(());
+        };
+        let result = f
+            .thread
+            .join()
+            .unwrap_or_else(|_| Err(Failed::Open(RuntimeError::CommitPanicked)));
+        let took = match result {
+            Ok(took) => took,
+            Err(Failed::NotBegun(error)) => return Err(error),
+            Err(Failed::Open(error)) => {
+                self.txn = Txn::Open(f.began);
+                return Err(error);
+            }
+        };
+        self.committed.0.extend(&f.next_offsets);
+        self.metrics.produce_seconds.observe(took.as_secs_f64());
+        self.metrics.consumer_lag.committed();
+        self.metrics.batch_outcome(true);
+        self.metrics.batches.inc();
+        self.metrics.batch_size.observe(f.records as f64);
+        self.metrics.outputs.inc_by(f.outputs);
+        self.metrics.dead_letters.inc_by(f.dead_letters);
+        for ((kind, outcome), n) in &f.kinds {
+            self.metrics
+                .messages
+                .with_label_values(&[kind.as_str(), outcome])
+                .inc_by(*n);
+        }
+        self.stats.batches += 1;
+        self.stats.records += f.records;
+        self.stats.outputs += f.outputs;
+        Ok(())
+    }
+
     /// Tells the store of commits it has not heard of with a batch (the last ones before the
     /// stream went idle or stops). Best effort: until it does, the store only knows less.
     fn note_commits(&mut self) {
@@ -277,7 +355,7 @@ impl<S: StateStore + 'static, D: DirectorySource> Runtime<S, D> {
         if notes.is_empty() {
             return;
         }
-        match self.io.block_on(self.store.write(&[], &notes)) {
+        match self.io.block_on(self.store.write(Vec::new(), &notes)) {
             Ok(_) => self.noted = self.committed.clone(),
             Err(e) => {
                 warn!(error = %e, "cannot note the last commits in the store; retrying when idle")

@@ -222,7 +222,7 @@ impl RuntimeError {
     }
 }
 
-impl<S: StateStore + 'static, D: DirectorySource> Runtime<S, D> {
+impl<S: StateStore, D: DirectorySource> Runtime<S, D> {
     /// A batch failed (to apply, to write or to commit): book it, get back to the last commit
     /// as the policy says, and back off if it was retried.
     pub(super) fn failed(

@@ -61,9 +61,7 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
     let started = Arc::new(AtomicBool::new(false));
     exit_if_stopped_before(&stop, Arc::clone(&started))?;
 
-    let io = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .thread_name("io")
+    let io = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let metrics = Metrics::new();

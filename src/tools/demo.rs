@@ -116,8 +116,7 @@ fn process(
     config: Config,
     directory: crate::core::directory::MemoryDirectory,
 ) -> anyhow::Result<Runtime<MemoryStore, crate::core::directory::MemoryDirectory>> {
-    let io = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
+    let io = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let mut runtime = Runtime::new(

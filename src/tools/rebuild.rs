@@ -97,7 +97,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         if !args.accept_store {
             rebuild(&config, &consumer, &store, &io, &extent, committed)?;
         }
-        io.block_on(store.write(&[], &[mark]))?;
+        io.block_on(store.write(Vec::new(), &[mark]))?;
         println!("partition {partition}: watermark now at least {committed}");
     }
     Ok(())

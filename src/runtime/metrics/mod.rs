@@ -351,7 +351,7 @@ impl<S: StateStore> StateStore for TimedStore<S> {
     }
     async fn write(
         &self,
-        writes: &[Write],
+        writes: Vec<Write>,
         marks: &[Mark],
     ) -> Result<Vec<WriteOutcome>, StoreError> {
         let t = Instant::now();

@@ -52,7 +52,7 @@ pub use self::headers::{Header, Headers};
 pub use self::limits::Limits;
 use self::reads::Reads;
 use self::workset::Workset;
-pub use self::write::{note_commits, Prepared, Staged};
+pub use self::write::{note_commits, Prepared};
 
 /// One input record as consumed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

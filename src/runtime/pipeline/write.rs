@@ -2,11 +2,9 @@
 //! the state the batch read, together with its outbox and its blocks, and the partitions'
 //! watermarks, in one transaction.
 
-use std::sync::Arc;
-
 use tracing::Instrument as _;
 
-use crate::runtime::store::{Mark, Overlay, StateStore, StoreError, Write, WriteOutcome};
+use crate::runtime::store::{Mark, StateStore, StoreError, Write, WriteOutcome};
 
 use super::marks::{poison, Marks};
 use super::{BatchOutput, GroupOffsets, PipelineError};
@@ -46,68 +44,40 @@ impl Prepared {
         self
     }
 
-    /// The batch's writes and watermarks as they will be stored, and its outputs, to be
-    /// produced once they are.
-    pub fn stage(self) -> (Staged, BatchOutput) {
-        let mut marks = self.marks.to_write(&self.out.next_offsets, &self.committed);
-        marks.extend(
-            self.notes
-                .into_iter()
-                .filter(|n| !self.out.next_offsets.contains_key(&n.partition)),
-        );
-        let mut writes = self.writes;
-        for w in &mut writes {
-            w.committed = self.committed.of(w.partition).unwrap_or(-1);
-        }
-        let staged = Staged {
-            writes: Arc::new(writes),
-            marks,
-        };
-        (staged, self.out)
-    }
-
-    /// Writes the batch's conversations and watermarks (see [`Staged::write`]).
+    /// Writes the batch's conversations and watermarks; fails if one of them is no longer at
+    /// the offset the batch read (another instance wrote it meanwhile).
     pub async fn write<S: StateStore>(self, store: &S) -> Result<BatchOutput, PipelineError> {
-        let (staged, out) = self.stage();
-        staged.write(store).await?;
-        Ok(out)
-    }
-}
-
-/// A batch's writes and watermarks, ready to be stored; the writes are shared with the overlay
-/// the next batch reads through while they are.
-#[derive(Debug)]
-pub struct Staged {
-    writes: Arc<Vec<Write>>,
-    marks: Vec<Mark>,
-}
-
-impl Staged {
-    /// The state the writes leave, for the next batch to read while they are stored (see
-    /// [`crate::runtime::store::ReadThrough`]); `landed` turns true once they have been.
-    pub fn overlay(&self, landed: tokio::sync::watch::Receiver<bool>) -> Overlay {
-        Overlay::of(Arc::clone(&self.writes), landed)
-    }
-
-    /// Writes the conversations and watermarks; fails if one of the conversations is no longer
-    /// at the offset the batch read (another instance wrote it meanwhile).
-    pub async fn write<S: StateStore>(&self, store: &S) -> Result<(), PipelineError> {
         let span = tracing::trace_span!(
             target: super::trace::TARGET,
             "write",
             conversations = self.writes.len()
         );
         async {
+            let mut marks = self.marks.to_write(&self.out.next_offsets, &self.committed);
+            marks.extend(
+                self.notes
+                    .into_iter()
+                    .filter(|n| !self.out.next_offsets.contains_key(&n.partition)),
+            );
+            let names: Vec<(String, i32)> = self
+                .writes
+                .iter()
+                .map(|w| (w.conversation.id.clone(), w.partition))
+                .collect();
+            let mut writes = self.writes;
+            for w in &mut writes {
+                w.committed = self.committed.of(w.partition).unwrap_or(-1);
+            }
             let outcomes = store
-                .write(&self.writes, &self.marks)
+                .write(writes, &marks)
                 .await
-                .map_err(|e| poisoned(e, &self.writes))?;
-            for (w, outcome) in self.writes.iter().zip(outcomes) {
+                .map_err(|e| poisoned(e, &names))?;
+            for ((id, _), outcome) in names.into_iter().zip(outcomes) {
                 if outcome == WriteOutcome::Stale {
-                    return Err(PipelineError::Stale(w.conversation.id.clone()));
+                    return Err(PipelineError::Stale(id));
                 }
             }
-            Ok(())
+            Ok(self.out)
         }
         .instrument(span)
         .await
@@ -115,10 +85,11 @@ impl Staged {
 }
 
 /// One conversation's data broke its write script: its partition halts, not the rest.
-fn poisoned(e: StoreError, writes: &[Write]) -> PipelineError {
+/// `names`: the batch's conversations with their partitions.
+fn poisoned(e: StoreError, names: &[(String, i32)]) -> PipelineError {
     if let StoreError::Script { conversation, .. } = &e {
-        if let Some(w) = writes.iter().find(|w| &w.conversation.id == conversation) {
-            return PipelineError::Halt(vec![poison(conversation, &e.to_string(), w.partition)]);
+        if let Some((_, partition)) = names.iter().find(|(id, _)| id == conversation) {
+            return PipelineError::Halt(vec![poison(conversation, &e.to_string(), *partition)]);
         }
     }
     e.into()

@@ -107,7 +107,7 @@ impl StateStore for MemoryStore {
 
     async fn write(
         &self,
-        writes: &[Write],
+        writes: Vec<Write>,
         marks: &[Mark],
     ) -> Result<Vec<WriteOutcome>, StoreError> {
         let mut map = self.conversations.lock().expect("store lock");
@@ -124,8 +124,8 @@ impl StateStore for MemoryStore {
             at.committed = at.committed.max(m.committed);
         }
         Ok(writes
-            .iter()
-            .map(|w| {
+            .into_iter()
+            .map(|mut w| {
                 let entry = map.entry(w.conversation.id.clone()).or_default();
                 // As the Redis script: only on the state read, and only forward.
                 let stored = entry.record.as_ref().map(|r| r.offset);
@@ -139,15 +139,13 @@ impl StateStore for MemoryStore {
                 for m in changed {
                     entry.log.insert(m.index, m);
                 }
-                for r in &w.conversation.results {
+                for r in std::mem::take(&mut w.conversation.results) {
                     if entry.result_ids.insert(r.message.clone()) {
-                        entry.results.push(r.clone());
+                        entry.results.push(r);
                     }
                 }
-                let mut conversation = w.conversation.clone();
-                conversation.results = Vec::new();
                 entry.record = Some(Record {
-                    conversation,
+                    conversation: w.conversation,
                     offset: w.offset,
                     partition: Some(w.partition),
                 });
@@ -156,7 +154,7 @@ impl StateStore for MemoryStore {
                     Some(s) if s >= w.committed => std::mem::take(&mut entry.outbox),
                     _ => Vec::new(),
                 };
-                entry.outbox = w.outbox.clone();
+                entry.outbox = w.outbox;
                 for b in &w.blocks {
                     blocked.insert(b);
                 }

@@ -12,14 +12,12 @@
 
 pub mod directory;
 mod memory;
-mod overlay;
 mod redis;
 
 use serde::{Deserialize, Serialize};
 
 pub use self::directory::{DirectorySource, RedisDirectory};
 pub use self::memory::MemoryStore;
-pub use self::overlay::{Overlay, ReadThrough};
 pub use self::redis::{RedisStore, Target, TlsFiles};
 
 use crate::core::directory::Block;
@@ -203,7 +201,7 @@ pub trait StateStore: Send + Sync {
     /// `message` ID) already stored.
     fn write(
         &self,
-        writes: &[Write],
+        writes: Vec<Write>,
         marks: &[Mark],
     ) -> impl std::future::Future<Output = Result<Vec<WriteOutcome>, StoreError>> + Send;
 

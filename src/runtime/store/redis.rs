@@ -267,13 +267,13 @@ impl StateStore for RedisStore {
 
     async fn write(
         &self,
-        writes: &[Write],
+        writes: Vec<Write>,
         marks: &[Mark],
     ) -> Result<Vec<WriteOutcome>, StoreError> {
         if writes.is_empty() && marks.is_empty() {
             return Ok(Vec::new());
         }
-        let shares = self.node_writes(writes, marks)?;
+        let shares = self.node_writes(&writes, marks)?;
         let replies = match try_join_all(shares.iter().map(|s| self.send(s))).await {
             Ok(r) => r,
             // A restarted Redis has forgotten the script: no share ran it, so loading it and
