@@ -40,7 +40,8 @@ struct Throughput {
     cpu_seconds_per_million: f64,
     second_half_cpu_seconds_per_million: f64,
     peak_rss_mib: f64,
-    /// Switchboard's Redis; 0 for the peer, whose store is in its own process.
+    /// Switchboard's Redis, its append-only file's rewrites included (as the peer's RocksDB
+    /// compactions are in its process); 0 for the peer, whose store is in its own process.
     redis_cpu_seconds_per_million: f64,
 }
 
@@ -53,7 +54,8 @@ impl Throughput {
             cpu_seconds_per_million: s.cpu_seconds_per_million,
             second_half_cpu_seconds_per_million: cpu,
             peak_rss_mib: s.peak_rss_mib,
-            redis_cpu_seconds_per_million: s.redis_cpu_seconds_per_million,
+            redis_cpu_seconds_per_million: s.redis_cpu_seconds_per_million
+                + s.redis_rewrite_cpu_seconds_per_million,
         }
     }
 }

@@ -30,6 +30,10 @@ pub struct Saturation {
     /// Redis's CPU seconds (user + system, every node of the run's Redis, replicas included)
     /// per million messages, from spawning the processor to the last message processed.
     pub redis_cpu_seconds_per_million: f64,
+    /// What Redis's append-only file rewrites during the run cost (their forks' CPU seconds per
+    /// million messages; not in `redis_cpu_seconds_per_million`), and how many there were.
+    pub redis_rewrite_cpu_seconds_per_million: f64,
+    pub redis_rewrites: u64,
     pub outputs: f64,
     pub samples: Vec<Sample>,
 }
@@ -56,6 +60,7 @@ pub fn saturate_on(
         "  {what}: {n} records preloaded in {:.1} s",
         produced_at.elapsed().as_secs_f64()
     );
+    compact_aof(&run);
     let redis_before = redis_cpu(&run);
     let ports: Vec<u16> = (0..instances).map(|_| free_port()).collect();
     let mut children: Vec<Proc> = ports
@@ -65,7 +70,9 @@ pub fn saturate_on(
         .collect();
     let progress = || ports.iter().map(|port| processed(&metrics(*port))).sum();
     let d = drain(what, &mut children, progress, n);
-    let redis_seconds = redis_cpu(&run) - redis_before;
+    // A rewrite's CPU is counted once its fork has ended.
+    rewritten(&run);
+    let redis_after = redis_cpu(&run);
     eprintln!("  {what}: {}", breakdown(&metrics(ports[0])));
     let outputs = ports
         .iter()
@@ -78,14 +85,20 @@ pub fn saturate_on(
     for child in children {
         let _ = child.terminate();
     }
+    let per_million = |seconds: f64| seconds / n as f64 * 1e6;
     let result = Saturation {
-        redis_cpu_seconds_per_million: redis_seconds / n as f64 * 1e6,
+        redis_cpu_seconds_per_million: per_million(redis_after.main - redis_before.main),
+        redis_rewrite_cpu_seconds_per_million: per_million(
+            redis_after.children - redis_before.children,
+        ),
+        redis_rewrites: redis_after.forks - redis_before.forks,
         outputs,
         ..Saturation::drained(model, n, d)
     };
     eprintln!(
-        "  {what}: {:.0} messages/s, {:.1} CPU s per million, peak RSS {:.0} MiB; Redis {:.1} CPU s per million",
-        result.rate, result.cpu_seconds_per_million, result.peak_rss_mib, result.redis_cpu_seconds_per_million
+        "  {what}: {:.0} messages/s, {:.1} CPU s per million, peak RSS {:.0} MiB; Redis {:.1} CPU s per million, and {:.1} in {} rewrites of its append-only file",
+        result.rate, result.cpu_seconds_per_million, result.peak_rss_mib, result.redis_cpu_seconds_per_million,
+        result.redis_rewrite_cpu_seconds_per_million, result.redis_rewrites
     );
     (run, result)
 }
@@ -165,24 +178,77 @@ pub fn drain(what: &str, children: &mut [Proc], progress: impl Fn() -> f64, n: u
     }
 }
 
-/// The CPU seconds (user + system) Redis has used so far: every node of the run's Cluster, or
-/// the one Redis.
-fn redis_cpu(run: &Run) -> f64 {
-    let nodes: Vec<String> = match &run.cluster {
+/// Redis's CPU seconds so far (user + system, every node of the run's Redis): its own, and its
+/// forks' (the append-only file's rewrites), with how many forks it made.
+#[derive(Debug, Clone, Copy, Default)]
+struct RedisCpu {
+    main: f64,
+    children: f64,
+    forks: u64,
+}
+
+fn redis_nodes(run: &Run) -> Vec<String> {
+    match &run.cluster {
         Some(nodes) => nodes.split(',').map(|n| format!("redis://{n}")).collect(),
         None => vec![crate::process::redis_url()],
-    };
-    nodes
-        .iter()
-        .map(|url| {
-            let info: String = redis::Client::open(url.as_str())
-                .and_then(|c| c.get_connection())
-                .and_then(|mut c| redis::cmd("INFO").arg("cpu").query(&mut c))
-                .unwrap_or_default();
-            info.lines()
-                .filter(|l| l.starts_with("used_cpu_sys:") || l.starts_with("used_cpu_user:"))
-                .filter_map(|l| l.split(':').nth(1)?.trim().parse::<f64>().ok())
-                .sum::<f64>()
+    }
+}
+
+fn redis_info(url: &str, section: &str) -> Vec<(String, String)> {
+    let info: String = redis::Client::open(url)
+        .and_then(|c| c.get_connection())
+        .and_then(|mut c| redis::cmd("INFO").arg(section).query(&mut c))
+        .unwrap_or_default();
+    info.lines()
+        .filter_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            Some((k.to_string(), v.trim().to_string()))
         })
-        .sum()
+        .collect()
+}
+
+fn redis_cpu(run: &Run) -> RedisCpu {
+    let mut total = RedisCpu::default();
+    for url in redis_nodes(run) {
+        for (k, v) in redis_info(&url, "cpu")
+            .into_iter()
+            .chain(redis_info(&url, "stats"))
+        {
+            let seconds = v.parse::<f64>().unwrap_or(0.0);
+            match k.as_str() {
+                "used_cpu_sys" | "used_cpu_user" => total.main += seconds,
+                "used_cpu_sys_children" | "used_cpu_user_children" => total.children += seconds,
+                "total_forks" => total.forks += v.parse::<u64>().unwrap_or(0),
+                _ => {}
+            }
+        }
+    }
+    total
+}
+
+/// Waits (up to a minute) until no node is rewriting its append-only file.
+fn rewritten(run: &Run) {
+    let busy = |url: &str| {
+        redis_info(url, "persistence").iter().any(|(k, v)| {
+            (k == "aof_rewrite_in_progress" || k == "aof_rewrite_scheduled") && v != "0"
+        })
+    };
+    let until = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < until && redis_nodes(run).iter().any(|u| busy(u)) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Rewrites Redis's append-only file before a run, so that every run starts from a compact file
+/// whatever the runs before it wrote, and its own rewrites (Redis rewrites each time the file
+/// doubles) fall at the same points of each run: left to chance they made the same binary drain
+/// 19k or 59k msg/s (BENCHMARKS.md).
+fn compact_aof(run: &Run) {
+    rewritten(run);
+    for url in redis_nodes(run) {
+        let _ = redis::Client::open(url.as_str())
+            .and_then(|c| c.get_connection())
+            .and_then(|mut c| redis::cmd("BGREWRITEAOF").query::<String>(&mut c));
+    }
+    rewritten(run);
 }
