@@ -19,6 +19,7 @@ use switchboard::core::event::Topic;
 use switchboard::runtime::kafka::{await_deliveries, send};
 
 use crate::latency::Processor;
+use crate::probe::Machine;
 use crate::process::{bootstrap, consumer, redis_url};
 use crate::run::Run;
 use crate::PARTITIONS;
@@ -137,7 +138,7 @@ pub fn passthrough(run: &Run, inputs: u64, outputs: f64) -> (f64, f64) {
         n => n as u64,
     };
     let mut seen = step(&mut p);
-    let (at, cpu_at) = (Instant::now(), cpu_seconds());
+    let (at, cpu_at, machine_at) = (Instant::now(), cpu_seconds(), Machine::now());
     // The first batch waited for the group's assignment: timed from its end.
     let timed = inputs - seen;
     while seen < inputs {
@@ -145,7 +146,13 @@ pub fn passthrough(run: &Run, inputs: u64, outputs: f64) -> (f64, f64) {
     }
     let rate = timed as f64 / at.elapsed().as_secs_f64();
     let cpu = (cpu_seconds() - cpu_at) / timed as f64 * 1e6;
-    eprintln!("  passthrough: {rate:.0} messages/s, {cpu:.1} CPU s per million");
+    let machine = Machine::now().since(&machine_at);
+    eprintln!(
+        "  passthrough: {rate:.0} messages/s, {cpu:.1} CPU s per million; broker {:.1} CPU s per million; the machine {:.2} cores busy, {:.2} in iowait",
+        machine.broker_cpu_seconds / timed as f64 * 1e6,
+        machine.cores_busy,
+        machine.cores_iowait
+    );
     (rate, cpu)
 }
 

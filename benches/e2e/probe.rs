@@ -68,3 +68,77 @@ pub fn usage(pid: u32) -> (f64, f64, f64) {
     };
     (cpu, kb("VmRSS:") / 1024.0, kb("VmHWM:") / 1024.0)
 }
+
+/// What the whole machine spent over a measurement: every core's busy time (from /proc/stat) and
+/// the local broker's CPU, so a run can say whether the machine, not the processor, was the limit.
+#[derive(Debug, Clone, Copy)]
+pub struct Machine {
+    at: std::time::Instant,
+    /// CPU seconds all cores spent outside idle and iowait since boot, and in iowait.
+    busy: f64,
+    iowait: f64,
+    /// The local broker's CPU seconds (user + system); 0 when no broker runs on this machine.
+    broker: f64,
+}
+
+/// Over an interval: cores busy on average, and the broker's CPU seconds.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct MachineUse {
+    pub cores_busy: f64,
+    /// Cores idle with a disk read or write outstanding, on average.
+    pub cores_iowait: f64,
+    pub broker_cpu_seconds: f64,
+}
+
+impl Machine {
+    pub fn now() -> Machine {
+        let (busy, iowait) = busy_seconds();
+        Machine {
+            at: std::time::Instant::now(),
+            busy,
+            iowait,
+            broker: broker_pid().map(|pid| usage(pid).0).unwrap_or(0.0),
+        }
+    }
+
+    pub fn since(&self, earlier: &Machine) -> MachineUse {
+        let seconds = (self.at - earlier.at).as_secs_f64().max(1e-3);
+        MachineUse {
+            cores_busy: (self.busy - earlier.busy) / seconds,
+            cores_iowait: (self.iowait - earlier.iowait) / seconds,
+            broker_cpu_seconds: self.broker - earlier.broker,
+        }
+    }
+}
+
+/// The machine's busy CPU seconds since boot (the "cpu" line of /proc/stat less idle and iowait),
+/// and its iowait seconds.
+fn busy_seconds() -> (f64, f64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let ticks: Vec<f64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest is already in user).
+    let total: f64 = ticks.iter().take(8).sum();
+    let iowait = ticks.get(4).copied().unwrap_or(0.0);
+    let idle = ticks.get(3).copied().unwrap_or(0.0) + iowait;
+    ((total - idle) / 100.0, iowait / 100.0)
+}
+
+/// The pid of the Kafka broker on this machine (`deploy/local/kafka`'s), if one runs here.
+fn broker_pid() -> Option<u32> {
+    std::fs::read_dir("/proc").ok()?.find_map(|e| {
+        let e = e.ok()?;
+        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+        let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+        cmdline
+            .split(|b| *b == 0)
+            .any(|arg| arg == b"kafka.Kafka")
+            .then_some(pid)
+    })
+}

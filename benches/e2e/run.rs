@@ -57,6 +57,7 @@ impl Run {
     }
 
     pub fn create_topics(&self, io: &tokio::runtime::Runtime) {
+        deletions_settled();
         let names = self.topic_names();
         let topics: Vec<NewTopic> = names
             .iter()
@@ -165,5 +166,44 @@ impl Drop for Run {
             Some(nodes) => process::forget_cluster_keys(nodes, &self.name),
             None => process::forget_keys(&self.name),
         }
+    }
+}
+
+/// Waits (up to two minutes) until the local broker has removed the files of the topics earlier
+/// runs deleted. A deleted topic's directory is renamed `…-delete` and its files removed later
+/// (`file.delete.delay.ms`); removing a run's gigabytes took the broker 0.5–0.8 cores of kernel
+/// time for about ten seconds, and a run it landed in drained at half its rate (BENCHMARKS.md).
+/// The broker's data directory is `KAFKA_DATA_DIR`, or `deploy/local/kafka`'s; with a broker
+/// elsewhere there is nothing to see, and nothing is waited for.
+fn deletions_settled() {
+    let dir = std::env::var_os("KAFKA_DATA_DIR")
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("SWITCHBOARD_LOCAL_DIR")
+                .map(|d| std::path::PathBuf::from(d).join("kafka/data"))
+        })
+        .unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".cache/local/kafka/data")
+        });
+    let pending = || {
+        std::fs::read_dir(&dir)
+            .map(|entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .filter(|e| e.file_name().to_string_lossy().ends_with("-delete"))
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    let begun = std::time::Instant::now();
+    while pending() > 0 && begun.elapsed() < std::time::Duration::from_secs(120) {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    if begun.elapsed().as_secs_f64() > 1.0 {
+        eprintln!(
+            "  waited {:.1} s for the broker to remove deleted topics' files ({} left)",
+            begun.elapsed().as_secs_f64(),
+            pending()
+        );
     }
 }

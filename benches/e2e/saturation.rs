@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use switchboard::tools::loadgen::Model;
 
-use crate::probe::{breakdown, processed, usage};
+use crate::probe::{breakdown, processed, usage, Machine, MachineUse};
 use crate::process::{free_port, metrics, Proc};
 use crate::run::Run;
 
@@ -34,6 +34,11 @@ pub struct Saturation {
     /// million messages; not in `redis_cpu_seconds_per_million`), and how many there were.
     pub redis_rewrite_cpu_seconds_per_million: f64,
     pub redis_rewrites: u64,
+    /// The machine's cores busy on average while draining (of all its cores, every process),
+    /// and the local broker's CPU seconds per million messages (0 with a remote broker).
+    pub cores_busy: f64,
+    pub cores_iowait: f64,
+    pub broker_cpu_seconds_per_million: f64,
     pub outputs: f64,
     pub samples: Vec<Sample>,
 }
@@ -96,9 +101,10 @@ pub fn saturate_on(
         ..Saturation::drained(model, n, d)
     };
     eprintln!(
-        "  {what}: {:.0} messages/s, {:.1} CPU s per million, peak RSS {:.0} MiB; Redis {:.1} CPU s per million, and {:.1} in {} rewrites of its append-only file",
+        "  {what}: {:.0} messages/s, {:.1} CPU s per million, peak RSS {:.0} MiB; Redis {:.1} CPU s per million, and {:.1} in {} rewrites of its append-only file; broker {:.1} CPU s per million; the machine {:.2} cores busy, {:.2} in iowait",
         result.rate, result.cpu_seconds_per_million, result.peak_rss_mib, result.redis_cpu_seconds_per_million,
-        result.redis_rewrite_cpu_seconds_per_million, result.redis_rewrites
+        result.redis_rewrite_cpu_seconds_per_million, result.redis_rewrites,
+        result.broker_cpu_seconds_per_million, result.cores_busy, result.cores_iowait
     );
     (run, result)
 }
@@ -115,6 +121,9 @@ impl Saturation {
             seconds,
             rate: n as f64 / seconds,
             cpu_seconds_per_million: (cpu1 - cpu0) / n as f64 * 1e6,
+            cores_busy: d.machine.cores_busy,
+            cores_iowait: d.machine.cores_iowait,
+            broker_cpu_seconds_per_million: d.machine.broker_cpu_seconds / n as f64 * 1e6,
             peak_rss_mib: d.peak,
             samples: d.samples,
             ..Saturation::default()
@@ -128,6 +137,8 @@ pub struct Drained {
     pub start: (f64, f64),
     pub end: (f64, f64),
     pub peak: f64,
+    /// The whole machine between the first processed message and the last.
+    pub machine: MachineUse,
 }
 
 /// Samples `children` every 200 ms until `progress` (messages processed so far) reaches `n`.
@@ -136,6 +147,7 @@ pub fn drain(what: &str, children: &mut [Proc], progress: impl Fn() -> f64, n: u
     let begun = Instant::now();
     let mut samples = Vec::new();
     let mut start: Option<(f64, f64)> = None;
+    let mut machine_at: Option<Machine> = None;
     let mut peak = 0.0f64;
     loop {
         std::thread::sleep(Duration::from_millis(200));
@@ -157,6 +169,7 @@ pub fn drain(what: &str, children: &mut [Proc], progress: impl Fn() -> f64, n: u
         });
         if p > 0.0 && start.is_none() {
             start = Some((t, cpu));
+            machine_at = Some(Machine::now());
         }
         if p >= n as f64 {
             return Drained {
@@ -164,6 +177,7 @@ pub fn drain(what: &str, children: &mut [Proc], progress: impl Fn() -> f64, n: u
                 start: start.expect("started"),
                 end: (t, cpu),
                 peak,
+                machine: Machine::now().since(&machine_at.expect("started")),
             };
         }
         assert!(
