@@ -82,7 +82,7 @@ fn pending(offset: i64) -> Pending {
         outputs: vec![OutRecord {
             topic: Topic::CommandResults,
             key: "k".into(),
-            value: format!("{{\"o\":{offset}}}"),
+            value: format!("{{\"o\":{offset}}}").into(),
             headers,
         }],
     }

@@ -281,7 +281,9 @@ fn dead_letter(dead: &DeadLetter, record: &InputRecord) -> OutRecord {
 fn out_record(o: Output, headers: Headers) -> OutRecord {
     OutRecord {
         topic: o.topic,
-        value: serde_json::to_string(&o.value).expect("outputs serialise"),
+        value: serde_json::to_string(&o.value)
+            .expect("outputs serialise")
+            .into(),
         key: o.key,
         headers,
     }

@@ -131,7 +131,9 @@ fn oversize(output: &OutRecord, size: usize, limit: usize) -> OutRecord {
         OutRecord {
             topic: Topic::DeadLetters,
             key: event.key,
-            value: serde_json::to_string(&event.value).expect("outputs serialise"),
+            value: serde_json::to_string(&event.value)
+                .expect("outputs serialise")
+                .into(),
             headers: headers(&output.headers, &detail, carried),
         }
     };
@@ -178,7 +180,7 @@ mod tests {
         OutRecord {
             topic: Topic::CommandResults,
             key: "0000000000000000000000c1".into(),
-            value: value.into(),
+            value: std::sync::Arc::new(value.to_string()),
             headers: Headers::new(headers),
         }
     }

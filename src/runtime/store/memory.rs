@@ -137,7 +137,7 @@ impl StateStore for MemoryStore {
                     entry.log.clear();
                 }
                 for m in changed {
-                    entry.log.insert(m.index, m);
+                    entry.log.insert(m.index, m.clone());
                 }
                 for r in std::mem::take(&mut w.conversation.results) {
                     if entry.result_ids.insert(r.message.clone()) {

@@ -31,11 +31,13 @@ pub const DEFAULT_RESPONSE_TIMEOUT: std::time::Duration = std::time::Duration::f
 
 /// An output record as it will be produced: its topic (by role), key, serialised value and
 /// headers. The outbox keeps all four, so a replay produces the same record byte for byte.
+/// The batch's outputs and the outbox share one copy of each value (serialised as a string all
+/// the same): copying them was a tenth of a profile's `memmove`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OutRecord {
     pub topic: crate::core::event::Topic,
     pub key: String,
-    pub value: String,
+    pub value: std::sync::Arc<String>,
     pub headers: crate::runtime::pipeline::Headers,
 }
 
@@ -229,19 +231,19 @@ pub trait StateStore: Send + Sync {
 
 /// The log after `writes`, for a store that keeps messages by index: `(replace, changed)`, where
 /// `replace` says the log was replaced (so everything not in `changed` is gone).
-pub(crate) fn flatten(writes: &[LogWrite]) -> (bool, Vec<StoredMessage>) {
+pub(crate) fn flatten(writes: &[LogWrite]) -> (bool, Vec<&StoredMessage>) {
     let mut replace = false;
-    let mut changed: Vec<StoredMessage> = Vec::new();
+    let mut changed: Vec<&StoredMessage> = Vec::new();
     for w in writes {
         match w {
             LogWrite::Replace(all) => {
                 replace = true;
-                changed = all.clone();
+                changed = all.iter().collect();
             }
             LogWrite::Append(m) | LogWrite::Update(m) => {
                 match changed.iter_mut().find(|c| c.index == m.index) {
-                    Some(c) => *c = m.clone(),
-                    None => changed.push(m.clone()),
+                    Some(c) => *c = m,
+                    None => changed.push(m),
                 }
             }
         }

@@ -267,13 +267,19 @@ impl StateStore for RedisStore {
 
     async fn write(
         &self,
-        writes: Vec<Write>,
+        mut writes: Vec<Write>,
         marks: &[Mark],
     ) -> Result<Vec<WriteOutcome>, StoreError> {
         if writes.is_empty() && marks.is_empty() {
             return Ok(Vec::new());
         }
-        let shares = self.node_writes(&writes, marks)?;
+        // The header is stored without its results, which go to a list of their own: taken
+        // out rather than the header copied without them.
+        let results: Vec<Vec<FormResult>> = writes
+            .iter_mut()
+            .map(|w| std::mem::take(&mut w.conversation.results))
+            .collect();
+        let shares = self.node_writes(&writes, &results, marks)?;
         let replies = match try_join_all(shares.iter().map(|s| self.send(s))).await {
             Ok(r) => r,
             // A restarted Redis has forgotten the script: no share ran it, so loading it and
@@ -406,7 +412,9 @@ mod tests {
         let record = |i: usize| OutRecord {
             topic: Topic::CommandResults,
             key: format!("conversation-{i}"),
-            value: "{\"type\":\"result\",\"text\":\"é\\\"\"}".repeat(i + 1),
+            value: "{\"type\":\"result\",\"text\":\"é\\\"\"}"
+                .repeat(i + 1)
+                .into(),
             headers: crate::runtime::pipeline::Headers::default(),
         };
         let outbox: Vec<Pending> = (0..5)

@@ -7,7 +7,7 @@
 use redis::{Cmd, Pipeline, Value};
 
 use super::{score, RedisStore};
-use crate::core::state::Conversation;
+use crate::core::state::FormResult;
 use crate::runtime::store::{flatten, Mark, StoreError, Write, WriteOutcome};
 
 /// One node's share of a batch.
@@ -37,6 +37,7 @@ impl RedisStore {
     pub(super) fn node_writes(
         &self,
         writes: &[Write],
+        results: &[Vec<FormResult>],
         marks: &[Mark],
     ) -> Result<Vec<NodeWrite>, StoreError> {
         let mut shares: Vec<Share> = Vec::new();
@@ -88,7 +89,7 @@ impl RedisStore {
         }
         shares
             .iter()
-            .map(|s| self.node_write(s, writes, &local, marks))
+            .map(|s| self.node_write(s, writes, results, &local, marks))
             .collect()
     }
 
@@ -96,6 +97,7 @@ impl RedisStore {
         &self,
         share: &Share,
         writes: &[Write],
+        results: &[Vec<FormResult>],
         local: &[Vec<usize>],
         marks: &[Mark],
     ) -> Result<NodeWrite, StoreError> {
@@ -116,7 +118,7 @@ impl RedisStore {
             .arg(route)
             .arg(share.writes.len());
         for &i in &share.writes {
-            self.write_args(&mut cmd, &writes[i], &local[i])?;
+            self.write_args(&mut cmd, &writes[i], &results[i], &local[i])?;
         }
         cmd.arg(share.marks.len());
         for (i, key) in &share.marks {
@@ -142,20 +144,22 @@ impl RedisStore {
         })
     }
 
-    /// One conversation's keys and arguments, as the script reads them.
-    fn write_args(&self, cmd: &mut Cmd, w: &Write, blocks: &[usize]) -> Result<(), StoreError> {
+    /// One conversation's keys and arguments, as the script reads them; `results` are the
+    /// conversation's, taken out of its header.
+    fn write_args(
+        &self,
+        cmd: &mut Cmd,
+        w: &Write,
+        results: &[FormResult],
+        blocks: &[usize],
+    ) -> Result<(), StoreError> {
         let id = &w.conversation.id;
         let corrupt = |source| StoreError::Corrupt {
             conversation: id.clone(),
             source,
         };
         let (replace, changed) = flatten(&w.log);
-        // The header goes without its results: they are appended to a list of their own.
-        let header = Conversation {
-            results: Vec::new(),
-            ..w.conversation.clone()
-        };
-        let results = &w.conversation.results;
+        let header = &w.conversation;
         let keys = 5 + blocks.len();
         let args = 10 + 2 * blocks.len() + 2 * results.len() + 4 * changed.len();
         cmd.arg(keys).arg(args);
@@ -166,9 +170,9 @@ impl RedisStore {
             cmd.arg(self.block_key(&w.blocks[b].organization));
         }
         cmd.arg(w.base.map(|b| b.to_string()).unwrap_or_default())
-            .arg(w.offset)
-            .arg(serde_json::to_string(&header).map_err(corrupt)?)
-            .arg(super::encode_outbox(id, &w.outbox)?)
+            .arg(w.offset);
+        json_arg(cmd, header).map_err(corrupt)?;
+        cmd.arg(super::encode_outbox(id, &w.outbox)?)
             .arg(if replace { "1" } else { "0" })
             .arg(results.len())
             .arg(changed.len())
@@ -180,18 +184,25 @@ impl RedisStore {
             cmd.arg(score(block.since)).arg(&block.ip);
         }
         for r in results {
-            cmd.arg(&r.message)
-                .arg(serde_json::to_string(r).map_err(corrupt)?);
+            cmd.arg(&r.message);
+            json_arg(cmd, r).map_err(corrupt)?;
         }
         for m in &changed {
-            cmd.arg(m.index)
-                .arg(serde_json::to_string(m).map_err(corrupt)?);
+            cmd.arg(m.index);
+            json_arg(cmd, m).map_err(corrupt)?;
         }
         for m in &changed {
             cmd.arg(&m.id).arg(m.index);
         }
         Ok(())
     }
+}
+
+/// `value`'s JSON as the command's next argument, written in place: serialising to a string
+/// first copied every header and message once more.
+fn json_arg(cmd: &mut Cmd, value: &impl serde::Serialize) -> serde_json::Result<()> {
+    use redis::RedisWrite;
+    serde_json::to_writer(cmd.writer_for_next_arg(), value)
 }
 
 /// The script's answer for one write. A failure on data the write cannot work with (a key of
