@@ -136,8 +136,8 @@ async fn losing_the_leader_of_input_and_output_partitions_loses_and_duplicates_n
     setup.produce_trace(&slice(&trace, b, lines, "cluster-phase3"));
 
     wait_for_results(&setup, expected, Duration::from_secs(240));
-    terminate(one);
-    terminate(two);
+    terminate_after_broker_loss(one);
+    terminate_after_broker_loss(two);
     eprintln!("all {expected} results after {:?}", started.elapsed());
     assert_matches_oracle(&setup, &trace).await;
 }

@@ -23,6 +23,17 @@ const COMMIT_ATTEMPTS: u32 = 3;
 /// attempt at the commit itself each wait up to [`TIMEOUT`]. A rebalance waits this long for
 /// the commit in flight (30 s before, so a slow commit's partitions could move while it ran).
 pub(super) const LONGEST_COMMIT: Duration = TIMEOUT.saturating_mul(2 + COMMIT_ATTEMPTS);
+/// How long the main thread waits for a commit before taking it for stuck: a call's timeout
+/// longer than the longest a commit whose calls keep their timeouts can take ([`LONGEST_COMMIT`],
+/// plus the sends, which wait for a full queue at most as long as a record may stay queued:
+/// `transaction_timeout`). librdkafka's `send_offsets_to_transaction` can block past its own
+/// timeout, for ever, once the group coordinator's broker went down and came back
+/// (confluentinc/librdkafka#5456 and #5511, open; seen in `tests/kafka_cluster.rs`).
+pub(super) fn stuck_after(transaction_timeout: Duration) -> Duration {
+    LONGEST_COMMIT + transaction_timeout + TIMEOUT
+}
+/// The exit status of an instance whose commit is stuck (EX_SOFTWARE).
+pub const STUCK_EXIT: i32 = 70;
 
 /// Where the producer's transaction stands. One at a time: a batch's transaction begins only
 /// once the one before it has committed or been ended, so "open and committing" has no value.
@@ -66,6 +77,21 @@ pub(super) struct InFlight {
     pub(super) next_offsets: std::collections::BTreeMap<i32, i64>,
     /// When its transaction began (about: when the thread was started).
     pub(super) began: Instant,
+}
+
+/// Ends the process on a commit stuck inside librdkafka: no call can end or abort it, and its
+/// thread cannot be stopped, so the instance would hold on to nothing, consume nothing and never
+/// stop. `_exit`, as after `kill -9`: the coordinator aborts the transaction at its timeout, the
+/// group gives the partitions to others, and the instance restarted (by its supervisor) goes on
+/// from the last commit; the store's outboxes make that exact.
+pub(super) fn exit_stuck(batch: &InFlight, waited: Duration) -> ! {
+    tracing::error!(
+        waited_s = waited.as_secs(),
+        records = batch.records,
+        "the commit in flight is stuck inside librdkafka (confluentinc/librdkafka#5456): exiting \
+         with status {STUCK_EXIT} for a restart to go on from the last commit"
+    );
+    signal_hook::low_level::exit(STUCK_EXIT)
 }
 
 /// A transaction that did not commit, by whether it is still open (to be aborted).
@@ -241,6 +267,29 @@ mod tests {
             outlived(fenced(), old, Duration::from_secs(60)),
             RuntimeError::TimedOut(_)
         ));
+    }
+
+    #[test]
+    fn a_commit_blocked_past_the_limit_is_seen_stuck_in_time() {
+        let gate = Arc::new(Gate::default());
+        let (release, blocked) = std::sync::mpsc::channel::<()>();
+        let busy = Busy::new(&gate);
+        // A commit blocked in a call that never returns, as librdkafka#5456's.
+        let thread = std::thread::spawn(move || {
+            let _busy = busy;
+            let _ = blocked.recv();
+        });
+        let waited = Instant::now();
+        assert!(!gate.wait_idle(Duration::from_millis(50)), "seen stuck");
+        let waited = waited.elapsed();
+        assert!(waited >= Duration::from_millis(50) && waited < Duration::from_secs(5));
+        release.send(()).unwrap();
+        assert!(gate.wait_idle(Duration::from_secs(10)), "idle once it ends");
+        thread.join().unwrap();
+        assert_eq!(
+            stuck_after(Duration::from_secs(30)),
+            Duration::from_secs(210)
+        );
     }
 
     #[test]

@@ -32,6 +32,7 @@ use crate::runtime::pipeline::{
 };
 use crate::runtime::store::DirectorySource;
 use crate::runtime::store::StateStore;
+pub use commit::STUCK_EXIT;
 use commit::{Commit, Failed, Gate, InFlight, Txn};
 use consumer::{Input, Polled};
 use kafka::{init_serving_events, new_producer, TxnProducer};
@@ -316,6 +317,12 @@ impl<S: StateStore, D: DirectorySource> Runtime<S, D> {
         let Some(f) = self.txn.take_in_flight() else {
             return Ok(());
         };
+        let stuck = commit::stuck_after(Duration::from_millis(
+            self.config.kafka.transaction_timeout_ms.into(),
+        ));
+        if !self.committing.wait_idle(stuck) {
+            commit::exit_stuck(&f, stuck);
+        }
         let result = f
             .thread
             .join()
