@@ -209,3 +209,73 @@ async fn a_poison_conversation_halts_its_partition_while_the_others_flow() {
     terminate(child);
     assert_matches_oracle(&setup, &trace).await;
 }
+
+/// The partitions `/readyz` lists as halted right now (none while it is not up).
+fn halted_now(port: u16) -> std::collections::BTreeSet<i32> {
+    try_http_get(port, "/readyz")
+        .map(|(_, body)| body)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.strip_prefix("halted partition "))
+        .map(|l| l.split(':').next().unwrap().parse().unwrap())
+        .collect()
+}
+
+/// Waits until `/readyz` lists as halted what `done` says (or panics after `deadline`).
+fn wait_halted(port: u16, done: impl Fn(&std::collections::BTreeSet<i32>) -> bool, what: &str) {
+    let start = Instant::now();
+    loop {
+        let halted = halted_now(port);
+        if done(&halted) {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "{what}: halted {halted:?} after 120 s"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// A halted partition revoked from an instance (which releases its halt) and assigned back to
+/// it is consumed again, and halts again while its cause is there. librdkafka keeps a partition
+/// paused through its revoke and a new assignment: without resuming it on assignment, it sat
+/// paused, consumed by no one and reported halted by nothing (found by `scripts/faults`).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_halted_partition_assigned_back_halts_again_rather_than_sitting_paused() {
+    let setup = Setup::create("halt-back").await;
+    let trace = scaled_trace("halt-back", 2);
+    setup.produce_trace(&trace);
+    let child = setup.spawn();
+    let expected = expected_results(&trace);
+    wait_for_results(&setup, expected, Duration::from_secs(120));
+    terminate(child);
+    let done = group_offsets(&setup);
+    let back: Vec<(i32, i64)> = done.iter().map(|(p, o)| (*p, (o - 6).max(0))).collect();
+    set_group_offsets(&setup, &back);
+    let moved: std::collections::BTreeSet<i32> = done
+        .iter()
+        .filter(|(_, o)| *o > 0)
+        .map(|(p, _)| *p)
+        .collect();
+    assert!(moved.len() > 1, "partitions to share: {moved:?}");
+
+    let port = free_http_port();
+    let one = setup.spawn_with("1", &format!("127.0.0.1:{port}"));
+    wait_halted(port, |h| *h == moved, "all halted on the first instance");
+    // A second instance takes some of them from the first, then stops: they come back.
+    let two = setup.spawn_instance("2");
+    wait_halted(
+        port,
+        |h| h.len() < moved.len(),
+        "some revoked from the first instance",
+    );
+    terminate(two);
+    wait_halted(port, |h| *h == moved, "all halted again once assigned back");
+    terminate(one);
+    assert_eq!(
+        setup.committed(Topic::CommandResults).len(),
+        expected,
+        "nothing was produced again"
+    );
+}

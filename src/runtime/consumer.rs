@@ -79,6 +79,16 @@ impl ConsumerContext for ConsumerHooks {
         }
         match rebalance {
             Rebalance::Assign(tpl) => {
+                // librdkafka keeps a partition's pause through its revoke and a new assignment,
+                // so a partition halted here, revoked (which releases the halt) and assigned back
+                // would stay paused: consumed by no one, its halt reported by nothing (seen in
+                // `scripts/faults`). It starts afresh instead, and its replay halts it again if
+                // the cause is still there.
+                if tpl.count() > 0 {
+                    if let Err(e) = consumer.resume(tpl) {
+                        warn!(error = %e, "cannot resume the partitions assigned");
+                    }
+                }
                 let committed = self.committed(consumer, tpl);
                 self.metrics.consumer_lag.assigned(&self.input, committed);
             }
