@@ -105,13 +105,14 @@ fn set_group_offsets(setup: &Setup, offsets: &[(i32, i64)]) {
     }
 }
 
-/// Review case 4: the group's offsets moved back while the processor was stopped. Nothing is
-/// applied or produced again; the partitions halt naming the watermark, and moving the offsets
-/// forward to it, as the reason says, lets the stream go on exactly.
-#[tokio::test(flavor = "multi_thread")]
-async fn offsets_moved_back_halt_until_moved_forward_again() {
-    let setup = Setup::create("moved").await;
-    let trace = scaled_trace("moved", 2);
+/// A trace processed to the end by one instance, then the group's offsets moved back by 6 on
+/// every partition while it is stopped: the setup, the trace, its results and the offsets the
+/// group had committed.
+async fn processed_then_moved_back(
+    name: &str,
+) -> (Setup, std::path::PathBuf, usize, Vec<(i32, i64)>) {
+    let setup = Setup::create(name).await;
+    let trace = scaled_trace(name, 2);
     setup.produce_trace(&trace);
     let child = setup.spawn();
     let expected = expected_results(&trace);
@@ -120,6 +121,15 @@ async fn offsets_moved_back_halt_until_moved_forward_again() {
     let done = group_offsets(&setup);
     let back: Vec<(i32, i64)> = done.iter().map(|(p, o)| (*p, (o - 6).max(0))).collect();
     set_group_offsets(&setup, &back);
+    (setup, trace, expected, done)
+}
+
+/// Review case 4: the group's offsets moved back while the processor was stopped. Nothing is
+/// applied or produced again; the partitions halt naming the watermark, and moving the offsets
+/// forward to it, as the reason says, lets the stream go on exactly.
+#[tokio::test(flavor = "multi_thread")]
+async fn offsets_moved_back_halt_until_moved_forward_again() {
+    let (setup, trace, expected, done) = processed_then_moved_back("moved").await;
 
     let port = free_http_port();
     let child = setup.spawn_with("1", &format!("127.0.0.1:{port}"));
@@ -210,17 +220,6 @@ async fn a_poison_conversation_halts_its_partition_while_the_others_flow() {
     assert_matches_oracle(&setup, &trace).await;
 }
 
-/// The partitions `/readyz` lists as halted right now (none while it is not up).
-fn halted_now(port: u16) -> std::collections::BTreeSet<i32> {
-    try_http_get(port, "/readyz")
-        .map(|(_, body)| body)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.strip_prefix("halted partition "))
-        .map(|l| l.split(':').next().unwrap().parse().unwrap())
-        .collect()
-}
-
 /// Waits until `/readyz` lists as halted what `done` says (or panics after `deadline`).
 fn wait_halted(port: u16, done: impl Fn(&std::collections::BTreeSet<i32>) -> bool, what: &str) {
     let start = Instant::now();
@@ -243,16 +242,7 @@ fn wait_halted(port: u16, done: impl Fn(&std::collections::BTreeSet<i32>) -> boo
 /// paused, consumed by no one and reported halted by nothing (found by `scripts/faults`).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_halted_partition_assigned_back_halts_again_rather_than_sitting_paused() {
-    let setup = Setup::create("halt-back").await;
-    let trace = scaled_trace("halt-back", 2);
-    setup.produce_trace(&trace);
-    let child = setup.spawn();
-    let expected = expected_results(&trace);
-    wait_for_results(&setup, expected, Duration::from_secs(120));
-    terminate(child);
-    let done = group_offsets(&setup);
-    let back: Vec<(i32, i64)> = done.iter().map(|(p, o)| (*p, (o - 6).max(0))).collect();
-    set_group_offsets(&setup, &back);
+    let (setup, _, expected, done) = processed_then_moved_back("halt-back").await;
     let moved: std::collections::BTreeSet<i32> = done
         .iter()
         .filter(|(_, o)| *o > 0)

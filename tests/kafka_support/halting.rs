@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use super::process::{http_get, metrics};
+use super::process::{http_get, metrics, try_http_get};
 
 /// Lines `from..to` of `trace`, as a trace file of their own.
 pub fn slice(trace: &std::path::Path, from: usize, to: usize, name: &str) -> std::path::PathBuf {
@@ -35,13 +35,8 @@ pub fn halted_partitions(port: u16, why: &str, deadline: Duration) -> BTreeSet<i
             // Give the batch in hand time to meet the other partitions too.
             std::thread::sleep(Duration::from_secs(3));
             let (_, body) = http_get(port, "/readyz");
-            let listed: BTreeSet<i32> = body
-                .lines()
-                .filter_map(|l| l.strip_prefix("halted partition "))
-                .map(|l| l.split(':').next().unwrap().parse().unwrap())
-                .collect();
             assert!(body.contains(why), "the reason says what happened: {body}");
-            return listed;
+            return listed_halted(&body);
         }
         assert!(
             start.elapsed() < deadline,
@@ -87,4 +82,19 @@ pub fn restore(url: &str, prefix: &str, backup: &[(String, Vec<u8>)]) {
             .query(&mut conn)
             .unwrap();
     }
+}
+
+/// The partitions a `/readyz` body lists as halted.
+fn listed_halted(body: &str) -> BTreeSet<i32> {
+    body.lines()
+        .filter_map(|l| l.strip_prefix("halted partition "))
+        .map(|l| l.split(':').next().unwrap().parse().unwrap())
+        .collect()
+}
+
+/// The partitions `/readyz` lists as halted right now (none while it is not up).
+pub fn halted_now(port: u16) -> BTreeSet<i32> {
+    try_http_get(port, "/readyz")
+        .map(|(_, body)| listed_halted(&body))
+        .unwrap_or_default()
 }
